@@ -1,0 +1,5 @@
+"""The one exception type the command line turns into a one-line message and a non-zero exit."""
+
+
+class ArsmoothError(Exception):
+    """A user-facing error: the message names the bad value, the expected one and what to do."""
