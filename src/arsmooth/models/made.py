@@ -22,8 +22,8 @@ from .. import likelihoods as L
 class MaskedLinear(nn.Linear):
     """A linear layer whose connectivity is restricted by a fixed binary mask ``(out, in)``."""
 
-    def __init__(self, in_features: int, out_features: int, mask: Tensor):
-        super().__init__(in_features, out_features)
+    def __init__(self, in_features: int, out_features: int, mask: Tensor, bias: bool = True):
+        super().__init__(in_features, out_features, bias=bias)
         self.register_buffer("mask", mask.float())
 
     def forward(self, x: Tensor) -> Tensor:
@@ -50,13 +50,17 @@ class MADE(nn.Module):
         n_par = 3 * n_mix
         out_deg = in_deg.repeat(n_par)  # output index p * D + i belongs to dimension i
         self.out = MaskedLinear(len(degs[-1]), n_par * dim, out_deg[:, None] > degs[-1][None, :])
+        # direct input -> output connections (Germain et al. 2015, section 4): a masked linear
+        # skip that lets every conditional depend linearly on its inputs, e.g. p(x | x~) near x~
+        self.direct = MaskedLinear(dim, n_par * dim, out_deg[:, None] > in_deg[None, :], bias=False)
+        nn.init.zeros_(self.direct.weight)
 
     def params(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """Mixture parameters of every conditional, each ``(N, D, K)``."""
         h = x
         for layer in self.hidden_layers:
             h = F.relu(layer(h))
-        p = self.out(h).view(x.shape[0], 3 * self.n_mix, self.dim).transpose(1, 2)  # (N, D, 3K)
+        p = (self.out(h) + self.direct(x)).view(x.shape[0], 3 * self.n_mix, self.dim).transpose(1, 2)  # (N, D, 3K)
         logit_pi, mu, log_s = p.split(self.n_mix, -1)
         return logit_pi, mu, log_s
 
@@ -86,7 +90,7 @@ class MADE(nn.Module):
         Later coordinates (``>= stop``) are left at zero.
         """
         start = 0 if fixed is None else fixed.shape[1]
-        x = torch.zeros(n, self.dim, device=self.out.weight.device)
+        x = torch.zeros(n, self.dim, device=self.out.weight.device, dtype=self.out.weight.dtype)
         if fixed is not None:
             x[:, :start] = fixed
         for i in range(start, self.dim if stop is None else stop):

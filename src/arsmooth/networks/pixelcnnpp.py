@@ -1,0 +1,226 @@
+"""PixelCNN++: a causal convolutional network that outputs logistic-mixture parameters per pixel.
+
+Salimans, Karpathy, Chen, Kingma, "PixelCNN++: Improving the PixelCNN with Discretized Logistic
+Mixture Likelihood and Other Modifications", ICLR 2017 (https://arxiv.org/abs/1701.05517).
+
+Two streams keep the model causal in raster order without masks: ``u`` sees the rows above a pixel
+(down-shifted convolutions), ``ul`` sees the rows above and the pixels to its left in the same row
+(down-right-shifted convolutions, fed ``u`` as auxiliary input). Every convolution is
+weight-normalised; padding is done with ``F.pad`` on each call, so nothing depends on the batch size.
+
+The network only outputs parameters ``(B, P, H, W)`` in the layout of
+``arsmooth.likelihoods.split_image_params``; ``likelihoods.image_log_prob`` scores them. For stage 2
+of the smoothing method the same network runs unchanged on the stacked image ``[x~ ; x]``
+(see ``arsmooth.networks.stacked``).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch import Tensor
+from torch.nn.utils.parametrizations import weight_norm
+
+from .. import likelihoods as L
+from ..errors import ArsmoothError
+
+
+def down_shift(x: Tensor) -> Tensor:
+    """Move every row one step down (zeros in row 0): row ``i`` then only holds rows ``< i``."""
+    return F.pad(x, (0, 0, 1, 0))[:, :, :-1, :]  # (B, C, H, W)
+
+
+def right_shift(x: Tensor) -> Tensor:
+    """Move every column one step right (zeros in column 0)."""
+    return F.pad(x, (1, 0, 0, 0))[:, :, :, :-1]  # (B, C, H, W)
+
+
+def concat_elu(x: Tensor) -> Tensor:
+    """ELU of ``[x, -x]``: keeps both signs' information at twice the channels."""
+    return F.elu(torch.cat([x, -x], 1))  # (B, 2C, H, W)
+
+
+class DownShiftedConv2d(nn.Module):
+    """Convolution whose output at row ``i`` sees input rows ``i - kh + 1 .. i`` only."""
+
+    def __init__(self, in_ch: int, out_ch: int, kernel: tuple[int, int] = (2, 3), stride: int = 1):
+        super().__init__()
+        self.kernel = kernel
+        self.conv = weight_norm(nn.Conv2d(in_ch, out_ch, kernel, stride))
+
+    def forward(self, x: Tensor) -> Tensor:
+        kh, kw = self.kernel
+        # all vertical padding on top makes the kernel look only up; horizontal padding is centred
+        return self.conv(F.pad(x, ((kw - 1) // 2, (kw - 1) // 2, kh - 1, 0)))
+
+
+class DownRightShiftedConv2d(nn.Module):
+    """Convolution whose output at ``(i, j)`` sees rows ``<= i`` and columns ``<= j`` only."""
+
+    def __init__(self, in_ch: int, out_ch: int, kernel: tuple[int, int] = (2, 2), stride: int = 1):
+        super().__init__()
+        self.kernel = kernel
+        self.conv = weight_norm(nn.Conv2d(in_ch, out_ch, kernel, stride))
+
+    def forward(self, x: Tensor) -> Tensor:
+        kh, kw = self.kernel
+        return self.conv(F.pad(x, (kw - 1, 0, kh - 1, 0)))
+
+
+class _ShiftedDeconv2d(nn.Module):
+    """Stride-2 transposed convolution cropped to ``2H x 2W``.
+
+    Each input pixel is written to a ``kh x kw`` block; keeping the first ``2H`` rows maps input
+    row ``i`` to output rows ``2i, 2i + 1`` only (no row looks down), and the column offset
+    ``col0`` centres (``u``) or left-aligns (``ul``) the blocks.
+    """
+
+    def __init__(self, in_ch: int, out_ch: int, kernel: tuple[int, int], col0: int):
+        super().__init__()
+        self.col0 = col0
+        # dim=1: ConvTranspose2d stores (in, out, kh, kw); normalise per output filter
+        self.deconv = weight_norm(nn.ConvTranspose2d(in_ch, out_ch, kernel, stride=2), dim=1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        h, w = x.shape[-2:]
+        return self.deconv(x)[:, :, : 2 * h, self.col0 : self.col0 + 2 * w]  # (B, C, 2H, 2W)
+
+
+def down_shifted_deconv2d(in_ch: int, out_ch: int) -> _ShiftedDeconv2d:
+    """2x up-sampling for the ``u`` stream (kernel 2x3, centred columns)."""
+    return _ShiftedDeconv2d(in_ch, out_ch, (2, 3), col0=1)
+
+
+def down_right_shifted_deconv2d(in_ch: int, out_ch: int) -> _ShiftedDeconv2d:
+    """2x up-sampling for the ``ul`` stream (kernel 2x2, output pixel sees inputs up-left)."""
+    return _ShiftedDeconv2d(in_ch, out_ch, (2, 2), col0=0)
+
+
+def _nin(in_ch: int, out_ch: int) -> nn.Module:
+    """Weight-normalised 1x1 convolution ("network in network")."""
+    return weight_norm(nn.Conv2d(in_ch, out_ch, 1))
+
+
+class GatedResnet(nn.Module):
+    """``x + a * sigmoid(b)`` with ``(a, b)`` from two shifted convs on concat-ELU features.
+
+    ``n_aux`` feature maps of auxiliary input (the other stream, or skip connections) enter
+    through a 1x1 convolution added after the first conv.
+    """
+
+    def __init__(self, nr_filters: int, conv: type[nn.Module], n_aux: int, dropout: float):
+        super().__init__()
+        self.conv_in = conv(2 * nr_filters, nr_filters)
+        self.nin_aux = _nin(2 * n_aux * nr_filters, nr_filters) if n_aux else None
+        self.dropout = nn.Dropout(dropout)
+        self.conv_out = conv(2 * nr_filters, 2 * nr_filters)
+
+    def forward(self, x: Tensor, aux: Tensor | None = None) -> Tensor:
+        c = self.conv_in(concat_elu(x))  # (B, F, H, W)
+        if aux is not None:
+            c = c + self.nin_aux(concat_elu(aux))
+        c = self.conv_out(self.dropout(concat_elu(c)))  # (B, 2F, H, W)
+        a, b = c.chunk(2, 1)
+        return x + a * torch.sigmoid(b)
+
+
+class PixelCNNpp(nn.Module):
+    """PixelCNN++ over ``(B, C, H, W)`` images (C = 1 or 3, H and W divisible by 4).
+
+    ``forward(x)`` returns ``(B, P, H, W)`` mixture parameters, ``P =
+    likelihoods.image_param_channels(in_channels, nr_logistic_mix)``; the parameters at pixel
+    ``(i, j)`` depend only on pixels before it in raster order (all channels of earlier pixels).
+    Paper defaults (CIFAR-10): ``nr_resnet=5, nr_filters=160, nr_logistic_mix=10, dropout=0.5``;
+    MNIST in the smoothing paper uses ``nr_filters=40``.
+    """
+
+    def __init__(
+        self,
+        *,
+        in_channels: int = 1,
+        nr_resnet: int = 5,
+        nr_filters: int = 160,
+        nr_logistic_mix: int = 10,
+        dropout: float = 0.5,
+    ):
+        super().__init__()
+        if in_channels not in (1, 3):
+            raise ArsmoothError(f"PixelCNN++ handles 1 or 3 channels, got in_channels={in_channels}")
+        if nr_resnet < 0 or nr_filters < 1 or nr_logistic_mix < 1:
+            raise ArsmoothError(
+                "PixelCNN++ needs nr_resnet >= 0, nr_filters >= 1 and nr_logistic_mix >= 1, got "
+                f"{nr_resnet}, {nr_filters}, {nr_logistic_mix}"
+            )
+        if not 0.0 <= dropout < 1.0:
+            raise ArsmoothError(f"dropout must be in [0, 1), got {dropout}")
+        self.in_channels, self.nr_resnet, self.nr_filters = in_channels, nr_resnet, nr_filters
+        self.nr_logistic_mix, self.dropout = nr_logistic_mix, dropout
+        self.out_channels = L.image_param_channels(in_channels, nr_logistic_mix)
+        nf, cin = nr_filters, in_channels + 1  # +1: the channel of ones
+
+        # initial convs, shifted so that position (i, j) never sees itself
+        self.u_init = DownShiftedConv2d(cin, nf, (2, 3))
+        self.ul_init_above = DownShiftedConv2d(cin, nf, (1, 3))
+        self.ul_init_left = DownRightShiftedConv2d(cin, nf, (2, 1))
+
+        def blocks(n: int, conv: type[nn.Module], n_aux: int) -> nn.ModuleList:
+            return nn.ModuleList(GatedResnet(nf, conv, n_aux, dropout) for _ in range(n))
+
+        # Down pass (resolution H -> H/4; the paper's code calls it the "up pass"): nr_resnet
+        # blocks per stage; ul gets u as auxiliary input.
+        self.down_u = nn.ModuleList(blocks(nr_resnet, DownShiftedConv2d, 0) for _ in range(3))
+        self.down_ul = nn.ModuleList(blocks(nr_resnet, DownRightShiftedConv2d, 1) for _ in range(3))
+        self.downsample_u = nn.ModuleList(DownShiftedConv2d(nf, nf, (2, 3), 2) for _ in range(2))
+        self.downsample_ul = nn.ModuleList(DownRightShiftedConv2d(nf, nf, (2, 2), 2) for _ in range(2))
+        # Up pass: every block pops one skip connection per stream; the down pass stored
+        # 3 nr_resnet + 3 of them (initial, blocks, down-samplings), one is the starting point,
+        # so the stages hold nr_resnet, nr_resnet + 1, nr_resnet + 1 blocks as in the paper's code.
+        sizes = (nr_resnet, nr_resnet + 1, nr_resnet + 1)
+        self.up_u = nn.ModuleList(blocks(n, DownShiftedConv2d, 1) for n in sizes)
+        self.up_ul = nn.ModuleList(blocks(n, DownRightShiftedConv2d, 2) for n in sizes)
+        self.upsample_u = nn.ModuleList(down_shifted_deconv2d(nf, nf) for _ in range(2))
+        self.upsample_ul = nn.ModuleList(down_right_shifted_deconv2d(nf, nf) for _ in range(2))
+
+        # the paper's code applies a plain ELU before the output layer
+        self.nin_out = _nin(nf, self.out_channels)
+
+    def _check(self, x: Tensor) -> None:
+        if x.dim() != 4 or x.shape[1] != self.in_channels:
+            raise ArsmoothError(
+                f"PixelCNN++ expects images (B, {self.in_channels}, H, W), got shape {tuple(x.shape)}"
+            )
+        h, w = x.shape[-2:]
+        if h % 4 or w % 4:
+            raise ArsmoothError(
+                f"PixelCNN++ needs H and W divisible by 4, got {h}x{w}; pad or resize the images"
+            )
+
+    def forward(self, x: Tensor) -> Tensor:
+        self._check(x)
+        b, _, h, w = x.shape
+        # zero padding is then distinguishable from a pixel whose value is 0
+        x = torch.cat([x, x.new_ones(b, 1, h, w)], 1)  # (B, C+1, H, W)
+        u = down_shift(self.u_init(x))  # (B, F, H, W): rows above
+        ul = down_shift(self.ul_init_above(x)) + right_shift(self.ul_init_left(x))  # + left in row
+        us, uls = [u], [ul]
+        for stage in range(3):
+            for block_u, block_ul in zip(self.down_u[stage], self.down_ul[stage]):
+                u = block_u(u)
+                ul = block_ul(ul, u)
+                us.append(u)
+                uls.append(ul)
+            if stage < 2:
+                u, ul = self.downsample_u[stage](u), self.downsample_ul[stage](ul)  # (B, F, H/2, W/2)
+                us.append(u)
+                uls.append(ul)
+
+        u, ul = us.pop(), uls.pop()  # (B, F, H/4, W/4)
+        for stage in range(3):
+            for block_u, block_ul in zip(self.up_u[stage], self.up_ul[stage]):
+                u = block_u(u, us.pop())
+                ul = block_ul(ul, torch.cat([u, uls.pop()], 1))
+            if stage < 2:
+                u, ul = self.upsample_u[stage](u), self.upsample_ul[stage](ul)  # (B, F, 2H', 2W')
+        assert not us and not uls, "every skip connection is used exactly once"
+        return self.nin_out(F.elu(ul))  # (B, P, H, W)

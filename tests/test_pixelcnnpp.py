@@ -1,0 +1,168 @@
+"""PixelCNN++ is causal in raster order, its likelihood factorises, and it handles any batch size."""
+
+import pytest
+import torch
+
+from arsmooth import likelihoods as L
+from arsmooth.errors import ArsmoothError
+from arsmooth.networks.pixelcnnpp import PixelCNNpp
+from arsmooth.networks.stacked import bottom_half, stack_pair
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    # tiny convolutions gain nothing from threads, and on a shared, loaded CPU the OpenMP
+    # barriers of 2 threads made these tests ~100x slower
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _model(channels, nr_resnet=1, nr_filters=8, nr_mix=2, dropout=0.0):
+    torch.manual_seed(1)
+    m = PixelCNNpp(
+        in_channels=channels, nr_resnet=nr_resnet, nr_filters=nr_filters,
+        nr_logistic_mix=nr_mix, dropout=dropout,
+    )
+    return m.double().eval()
+
+
+def _dependence(model, x, positions):
+    """Boolean ``(len(positions), H * W)``: does pixel ``p``'s output depend on input pixel ``j``?
+
+    One batch element per output position (elements are independent), so one backward pass
+    gives every row; all channels of a pixel are pooled on both sides.
+    """
+    _, c, h, w = x.shape
+    n = len(positions)
+    xs = x.expand(n, -1, -1, -1).clone().requires_grad_()
+    params = model(xs)  # (n, P, H, W)
+    rows, cols = positions // w, positions % w
+    (grad,) = torch.autograd.grad(params[torch.arange(n), :, rows, cols].sum(), xs)
+    return grad.abs().sum(1).reshape(n, h * w) > 0
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_every_output_sees_exactly_the_pixels_before_it(channels):
+    # nr_resnet=2 reaches every earlier pixel of an 8x8 image, so the dependence pattern must be
+    # exactly the strict raster-order past: zero on and after the pixel, nonzero before it.
+    model = _model(channels, nr_resnet=2)
+    x = torch.randn(1, channels, 8, 8, dtype=torch.float64)
+    dep = _dependence(model, x, torch.arange(64))
+    strict_past = torch.ones(64, 64, dtype=torch.bool).tril(-1)
+    assert not (dep & ~strict_past).any(), "an output depends on its own pixel or a later one"
+    assert torch.equal(dep, strict_past)
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_small_model_is_causal_on_a_wide_image(channels):
+    model = _model(channels, nr_resnet=1)
+    h, w = 8, 12
+    x = torch.randn(1, channels, h, w, dtype=torch.float64)
+    positions = torch.arange(h * w)
+    dep = _dependence(model, x, positions)
+    strict_past = torch.ones(h * w, h * w, dtype=torch.bool).tril(-1)
+    assert not (dep & ~strict_past).any()
+    assert dep[1:].any(1).all(), "every output after the first must see some earlier pixel"
+    # the left neighbour and the pixel above are always in the receptive field
+    left = positions[positions % w > 0]
+    above = positions[positions >= w]
+    assert dep[left, left - 1].all() and dep[above, above - w].all()
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_stacked_bottom_half_sees_all_of_x_tilde_and_only_the_past_of_x(channels):
+    model = _model(channels, nr_resnet=1)
+    h, w = 8, 8
+    x_tilde = torch.randn(1, channels, h, w, dtype=torch.float64)
+    x = L.quantize(torch.rand(1, channels, h, w, dtype=torch.float64) * 2 - 1)
+    stacked = stack_pair(x_tilde, x)  # (1, C, 2H, W)
+
+    s = stacked.clone().requires_grad_()
+    (grad,) = torch.autograd.grad(bottom_half(model(s)).sum(), s)
+    seen = grad.abs().sum(1)[0]  # (2H, W)
+    assert (seen[:h] > 0).all(), "p(x | x~) must depend on every pixel of x~"
+
+    bottom = torch.arange(h * w, 2 * h * w)
+    dep = _dependence(model, stacked, bottom)
+    strict_past = torch.ones(2 * h * w, 2 * h * w, dtype=torch.bool).tril(-1)[bottom]
+    assert not (dep & ~strict_past).any()
+
+
+@pytest.mark.parametrize("discretized", [True, False])
+@pytest.mark.parametrize("channels", [1, 3])
+def test_log_likelihood_factorises_pixel_by_pixel(channels, discretized):
+    # Pixel k's log-prob must be the same when every pixel at or after k is garbage: then the
+    # batched log-likelihood is the sum of the autoregressive conditionals.
+    nr_mix, h, w = 3, 4, 8
+    model = _model(channels, nr_mix=nr_mix)
+    g = torch.Generator().manual_seed(3)
+    x = torch.rand(1, channels, h, w, generator=g, dtype=torch.float64) * 2 - 1
+    x = L.quantize(x) if discretized else 1.5 * x  # smoothed data may leave [-1, 1]
+    full = L.image_log_prob(x, model(x), nr_mix, discretized)[0].flatten()  # (H W,)
+
+    n = h * w
+    garbage = 3.0 * torch.randn(n, channels, h, w, generator=g, dtype=torch.float64)
+    after = (torch.arange(n)[None, :] >= torch.arange(n)[:, None]).view(n, 1, h, w)
+    corrupted = torch.where(after, garbage, x)  # row k: pixels >= k replaced
+    lp = L.image_log_prob(x.expand(n, -1, -1, -1), model(corrupted), nr_mix, discretized)
+    one_at_a_time = lp.reshape(n, n).diagonal()  # row k scored at pixel k
+    assert torch.allclose(one_at_a_time, full, rtol=0, atol=1e-10)
+    assert one_at_a_time.sum().item() == pytest.approx(full.sum().item(), abs=1e-9)
+    # and the garbage does change later pixels, so the comparison is not vacuous
+    assert not torch.allclose(lp.reshape(n, n)[0, 1:], full[1:])
+
+
+@pytest.mark.parametrize("shape", [(30, 28), (28, 30), (6, 8)])
+def test_sizes_not_divisible_by_4_are_refused(shape):
+    model = _model(1)
+    with pytest.raises(ArsmoothError, match="divisible by 4"):
+        model(torch.zeros(1, 1, *shape, dtype=torch.float64))
+
+
+def test_wrong_channel_count_is_refused():
+    with pytest.raises(ArsmoothError, match="1 or 3"):
+        PixelCNNpp(in_channels=2)
+    with pytest.raises(ArsmoothError, match=r"\(B, 3, H, W\)"):
+        _model(3)(torch.zeros(1, 1, 8, 8, dtype=torch.float64))
+
+
+def test_batch_size_can_change_and_samples_are_independent():
+    model = _model(3, nr_mix=2)
+    x = torch.randn(5, 3, 8, 12, dtype=torch.float64)
+    out2 = model(x[:2])
+    out5 = model(x)
+    assert out2.shape == (2, L.image_param_channels(3, 2), 8, 12)
+    assert out5.shape == (5, model.out_channels, 8, 12)
+    assert torch.allclose(out5[:2], out2, atol=1e-12)
+
+
+def test_dropout_acts_in_train_mode_only():
+    model = _model(1, dropout=0.5)
+    x = torch.randn(2, 1, 8, 8, dtype=torch.float64)
+    assert torch.equal(model(x), model(x))
+    model.train()
+    assert not torch.allclose(model(x), model(x))
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_every_parameter_receives_a_gradient(channels):
+    model = _model(channels, nr_mix=2, dropout=0.5).train()
+    x = L.quantize(torch.rand(2, channels, 8, 8, dtype=torch.float64) * 2 - 1)
+    loss = -L.image_log_prob(x, model(x), 2, discretized=True).mean()
+    loss.backward()
+    for name, p in model.named_parameters():
+        assert p.grad is not None and p.grad.abs().sum() > 0, name
+
+
+def test_stack_pair_and_bottom_half_round_trip():
+    a, b = torch.randn(2, 3, 4, 8), torch.randn(2, 3, 4, 8)
+    s = stack_pair(a, b)
+    assert s.shape == (2, 3, 8, 8)
+    assert torch.equal(s[:, :, :4], a) and torch.equal(bottom_half(s), b)
+    assert torch.equal(bottom_half(torch.arange(6.0).view(1, 6, 1)), torch.tensor([[[3.0], [4.0], [5.0]]]))
+    with pytest.raises(ArsmoothError):
+        bottom_half(torch.zeros(1, 1, 5, 4))
+    with pytest.raises(ArsmoothError):
+        stack_pair(a, b[:, :1])

@@ -1,0 +1,175 @@
+"""RealNVP is invertible, its log-det is the true one, it is normalised, and it samples its density."""
+
+import io
+
+import numpy as np
+import pytest
+import torch
+
+from arsmooth.models.realnvp import RealNVP
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    # tiny models on a shared 2-core machine: extra intra-op threads only add contention
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def _perturb(model, scale=0.3, seed=0):
+    # the last layers start at zero (identity flow); random weights make every check non-trivial
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(scale * torch.randn(p.shape, generator=g, dtype=p.dtype))
+    return model
+
+
+def _model(dim=2, context_dim=0, scale=0.3, seed=0, **kw):
+    kw = {"n_layers": 4, "hidden": 16, **kw}
+    return _perturb(RealNVP(dim=dim, context_dim=context_dim, **kw).double(), scale, seed)
+
+
+def _grid(lo=-12.0, hi=12.0, n=481):
+    v = torch.linspace(lo, hi, n, dtype=torch.float64)
+    g1, g2 = torch.meshgrid(v, v, indexing="ij")
+    return v, torch.stack([g1.flatten(), g2.flatten()], 1)  # (n*n, 2)
+
+
+def test_starts_as_identity():
+    flow = RealNVP(dim=3, n_layers=3, hidden=8)
+    x = torch.randn(5, 3)
+    z, logdet = flow(x)
+    assert torch.equal(z, x) and torch.equal(logdet, torch.zeros(5))
+    base = torch.distributions.Normal(0.0, 1.0).log_prob(x).sum(1)
+    assert torch.allclose(flow.log_prob(x), base)
+
+
+@pytest.mark.parametrize("dim,context_dim", [(2, 0), (5, 0), (2, 2), (3, 4)])
+def test_inverse_undoes_forward(dim, context_dim):
+    flow = _model(dim, context_dim, scale=0.5)
+    x = 2 * torch.randn(64, dim, dtype=torch.float64)
+    c = torch.randn(64, context_dim, dtype=torch.float64) if context_dim else None
+    z, _ = flow(x, c)
+    assert (z - x).abs().max() > 0.1, "the perturbed flow should not be near the identity"
+    assert torch.allclose(flow.inverse(z, c), x, atol=1e-10)
+    assert torch.allclose(flow(flow.inverse(x, c), c)[0], x, atol=1e-10)
+
+
+@pytest.mark.parametrize("dim,context_dim", [(2, 0), (5, 0), (3, 3)])
+def test_logdet_matches_autograd_jacobian(dim, context_dim):
+    flow = _model(dim, context_dim, scale=0.5)
+    x = torch.randn(6, dim, dtype=torch.float64)
+    c = torch.randn(6, context_dim, dtype=torch.float64) if context_dim else None
+    _, logdet = flow(x, c)
+    for i in range(6):
+        ci = None if c is None else c[i : i + 1]
+        jac = torch.autograd.functional.jacobian(lambda v: flow(v[None], ci)[0][0], x[i])  # (D, D)
+        assert logdet[i].item() == pytest.approx(torch.linalg.slogdet(jac)[1].item(), abs=1e-10)
+
+
+def test_context_changes_the_density():
+    flow = _model(2, 2)
+    x = torch.randn(8, 2, dtype=torch.float64)
+    c = torch.randn(8, 2, dtype=torch.float64)
+    assert (flow.log_prob(x, c) - flow.log_prob(x, c + 1)).abs().min() > 1e-3
+
+
+@pytest.mark.parametrize("context_dim", [0, 2])
+def test_two_d_density_integrates_to_one(context_dim):
+    flow = _model(2, context_dim)
+    v, pts = _grid()
+    # a conditional density must integrate to one for every fixed context
+    c = torch.tensor([[0.7, -1.3]], dtype=torch.float64).expand(len(pts), 2) if context_dim else None
+    with torch.no_grad():
+        p = flow.log_prob(pts, c).exp().reshape(len(v), len(v))
+    assert torch.trapezoid(torch.trapezoid(p, v), v).item() == pytest.approx(1.0, abs=1e-2)
+
+
+def test_samples_follow_the_density():
+    flow = _model(2)
+    v, pts = _grid()
+    with torch.no_grad():
+        p = flow.log_prob(pts).exp().reshape(len(v), len(v))  # (x1, x2)
+        x = flow.sample(20_000, generator=torch.Generator().manual_seed(1))
+    # per-coordinate KS distance between the samples and the numerically integrated marginal
+    for axis in (0, 1):
+        marginal = torch.trapezoid(p, v, dim=1 - axis)  # (n,)
+        cdf = torch.cat([torch.zeros(1, dtype=v.dtype), torch.cumulative_trapezoid(marginal, v)])
+        cdf = cdf / cdf[-1]
+        model_cdf = torch.from_numpy(np.interp(x[:, axis].numpy(), v.numpy(), cdf.numpy()))
+        emp = torch.arange(1, len(x) + 1, dtype=torch.float64) / len(x)
+        ks = (emp - model_cdf.sort().values).abs().max().item()
+        assert ks < 0.015, f"KS distance {ks:.4f} on coordinate {axis}"  # 5% critical value ~ 0.0096
+    # E_samples[log p] against the grid integral of p log p (minus the entropy)
+    neg_entropy = torch.trapezoid(torch.trapezoid(torch.xlogy(p, p), v), v).item()
+    with torch.no_grad():
+        lp = flow.log_prob(x)
+    assert lp.mean().item() == pytest.approx(neg_entropy, abs=0.03)  # ~4 standard errors
+
+
+def test_conditional_sample_shape_and_errors():
+    flow = _model(2, 2)
+    c = torch.randn(7, 2, dtype=torch.float64)
+    assert flow.sample(context=c).shape == (7, 2)
+    assert _model(3).sample(4).shape == (4, 3)
+    with pytest.raises(ValueError, match="context"):
+        flow.log_prob(torch.randn(7, 2, dtype=torch.float64))
+    with pytest.raises(ValueError, match="context"):
+        flow.sample(7)
+    with pytest.raises(ValueError, match="n=3"):
+        flow.sample(3, context=c)
+    with pytest.raises(ValueError, match=r"\(N, 2\)"):
+        flow.log_prob(torch.randn(7, 3, dtype=torch.float64), c)
+    with pytest.raises(ValueError, match="context must have shape"):
+        flow.log_prob(torch.randn(7, 2, dtype=torch.float64), c[:5])
+    with pytest.raises(ValueError, match="unconditional"):
+        _model(2).log_prob(torch.randn(7, 2, dtype=torch.float64), c)
+    with pytest.raises(ValueError, match="dim >= 2"):
+        RealNVP(dim=1)
+
+
+@pytest.mark.parametrize("context_dim", [0, 3])
+def test_every_parameter_gets_a_gradient(context_dim):
+    flow = _model(3, context_dim, n_hidden_layers=2)
+    c = torch.randn(32, context_dim, dtype=torch.float64) if context_dim else None
+    flow.log_prob(torch.randn(32, 3, dtype=torch.float64), c).mean().backward()
+    for name, p in flow.named_parameters():
+        assert p.grad is not None and p.grad.abs().sum() > 0, f"{name} got no gradient"
+
+
+def test_train_eval_and_state_dict_round_trip():
+    flow = _model(2, 2)
+    x = torch.randn(16, 2, dtype=torch.float64)
+    c = torch.randn(16, 2, dtype=torch.float64)
+    lp_train = flow.train().log_prob(x, c)
+    assert torch.equal(flow.eval().log_prob(x, c), lp_train)
+    buf = io.BytesIO()
+    torch.save(flow.state_dict(), buf)
+    buf.seek(0)
+    fresh = RealNVP(dim=2, context_dim=2, n_layers=4, hidden=16).double()
+    fresh.load_state_dict(torch.load(buf))
+    assert torch.equal(fresh.log_prob(x, c), lp_train)
+
+
+def test_short_fit_reaches_gaussian_entropy():
+    cov = torch.tensor([[2.0, 1.2], [1.2, 1.0]])
+    target = torch.distributions.MultivariateNormal(torch.tensor([1.0, -0.5]), cov)
+    entropy = target.entropy().item()
+    train, test = target.sample((4096,)), target.sample((10_000,))
+    flow = RealNVP(dim=2, n_layers=4, hidden=32)
+    opt = torch.optim.Adam(flow.parameters(), lr=1e-2)
+    g = torch.Generator().manual_seed(0)
+    for _ in range(300):
+        batch = train[torch.randint(len(train), (256,), generator=g)]
+        loss = -flow.log_prob(batch).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    with torch.no_grad():
+        nll = -flow.log_prob(test).mean().item()
+    start = -torch.distributions.Normal(0.0, 1.0).log_prob(test).sum(1).mean().item()
+    assert start > entropy + 0.5, "the untrained flow should be far from the target"
+    assert nll == pytest.approx(entropy, abs=0.1)
