@@ -1,0 +1,122 @@
+"""``arsmooth demo``: a baseline MADE and a smoothed MADE trained side by side on the olympics data.
+
+A few minutes on two CPU cores; writes ``report.md`` with the test NLL table and sample plots.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from . import smoothing as S
+from .data.synthetic import train_test
+from .errors import ArsmoothError
+from .experiments.common import atomic_write_text, prepare_out_dir, pyplot, save_figure
+from .fit import evaluate
+from .kernels import Gaussian
+from .models.made import MADE, StackedMADE
+
+DEMO_FILES = ["report.md", "samples.png", "loss.png"]
+
+
+def run_demo(
+    out: str | Path = "arsmooth-demo",
+    *,
+    steps: int = 4000,
+    sigma: float = 0.3,
+    hidden: int = 128,
+    seed: int = 0,
+    force: bool = False,
+    progress: bool = True,
+) -> Path:
+    """Train both models for ``steps`` steps on the same batches and write the report; returns its path."""
+    if not sigma > 0:
+        raise ArsmoothError(f"sigma must be a positive noise standard deviation, got {sigma}")
+    if steps < 1 or hidden < 1:
+        raise ArsmoothError(f"--steps and --hidden must be positive, got {steps} and {hidden}")
+    out = prepare_out_dir(out, DEMO_FILES, force)
+    t0 = time.perf_counter()
+    torch.manual_seed(seed)
+    train, test = train_test("olympics", 20_000, 10_000, seed)
+    kernel = Gaussian(sigma)
+    models = {"MADE (3 logistics)": MADE(dim=2, hidden=(hidden, hidden), n_mix=3),
+              "smoothed MADE (3 logistics, ours)": StackedMADE(dim=2, hidden=(hidden, hidden), n_mix=3)}
+    base, smooth = models.values()
+    opts = [torch.optim.Adam(m.parameters(), lr=1e-3) for m in models.values()]
+    decay = math.exp(math.log(0.02) / steps)
+    scheds = [torch.optim.lr_scheduler.ExponentialLR(o, decay) for o in opts]
+    gen, noise = torch.Generator().manual_seed(seed), torch.Generator().manual_seed(seed + 1)
+    history = {name: [] for name in models}
+    perm, pos, bs = None, train.shape[0], 256
+    bar = tqdm(range(steps), desc="demo: training both models", disable=not progress, dynamic_ncols=True)
+    for step in bar:
+        if pos + bs > train.shape[0]:
+            perm, pos = torch.randperm(train.shape[0], generator=gen), 0
+        batch = train[perm[pos : pos + bs]]
+        pos += bs
+        losses = [-base.log_prob(batch).mean(), S.smoothed_nll_loss(smooth, kernel, batch, noise)]
+        for opt, sched, loss, name in zip(opts, scheds, losses, models):
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            history[name].append(loss.item())
+        if step % 50 == 0:
+            bar.set_postfix(made=f"{losses[0].item():.3f}", smoothed=f"{losses[1].item():.3f}")
+    for m in models.values():
+        m.eval()
+    g = torch.Generator().manual_seed(seed + 2)
+    nll_base = evaluate(lambda b: -base.log_prob(b), test)
+    nll_elbo = evaluate(lambda b: -S.elbo(smooth, kernel, b, n_draws=10, generator=g), test)
+    nll_iw = evaluate(lambda b: -S.iw_bound(smooth, kernel, b, 20, generator=g), test, 1024)
+    n_show = 4000
+    samples = {"test data": test[:n_show], "MADE (3 logistics)": base.sample(n_show, g)}
+    for method in ("smoothed", "single-step", "two-step"):
+        samples[f"ours: {method}"] = S.sample(smooth, kernel, n_show, method, g)
+    plt = pyplot()
+    fig, axes = plt.subplots(1, len(samples), figsize=(2.5 * len(samples), 2.7))
+    for ax, (title, pts) in zip(axes, samples.items()):
+        p = pts.detach().numpy()
+        ax.scatter(p[:, 0], p[:, 1], s=0.3, alpha=0.4, rasterized=True)
+        ax.set(xlim=(-3.2, 3.2), ylim=(-2.4, 2.4), xticks=[], yticks=[], aspect="equal")
+        ax.set_title(title, fontsize=9)
+    save_figure(fig, out / "samples.png")
+    fig, ax = plt.subplots(figsize=(5, 3))
+    for name, h in history.items():
+        k = max(1, steps // 100)
+        smoothed = [sum(h[i : i + k]) / len(h[i : i + k]) for i in range(0, len(h), k)]
+        ax.plot(range(0, len(h), k), smoothed, label=name)
+    ax.set(xlabel="step", ylabel="training loss (nats)")
+    ax.legend(fontsize=8)
+    save_figure(fig, out / "loss.png")
+    wall = time.perf_counter() - t0
+    report = [
+        "# arsmooth demo: distribution smoothing on the olympics data",
+        "",
+        "Five intersecting unit circles (noise std 0.1). Both models are MADEs with 3 logistics per",
+        f"conditional and two hidden layers of {hidden}, trained side by side for {steps} Adam steps on the",
+        f"same batches. Ours models x~ = x + N(0, {sigma}^2 I) and then x given x~ (Meng et al., ICLR 2021).",
+        "",
+        "| model | test NLL (nats, lower is better) |",
+        "|---|---|",
+        f"| MADE, 3 logistics | {nll_base:.3f} |",
+        f"| ours, -ELBO (upper bound) | {nll_elbo:.3f} |",
+        f"| ours, -IW bound, K=20 (tighter upper bound) | {nll_iw:.3f} |",
+        "",
+        "![samples](samples.png)",
+        "",
+        "Samples: `smoothed` is x~ alone; `single-step` is x~ + sigma^2 grad log p(x~); `two-step` samples",
+        "x ~ p(x | x~) (the paper's method).",
+        "",
+        "![training loss](loss.png)",
+        "",
+        f"Seed {seed}; wall time {wall:.0f} s on {torch.get_num_threads()} thread(s). For the paper's full",
+        "experiments run `arsmooth reproduce table1 --out DIR` (see `arsmooth reproduce --help`).",
+    ]
+    path = out / "report.md"
+    atomic_write_text(path, "\n".join(report) + "\n")
+    return path

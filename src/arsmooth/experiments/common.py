@@ -1,0 +1,146 @@
+"""Shared plumbing of the experiments: output folders, atomic writes, run records, small plots."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from .. import __version__
+from ..errors import ArsmoothError
+
+
+def prepare_out_dir(out: str | Path, names: list[str], force: bool = False) -> Path:
+    """Create ``out`` if needed and check it is a writable folder that we will not silently clobber.
+
+    ``names`` are the files the run will write; if one exists and ``force`` is false, stop before
+    any work is done, so nothing is overwritten.
+    """
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ArsmoothError(f"output path {out} exists and is not a folder; pass a folder to --out")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ArsmoothError(f"cannot create output folder {out}: {e.strerror}; pick another --out") from None
+    if not os.access(out, os.W_OK | os.X_OK):
+        raise ArsmoothError(f"output folder {out} is not writable; pick another --out")
+    try:  # os.access can lie (root, read-only mounts): try a real write
+        with tempfile.NamedTemporaryFile(dir=out, prefix=".arsmooth-probe-"):
+            pass
+    except OSError as e:
+        raise ArsmoothError(f"output folder {out} is not writable ({e.strerror}); pick another --out") from None
+    clash = [n for n in names if (out / n).exists()]
+    if clash and not force:
+        raise ArsmoothError(
+            f"{out / clash[0]} already exists; pass --force to overwrite it or choose another --out"
+        )
+    return out
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` via a temporary file and ``os.replace`` (never a half-written file)."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_figure(fig, path: Path) -> None:
+    """Save a matplotlib figure as PNG atomically and close it."""
+    import matplotlib.pyplot as plt
+
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".png")
+    os.close(fd)
+    try:
+        fig.savefig(tmp, dpi=110, bbox_inches="tight")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    finally:
+        plt.close(fig)
+
+
+def pyplot():
+    """matplotlib's pyplot on the non-interactive Agg backend (no display needed)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+@dataclass
+class Run:
+    """What an experiment reports: its JSON result, a markdown body, figures and a record of the run."""
+
+    name: str
+    quick: bool
+    seed: int
+    result: dict = field(default_factory=dict)
+    summary: list[str] = field(default_factory=list)  # markdown lines
+    figures: list[str] = field(default_factory=list)
+    settings: dict = field(default_factory=dict)
+    started: float = field(default_factory=time.perf_counter)
+
+    def record(self, command: str) -> dict:
+        return {
+            "experiment": self.name,
+            "command": command,
+            "seed": self.seed,
+            "quick": self.quick,
+            "settings": self.settings,
+            "wall_time_s": round(time.perf_counter() - self.started, 1),
+            "arsmooth": __version__,
+            "torch": torch.__version__,
+            "python": platform.python_version(),
+            "threads": torch.get_num_threads(),
+        }
+
+
+def write_run(run: Run, out: Path, command: str) -> dict:
+    """Write ``NAME.json`` (exact result keys), ``NAME.md`` (summary) and ``NAME.run.json`` (record)."""
+    rec = run.record(command)
+    atomic_write_text(out / f"{run.name}.json", json.dumps(run.result, indent=2) + "\n")
+    atomic_write_text(out / f"{run.name}.run.json", json.dumps(rec, indent=2) + "\n")
+    lines = [f"# `{run.name}`{' (quick)' if run.quick else ''}", ""]
+    lines += run.summary
+    lines += ["", "## Figures", ""] + [f"![{f}]({f})" for f in run.figures]
+    lines += [
+        "",
+        "## Run",
+        "",
+        f"- command: `{command}`",
+        f"- seed: {run.seed}; quick: {run.quick}; wall time: {rec['wall_time_s']} s "
+        f"on {rec['threads']} thread(s), torch {rec['torch']}",
+        f"- settings: `{json.dumps(run.settings)}`",
+    ]
+    atomic_write_text(out / f"{run.name}.md", "\n".join(lines) + "\n")
+    return rec
+
+
+def output_names(name: str, figures: list[str]) -> list[str]:
+    return [f"{name}.json", f"{name}.md", f"{name}.run.json", *figures]
+
+
+def command_line() -> str:
+    return " ".join(["arsmooth", *sys.argv[1:]]) if sys.argv and sys.argv[0].endswith("arsmooth") else " ".join(sys.argv)
+
+
+def fmt(x: float) -> str:
+    return f"{x:.3f}"
