@@ -89,7 +89,7 @@ def test_unwritable_folder(tmp_path, monkeypatch):
     import os
 
     from arsmooth.errors import ArsmoothError
-    from arsmooth.experiments.common import prepare_out_dir
+    from arsmooth.fileio import prepare_out_dir
 
     ro = tmp_path / "ro"
     ro.mkdir()

@@ -13,6 +13,10 @@ from . import __version__
 from .errors import ArsmoothError
 
 
+# the same tuple as arsmooth.imaging.IMAGE_METHODS (a test checks), kept here so --help needs no torch
+IMAGE_METHODS = ("baseline", "smoothed", "single-step", "single-step-detached", "two-step")
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str):  # one line instead of usage + message
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
@@ -73,6 +77,104 @@ def cmd_reproduce(a) -> int:
     return 0
 
 
+def cmd_train(a) -> int:
+    from pathlib import Path
+
+    from .config import load_config
+    from .train import train
+
+    _threads(a.threads)
+    sets = list(a.set)
+    if a.max_steps is not None:
+        sets.append(f"train.max_steps={a.max_steps}")
+    if a.max_minutes is not None:
+        sets.append(f"train.max_minutes={a.max_minutes}")
+    if a.seed is not None:
+        sets.append(f"train.seed={a.seed}")
+    if a.data_root is not None:
+        sets.append(f"data.data_root={a.data_root}")
+    if a.resume and a.preset is None:
+        cfg = None
+        if sets:
+            from .checkpoint import load_checkpoint
+
+            cfg = load_config(str(Path(a.out) / "config.yaml"), sets)
+            load_checkpoint(Path(a.out) / "last.pt")  # a clear error if it is missing or broken
+    else:
+        if a.preset is None:
+            raise ArsmoothError("give a preset (see arsmooth presets) or --resume an existing run")
+        cfg = load_config(a.preset, sets)
+    s = train(cfg, a.out, resume=a.resume, overwrite=a.overwrite, progress=not a.no_progress)
+    print(f"{s['kind']}: {s['steps']} steps in {s['train_seconds']} s (stopped by {s['stopped']}); "
+          f"test bits/dim {s['test_bpd']}; run folder {a.out}")
+    return 0
+
+
+def cmd_presets(a) -> int:
+    from .config import preset_names
+
+    print("\n".join(preset_names()))
+    return 0
+
+
+def cmd_sample(a) -> int:
+    from pathlib import Path
+
+    import numpy as np
+    import torch
+
+    from . import imaging as I
+    from .data.images import to_uint8
+    from .fileio import prepare_out_dir
+    from .viz import save_grid
+
+    _threads(a.threads)
+    stem = f"samples_{a.method.replace('-', '_')}"
+    out = prepare_out_dir(a.out, [f"{stem}.npz", f"{stem}.png"], a.force)
+    base = pair = kernel = None
+    if a.method == "baseline":
+        if not a.baseline:
+            raise ArsmoothError("--method baseline needs --baseline CKPT")
+        base, _ = I.load_model(a.baseline, "baseline")
+    else:
+        if not (a.stage1 and a.stage2):
+            raise ArsmoothError(f"--method {a.method} needs --stage1 CKPT and --stage2 CKPT")
+        pair, kernel = I.load_pair(a.stage1, a.stage2)
+    g = torch.Generator().manual_seed(a.seed)
+    x = I.sample_images(a.method, a.n, baseline=base, pair=pair, kernel=kernel, generator=g,
+                        batch_size=a.batch_size, progress=not a.no_progress)
+    np.savez_compressed(Path(out) / f"{stem}.npz", uint8=to_uint8(x).numpy(), raw=x.numpy())
+    save_grid(x, Path(out) / f"{stem}.png")
+    print(f"wrote {a.n} samples to {out}/{stem}.npz and {stem}.png")
+    return 0
+
+
+def cmd_evaluate(a) -> int:
+    import json
+
+    import torch
+
+    from . import imaging as I
+    from .data.images import load_dataset
+
+    _threads(a.threads)
+    base = pair = kernel = None
+    if a.baseline:
+        base, ck = I.load_model(a.baseline, "baseline")
+    if a.stage1 or a.stage2:
+        if not (a.stage1 and a.stage2):
+            raise ArsmoothError("the two-step bound needs both --stage1 and --stage2")
+        pair, kernel = I.load_pair(a.stage1, a.stage2)
+    if base is None and pair is None:
+        raise ArsmoothError("give --baseline CKPT and/or --stage1 CKPT --stage2 CKPT")
+    x = load_dataset(a.dataset, "test", a.data_root)[0][: a.n_images]
+    res = I.likelihood(x, baseline=base, pair=pair, kernel=kernel, n_draws=a.draws, k_iw=a.iw,
+                       generator=torch.Generator().manual_seed(a.seed))
+    res["dataset"] = a.dataset
+    print(json.dumps(res, indent=2))
+    return 0
+
+
 def cmd_list(a) -> int:
     from .experiments import EXPERIMENTS
 
@@ -116,6 +218,52 @@ def build_parser() -> argparse.ArgumentParser:
                    help="noise std (fig3, denoise1d, table1, realnvp; fig4 adds it to its sweep)")
     common(r)
     r.set_defaults(func=cmd_reproduce)
+
+    t = sub.add_parser("train", help="train a baseline, stage-1 or stage-2 image model",
+                       description="Train a PixelCNN++ image model from a preset (arsmooth presets) with "
+                       "optional key=value overrides. The run folder gets config.yaml, metrics.jsonl and an "
+                       "atomically written last.pt; --resume continues a run exactly where it stopped.")
+    t.add_argument("preset", nargs="?", help="preset name or YAML file (omit with --resume)")
+    t.add_argument("--out", required=True, help="run folder")
+    t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a setting, e.g. --set train.batch_size=16 (repeatable)")
+    t.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    t.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
+    t.add_argument("--max-steps", type=nonneg_int, help="training budget in steps")
+    t.add_argument("--max-minutes", type=positive_float, help="training budget in minutes")
+    t.add_argument("--seed", type=nonneg_int, default=None, help="random seed (default: the preset's)")
+    t.add_argument("--data-root", help="data folder (default $ARSMOOTH_DATA, else ./data)")
+    t.add_argument("--threads", type=positive_int, default=None, help="CPU threads for torch")
+    t.add_argument("--no-progress", action="store_true", help="no progress bar")
+    t.set_defaults(func=cmd_train)
+
+    pr = sub.add_parser("presets", help="list the training presets")
+    pr.set_defaults(func=cmd_presets)
+
+    sm = sub.add_parser("sample", help="sample images from trained checkpoints",
+                        description="Sample images; writes samples_METHOD.npz (uint8 and raw float) and a PNG grid.")
+    sm.add_argument("--method", choices=IMAGE_METHODS, default="two-step")
+    sm.add_argument("--baseline", help="baseline checkpoint (method baseline)")
+    sm.add_argument("--stage1", help="stage-1 checkpoint p(x~)")
+    sm.add_argument("--stage2", help="stage-2 checkpoint p(x | x~)")
+    sm.add_argument("-n", type=positive_int, default=64, help="number of samples (default 64)")
+    sm.add_argument("--batch-size", type=positive_int, default=64)
+    sm.add_argument("--out", required=True, help="output folder")
+    common(sm)
+    sm.set_defaults(func=cmd_sample)
+
+    ev = sub.add_parser("evaluate", help="test bits/dim: baseline (exact), two-step ELBO and IW bound")
+    ev.add_argument("--baseline", help="baseline checkpoint")
+    ev.add_argument("--stage1", help="stage-1 checkpoint")
+    ev.add_argument("--stage2", help="stage-2 checkpoint")
+    ev.add_argument("--dataset", default="mnist", help="dataset name (default mnist)")
+    ev.add_argument("--data-root", help="data folder (default $ARSMOOTH_DATA, else ./data)")
+    ev.add_argument("--n-images", type=positive_int, default=1000, help="test images (default 1000)")
+    ev.add_argument("--draws", type=positive_int, default=1, help="noise draws for the ELBO (default 1)")
+    ev.add_argument("--iw", type=nonneg_int, default=10, help="K of the importance-weighted bound (0: skip)")
+    ev.add_argument("--seed", type=nonneg_int, default=0)
+    ev.add_argument("--threads", type=positive_int, default=None)
+    ev.set_defaults(func=cmd_evaluate)
 
     ls = sub.add_parser("list", help="list the experiments")
     ls.set_defaults(func=cmd_list)

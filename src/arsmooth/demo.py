@@ -15,7 +15,8 @@ from tqdm.auto import tqdm
 from . import smoothing as S
 from .data.synthetic import train_test
 from .errors import ArsmoothError
-from .experiments.common import atomic_write_text, prepare_out_dir, pyplot, save_figure
+from .experiments.common import pyplot, save_figure
+from .fileio import atomic_write_text, prepare_out_dir
 from .fit import evaluate
 from .kernels import Gaussian
 from .models.made import MADE, StackedMADE

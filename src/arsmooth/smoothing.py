@@ -38,7 +38,11 @@ class SmoothedPair(nn.Module):
 
     def log_prob_noisy(self, x_tilde: Tensor, detach_params: bool = False) -> Tensor:
         if detach_params:
-            raise ArsmoothError("the detached-parameter score is defined for autoregressive priors only")
+            import inspect
+
+            if "detach_params" not in inspect.signature(self.prior.log_prob).parameters:
+                raise ArsmoothError("the detached-parameter score is defined for autoregressive priors only")
+            return self.prior.log_prob(x_tilde, detach_params=True)
         return self.prior.log_prob(x_tilde)
 
     def log_prob_clean(self, x: Tensor, x_tilde: Tensor) -> Tensor:

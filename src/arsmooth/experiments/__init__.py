@@ -28,6 +28,9 @@ class Experiment:
         return getattr(importlib.import_module(f".{self.module}", __name__), self.func)
 
 
+_IMAGE_FIGURES = ("samples_fig6.png", "samples_baseline.png", "samples_smoothed.png", "samples_single_step.png",
+                  "samples_two_step.png", "inpainting.png", "denoising.png")
+
 EXPERIMENTS = {
     e.name: e
     for e in (
@@ -40,6 +43,9 @@ EXPERIMENTS = {
                    ("table1_rings.png", "table1_olympics.png"), "two_d", "table1"),
         Experiment("realnvp", "checkerboard and olympics: RealNVP with and without smoothing (sec. 5)",
                    ("realnvp_checkerboard.png", "realnvp_olympics.png"), "two_d", "realnvp"),
+        Experiment("mnist", "MNIST: PixelCNN++ baseline vs two-step smoothed model (Fig. 6, tasks)",
+                   _IMAGE_FIGURES, "images", "mnist"),
+        Experiment("fashion", "Fashion-MNIST: as mnist", _IMAGE_FIGURES, "images", "fashion"),
     )
 }
 

@@ -1,0 +1,145 @@
+"""Training configurations: YAML presets merged over ``_defaults.yaml``, plus dotted overrides.
+
+``load_config("mnist-cpu-stage1", ["train.batch_size=16", "smoothing.sigma=0.3"])`` returns a plain
+nested dict (stored as-is in checkpoints). Unknown keys, bad types and out-of-range values are
+refused with a one-line :class:`~arsmooth.errors.ArsmoothError`.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from importlib import resources
+from pathlib import Path
+
+import yaml
+
+from .errors import ArsmoothError
+
+_FASHION_FROM_MNIST = True  # fashion-* presets are the mnist-* ones on Fashion-MNIST
+
+
+def _preset_dir():
+    return resources.files("arsmooth") / "presets"
+
+
+def preset_names() -> list[str]:
+    names = sorted(p.name[:-5] for p in _preset_dir().iterdir() if p.name.endswith(".yaml") and not p.name.startswith("_"))
+    return names + sorted(n.replace("mnist", "fashion", 1) for n in names if n.startswith("mnist"))
+
+
+def _read_yaml(text: str, where: str) -> dict:
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise ArsmoothError(f"{where} is not valid YAML: {str(e).splitlines()[0]}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ArsmoothError(f"{where} must hold a mapping of settings, got {type(data).__name__}")
+    return data
+
+
+def defaults() -> dict:
+    return _read_yaml((_preset_dir() / "_defaults.yaml").read_text(), "_defaults.yaml")
+
+
+def _merge(base: dict, over: dict, path: str = "") -> dict:
+    out = copy.deepcopy(base)
+    for k, v in over.items():
+        key = f"{path}{k}"
+        if k not in base:
+            raise ArsmoothError(f"unknown config key {key!r}; known keys here: {', '.join(map(str, base))}")
+        if isinstance(base[k], dict):
+            if not isinstance(v, dict):
+                raise ArsmoothError(f"config key {key!r} is a section; give {key}.<name>=<value>")
+            out[k] = _merge(base[k], v, key + ".")
+        else:
+            out[k] = v
+    return out
+
+
+def _parse_override(text: str) -> dict:
+    if "=" not in text:
+        raise ArsmoothError(f"override {text!r} must look like section.key=value (e.g. train.batch_size=16)")
+    key, value = text.split("=", 1)
+    parsed = _read_yaml(f"v: {value}", f"override {text!r}")["v"] if value.strip() else None
+    d: dict = {}
+    cur = d
+    parts = key.strip().split(".")
+    for p in parts[:-1]:
+        cur = cur.setdefault(p, {})
+    cur[parts[-1]] = parsed
+    return d
+
+
+def load_config(preset: str, overrides: list[str] | tuple[str, ...] = ()) -> dict:
+    """Defaults, then a preset name or a YAML file path, then ``key.sub=value`` overrides; validated."""
+    cfg = defaults()
+    path = Path(preset)
+    dataset = None
+    if preset.endswith((".yaml", ".yml")) or path.is_file():
+        if not path.is_file():
+            raise ArsmoothError(f"config file {preset} does not exist")
+        layer = _read_yaml(path.read_text(), str(path))
+    else:
+        name = preset
+        if preset.startswith("fashion") and _FASHION_FROM_MNIST:
+            name, dataset = preset.replace("fashion", "mnist", 1), "fashion"
+        file = _preset_dir() / f"{name}.yaml"
+        if not file.is_file():
+            raise ArsmoothError(f"unknown preset {preset!r}; choose one of {', '.join(preset_names())} or a .yaml file")
+        layer = _read_yaml(file.read_text(), f"preset {preset}")
+    cfg = _merge(cfg, layer)
+    if dataset:
+        cfg["data"]["dataset"] = dataset
+    for o in overrides:
+        cfg = _merge(cfg, _parse_override(o))
+    validate(cfg)
+    return cfg
+
+
+def _need(cond: bool, msg: str) -> None:
+    if not cond:
+        raise ArsmoothError(msg)
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_num(v) -> bool:
+    return (isinstance(v, (int, float)) and not isinstance(v, bool)) and math.isfinite(v)
+
+
+def validate(cfg: dict) -> None:
+    """Types and ranges of every setting; one clear message for the first bad one."""
+    from .models.image import KINDS, STAGE2_LIKELIHOODS
+
+    _need(cfg["kind"] in KINDS, f"kind must be one of {', '.join(KINDS)}, got {cfg['kind']!r}")
+    d, m, s, t = cfg["data"], cfg["model"], cfg["smoothing"], cfg["train"]
+    _need(isinstance(d["dataset"], str) and d["dataset"], f"data.dataset must be a name, got {d['dataset']!r}")
+    _need(d["data_root"] is None or isinstance(d["data_root"], str), "data.data_root must be a path")
+    _need(d["limit"] is None or (_is_int(d["limit"]) and d["limit"] > 0), f"data.limit must be a positive integer, got {d['limit']!r}")
+    for k in ("nr_resnet", "nr_filters", "nr_logistic_mix"):
+        low = 0 if k == "nr_resnet" else 1
+        _need(_is_int(m[k]) and m[k] >= low, f"model.{k} must be an integer >= {low}, got {m[k]!r}")
+    _need(_is_num(m["dropout"]) and 0 <= m["dropout"] < 1, f"model.dropout must be in [0, 1), got {m['dropout']!r}")
+    _need(m["stage2_likelihood"] in STAGE2_LIKELIHOODS,
+          f"model.stage2_likelihood must be one of {', '.join(STAGE2_LIKELIHOODS)}, got {m['stage2_likelihood']!r}")
+    _need(s["kernel"] in ("gaussian", "laplace", "uniform"), f"smoothing.kernel must be gaussian, laplace or uniform, got {s['kernel']!r}")
+    _need(_is_num(s["sigma"]) and s["sigma"] > 0, f"smoothing.sigma must be a positive number, got {s['sigma']!r}")
+    _need(_is_int(t["batch_size"]) and t["batch_size"] >= 1, f"train.batch_size must be an integer >= 1, got {t['batch_size']!r}")
+    _need(_is_num(t["lr"]) and t["lr"] > 0, f"train.lr must be positive, got {t['lr']!r}")
+    _need(_is_num(t["lr_decay"]) and 0 < t["lr_decay"] <= 1, f"train.lr_decay must be in (0, 1], got {t['lr_decay']!r}")
+    _need(_is_int(t["max_steps"]) and t["max_steps"] >= 0, f"train.max_steps must be an integer >= 0, got {t['max_steps']!r}")
+    _need(t["max_minutes"] is None or (_is_num(t["max_minutes"]) and t["max_minutes"] > 0),
+          f"train.max_minutes must be positive or null, got {t['max_minutes']!r}")
+    _need(t["ema"] is None or (_is_num(t["ema"]) and 0 < t["ema"] < 1), f"train.ema must be in (0, 1) or null, got {t['ema']!r}")
+    _need(_is_int(t["seed"]) and t["seed"] >= 0, f"train.seed must be an integer >= 0, got {t['seed']!r}")
+    for k in ("checkpoint_every", "log_every"):
+        _need(_is_int(t[k]) and t[k] >= 1, f"train.{k} must be an integer >= 1, got {t[k]!r}")
+    _need(_is_num(t["checkpoint_minutes"]) and t["checkpoint_minutes"] > 0,
+          f"train.checkpoint_minutes must be positive, got {t['checkpoint_minutes']!r}")
+    _need(_is_int(t["eval_images"]) and t["eval_images"] >= 0, f"train.eval_images must be an integer >= 0, got {t['eval_images']!r}")
+    _need(cfg["device"] in ("auto", "cpu", "cuda"), f"device must be auto, cpu or cuda, got {cfg['device']!r}")

@@ -1,0 +1,143 @@
+"""Image models of the smoothing method: a PixelCNN++ network with the right likelihood head.
+
+* ``baseline``: p(x) on clean 8-bit images, discretized logistic mixture (PixelCNN++);
+* ``stage1``: p(x~) on smoothed images, continuous logistic mixture, never clamped (paper sec. 4);
+* ``stage2``: p(x | x~) by the same network on the stacked image ``[x~ ; x]``, scored on the bottom
+  half only, with the discretized mixture so the two-step ELBO bounds the 8-bit likelihood
+  (METHOD.md sections 2-3). ``stage2_likelihood="continuous-jitter"`` is the official code's variant
+  (continuous density on x plus 0.01 Gaussian jitter): its numbers are not 8-bit bits/dim.
+
+Samplers fill pixels in raster order, one network pass per pixel, and draw each pixel exactly from
+its mixture (:func:`arsmooth.likelihoods.image_sample`). Nothing is clamped except on request.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from .. import likelihoods as L
+from ..errors import ArsmoothError
+from ..networks.pixelcnnpp import PixelCNNpp
+from ..networks.stacked import bottom_half, stack_pair
+
+KINDS = ("baseline", "stage1", "stage2")
+STAGE2_LIKELIHOODS = ("discretized", "continuous-jitter")
+
+
+class ImageModel(nn.Module):
+    """A PixelCNN++ with the likelihood of its ``kind``; all log-probabilities in nats per image."""
+
+    def __init__(
+        self,
+        kind: str,
+        *,
+        channels: int = 1,
+        nr_resnet: int = 5,
+        nr_filters: int = 40,
+        nr_logistic_mix: int = 10,
+        dropout: float = 0.5,
+        stage2_likelihood: str = "discretized",
+        image_size: tuple[int, int] = (28, 28),
+    ):
+        super().__init__()
+        if kind not in KINDS:
+            raise ArsmoothError(f"unknown model kind {kind!r}; choose one of {', '.join(KINDS)}")
+        if stage2_likelihood not in STAGE2_LIKELIHOODS:
+            raise ArsmoothError(
+                f"unknown stage-2 likelihood {stage2_likelihood!r}; choose one of {', '.join(STAGE2_LIKELIHOODS)}"
+            )
+        self.kind, self.channels, self.nr_mix = kind, channels, nr_logistic_mix
+        self.stage2_likelihood = stage2_likelihood
+        self.image_size = tuple(image_size)
+        self.net = PixelCNNpp(in_channels=channels, nr_resnet=nr_resnet, nr_filters=nr_filters,
+                              nr_logistic_mix=nr_logistic_mix, dropout=dropout)
+
+    @property
+    def discretized(self) -> bool:
+        return self.kind == "baseline" or (self.kind == "stage2" and self.stage2_likelihood == "discretized")
+
+    def _check(self, x: Tensor, name: str = "images") -> None:
+        if x.dim() != 4 or x.shape[1] != self.channels:
+            raise ArsmoothError(f"{name} must be (B, {self.channels}, H, W), got {tuple(x.shape)}")
+
+    def pixel_log_prob(self, x: Tensor, context: Tensor | None = None, detach_params: bool = False) -> Tensor:
+        """Per-pixel log-probabilities ``(B, H, W)``; ``context`` is x~ for stage 2."""
+        self._check(x)
+        if self.kind == "stage2":
+            if context is None:
+                raise ArsmoothError("a stage-2 model needs the smoothed image x~ as context")
+            self._check(context, "x~")
+            stacked = stack_pair(context, x)
+            params = bottom_half(self.net(stacked))
+        else:
+            if context is not None:
+                raise ArsmoothError(f"a {self.kind} model takes no context")
+            params = self.net(x.detach() if detach_params else x)
+        return L.image_log_prob(x, params, self.nr_mix, self.discretized)
+
+    def log_prob(self, x: Tensor, context: Tensor | None = None, detach_params: bool = False) -> Tensor:
+        """``log p(x)`` (or ``log p(x | x~)``) in nats per image, ``(B,)``."""
+        return self.pixel_log_prob(x, context, detach_params).flatten(1).sum(1)
+
+    def loss(self, x: Tensor, context: Tensor | None = None) -> Tensor:
+        """Mean negative log-likelihood in nats per image (training loss)."""
+        if self.kind == "stage2" and self.stage2_likelihood == "continuous-jitter":
+            x = x + 0.01 * torch.randn_like(x)
+        return -self.log_prob(x, context).mean()
+
+    @torch.no_grad()
+    def sample(
+        self,
+        n: int | None = None,
+        *,
+        shape: tuple[int, int] | None = None,
+        context: Tensor | None = None,
+        known: Tensor | None = None,
+        start_row: int = 0,
+        generator: torch.Generator | None = None,
+        progress: bool = False,
+    ) -> Tensor:
+        """Ancestral sampling in raster order, ``(B, C, H, W)``.
+
+        Baseline / stage 1: ``n`` images of size ``shape``. Stage 2: one x per context image x~.
+        ``known`` with ``start_row`` keeps rows ``< start_row`` of ``known`` and samples the rest
+        (inpainting). Non-finite network outputs stop sampling with an error, never garbage images.
+        """
+        if self.kind == "stage2":
+            if context is None:
+                raise ArsmoothError("sampling a stage-2 model needs x~ (context)")
+            self._check(context, "x~")
+            b, _, h, w = context.shape
+        else:
+            if known is not None:
+                b, _, h, w = known.shape
+            elif n is None:
+                raise ArsmoothError("give the number of images to sample")
+            else:
+                b, (h, w) = n, (shape or self.image_size)
+        ref = next(self.parameters())
+        x = torch.zeros(b, self.channels, h, w, device=ref.device, dtype=ref.dtype)
+        if known is not None:
+            x[:, :, :start_row] = known[:, :, :start_row].to(x)
+        was_training = self.training
+        self.eval()
+        positions = [(i, j) for i in range(start_row, h) for j in range(w)]
+        for i, j in tqdm(positions, desc=f"sampling {self.kind}", disable=not progress, leave=False):
+            if self.kind == "stage2":
+                params = bottom_half(self.net(stack_pair(context.to(x), x)))
+            else:
+                params = self.net(x)
+            p = params[:, :, i : i + 1, j : j + 1]
+            if not torch.isfinite(p).all():
+                raise ArsmoothError(f"the {self.kind} network produced non-finite values at pixel ({i}, {j}); "
+                                    "the checkpoint is probably broken")
+            x[:, :, i, j] = L.image_sample(p, self.channels, self.nr_mix, self.discretized, generator)[:, :, 0, 0]
+        self.train(was_training)
+        return x
+
+
+def count_params(m: nn.Module) -> int:
+    return sum(p.numel() for p in m.parameters())

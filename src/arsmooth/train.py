@@ -1,0 +1,287 @@
+"""Training of the image models (baseline, stage 1, stage 2) with checkpoints that survive a crash.
+
+A run folder holds ``config.yaml``, ``metrics.jsonl`` (one JSON line per log step), ``last.pt``
+(written atomically every ``checkpoint_every`` steps and ``checkpoint_minutes`` minutes) and, at the
+end, ``summary.json``. ``resume=True`` restores model, optimizer, scheduler, EMA, RNG states and the
+position in the data order, so a resumed CPU run reaches the same parameters as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import time
+from pathlib import Path
+
+import torch
+import yaml
+from tqdm.auto import tqdm
+
+from . import checkpoint as C
+from .config import validate
+from .data.images import load_dataset
+from .errors import ArsmoothError
+from .fileio import atomic_write_text
+from .kernels import make_kernel
+from .models.image import ImageModel, count_params
+
+RUN_FILES = ("config.yaml", "metrics.jsonl", "last.pt", "summary.json")
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ArsmoothError("device cuda was asked for but no CUDA GPU is available; use device=cpu")
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(name)
+
+
+def build_model(cfg: dict, image_shape: tuple[int, int, int]) -> ImageModel:
+    """The model of ``cfg['kind']`` for images ``(C, H, W)``."""
+    m = cfg["model"]
+    return ImageModel(cfg["kind"], channels=image_shape[0], nr_resnet=m["nr_resnet"], nr_filters=m["nr_filters"],
+                      nr_logistic_mix=m["nr_logistic_mix"], dropout=m["dropout"],
+                      stage2_likelihood=m["stage2_likelihood"], image_size=tuple(image_shape[1:]))
+
+
+def model_from_checkpoint(ckpt: dict, device: torch.device | str = "cpu", use_ema: bool = True) -> ImageModel:
+    """Rebuild a model from a loaded checkpoint (EMA weights when present and ``use_ema``)."""
+    shape = tuple(ckpt["extra"]["image_shape"])
+    model = build_model(ckpt["config"], shape)
+    state = ckpt["ema"] if (use_ema and ckpt.get("ema")) else ckpt["model"]
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as e:
+        raise ArsmoothError(f"checkpoint weights do not fit its own config: {str(e).splitlines()[0]}") from None
+    return model.to(device).eval()
+
+
+def loss_of(model: ImageModel, kernel, x: torch.Tensor, generator=None) -> torch.Tensor:
+    """Training loss (mean nats per image) of a batch of clean images, by model kind."""
+    if model.kind == "baseline":
+        return model.loss(x)
+    x_tilde = kernel.sample(x, generator)
+    return model.loss(x_tilde) if model.kind == "stage1" else model.loss(x, context=x_tilde)
+
+
+def _batch_indices(step: int, n: int, bs: int, seed: int, cache: dict) -> torch.Tensor:
+    """Indices of the batch at ``step``: a per-epoch permutation seeded by (seed, epoch); no state."""
+    per_epoch = max(n // bs, 1)
+    epoch, k = divmod(step, per_epoch)
+    if cache.get("epoch") != epoch:
+        g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+        cache["epoch"], cache["perm"] = epoch, torch.randperm(n, generator=g)
+    return cache["perm"][k * bs : (k + 1) * bs]
+
+
+def prepare_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> None:
+    if resume and overwrite:
+        raise ArsmoothError("--resume and --overwrite contradict each other; pick one")
+    if run_dir.exists() and not run_dir.is_dir():
+        raise ArsmoothError(f"{run_dir} exists and is not a folder; pick another --out")
+    has_run = run_dir.is_dir() and any((run_dir / f).exists() for f in RUN_FILES)
+    if resume:
+        if not (run_dir / "last.pt").exists():
+            raise ArsmoothError(f"nothing to resume: {run_dir}/last.pt does not exist")
+        return
+    if has_run and not overwrite:
+        raise ArsmoothError(f"{run_dir} already holds a run; pass --resume to continue it or --overwrite to replace it")
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ArsmoothError(f"cannot create run folder {run_dir}: {e.strerror}") from None
+    if not os.access(run_dir, os.W_OK):
+        raise ArsmoothError(f"run folder {run_dir} is not writable")
+    if overwrite:
+        for f in RUN_FILES:
+            (run_dir / f).unlink(missing_ok=True)
+
+
+@torch.no_grad()
+def evaluate_bpd(model: ImageModel, kernel, images: torch.Tensor, batch_size: int = 100, seed: int = 0) -> float:
+    """Mean test loss in bits per dimension (8-bit for baseline/stage 2; density units for stage 1)."""
+    if images.shape[0] == 0:
+        return float("nan")
+    was = model.training
+    model.eval()
+    g = torch.Generator(device=images.device).manual_seed(seed)
+    total = 0.0
+    for i in range(0, images.shape[0], batch_size):
+        x = images[i : i + batch_size]
+        if model.kind == "baseline":
+            lp = model.log_prob(x)
+        else:
+            xt = kernel.sample(x, g)
+            lp = model.log_prob(xt) if model.kind == "stage1" else model.log_prob(x, context=xt)
+        total += float(-lp.sum())
+    model.train(was)
+    return total / images.shape[0] / (images[0].numel() * math.log(2))
+
+
+def train(
+    cfg: dict,
+    run_dir: str | Path,
+    *,
+    resume: bool = False,
+    overwrite: bool = False,
+    progress: bool = True,
+    train_images: torch.Tensor | None = None,
+    test_images: torch.Tensor | None = None,
+) -> dict:
+    """Train the model of ``cfg`` in ``run_dir``; returns the summary (also written to ``summary.json``).
+
+    ``train_images``/``test_images`` (in [-1, 1]) bypass the dataset loader (tests, notebooks).
+    """
+    run_dir = Path(run_dir)
+    prepare_run_dir(run_dir, resume, overwrite)
+    ckpt_path = run_dir / "last.pt"
+    ckpt = None
+    if resume:
+        ckpt = C.load_checkpoint(ckpt_path)
+        saved = ckpt["config"]
+        if cfg is not None and cfg != saved:
+            diff = sorted(f"{s}.{k}" for s in saved if isinstance(saved[s], dict) for k in saved[s]
+                          if cfg.get(s, {}).get(k) != saved[s][k])
+            # budgets may grow on resume; anything else must match the run being resumed
+            allowed = {"train.max_steps", "train.max_minutes"}
+            bad = [d for d in diff if d not in allowed] + (["kind"] if cfg["kind"] != saved["kind"] else [])
+            if bad:
+                raise ArsmoothError(f"the config differs from the run being resumed in {', '.join(bad)}; "
+                                    "resume with the run's own config (omit the preset)")
+            saved = {**saved, "train": {**saved["train"], **{k.split(".")[1]: cfg["train"][k.split(".")[1]] for k in diff}}}
+        cfg = saved
+    validate(cfg)
+    t_cfg = cfg["train"]
+    device = pick_device(cfg["device"])
+    if train_images is None:
+        d = cfg["data"]
+        train_images = load_dataset(d["dataset"], "train", d["data_root"])[0]
+        test_images = load_dataset(d["dataset"], "test", d["data_root"])[0]
+    if cfg["data"]["limit"]:
+        train_images = train_images[: cfg["data"]["limit"]]
+    if test_images is None:
+        test_images = train_images[:0]
+    test_images = test_images[: t_cfg["eval_images"]].to(device)
+    train_images = train_images.to(device)
+    shape = tuple(train_images.shape[1:])
+
+    torch.manual_seed(t_cfg["seed"])
+    model = build_model(cfg, shape).to(device)
+    opt = torch.optim.Adam(model.parameters(), lr=t_cfg["lr"])
+    sched = torch.optim.lr_scheduler.ExponentialLR(opt, gamma=t_cfg["lr_decay"])
+    ema = {k: v.detach().clone() for k, v in model.state_dict().items()} if t_cfg["ema"] else None
+    kernel = make_kernel(cfg["smoothing"]["kernel"], cfg["smoothing"]["sigma"])
+    step, seconds_before = 0, 0.0
+    if ckpt is not None:
+        if tuple(ckpt["extra"]["image_shape"]) != shape:
+            raise ArsmoothError(f"the run was trained on images {tuple(ckpt['extra']['image_shape'])}, these are {shape}")
+        model.load_state_dict(ckpt["model"])
+        opt.load_state_dict(ckpt["optimizer"])
+        sched.load_state_dict(ckpt["scheduler"])
+        if ema is not None and ckpt.get("ema"):
+            ema = {k: v.to(device) for k, v in ckpt["ema"].items()}
+        C.restore_rng(ckpt["rng"])
+        step, seconds_before = ckpt["step"], ckpt["extra"].get("train_seconds", 0.0)
+        _truncate_metrics(run_dir / "metrics.jsonl", step)
+    else:
+        atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(cfg, sort_keys=False))
+    n, bs = train_images.shape[0], min(t_cfg["batch_size"], train_images.shape[0])
+    dims = math.prod(shape)
+    cache: dict = {}
+    t0 = time.perf_counter()
+    last_ckpt_time, last_good = t0, step
+    max_s = None if t_cfg["max_minutes"] is None else 60 * t_cfg["max_minutes"]
+    kill_at = int(os.environ.get("ARSMOOTH_KILL_AT_STEP", "0") or 0)  # crash tests only
+
+    def save(stopped: str) -> None:
+        nonlocal last_ckpt_time, last_good
+        test_bpd = evaluate_bpd(model, kernel, test_images, seed=t_cfg["seed"] + 1)
+        C.save_checkpoint(ckpt_path, kind=cfg["kind"], model_state=model.state_dict(), config=cfg,
+                          sigma=None if cfg["kind"] == "baseline" else cfg["smoothing"]["sigma"], step=step,
+                          optimizer_state=opt.state_dict(), scheduler_state=sched.state_dict(), ema_state=ema,
+                          rng_state=C.capture_rng(),
+                          extra={"image_shape": list(shape), "train_seconds": seconds_before + time.perf_counter() - t0,
+                                 "test_bpd": test_bpd, "params": count_params(model), "stopped": stopped})
+        last_ckpt_time, last_good = time.perf_counter(), step
+        _append_metric(run_dir, {"step": step, "test_bpd": test_bpd, "checkpoint": True})
+
+    model.train()
+    bar = tqdm(total=t_cfg["max_steps"], initial=step, desc=f"train {cfg['kind']}", disable=not progress,
+               dynamic_ncols=True)
+    running, stopped = None, "max_steps"
+    while step < t_cfg["max_steps"]:
+        if max_s is not None and seconds_before + time.perf_counter() - t0 >= max_s:
+            stopped = "max_minutes"
+            break
+        x = train_images[_batch_indices(step, n, bs, t_cfg["seed"], cache)]
+        loss = loss_of(model, kernel, x)
+        if not torch.isfinite(loss):
+            bar.close()
+            raise ArsmoothError(f"the training loss became {loss.item()} at step {step + 1}; stopped. The last good "
+                                f"checkpoint (step {last_good}) is kept in {ckpt_path}; lower train.lr and --resume")
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        if ema is not None:
+            with torch.no_grad():
+                for k, v in model.state_dict().items():
+                    if v.dtype.is_floating_point:
+                        ema[k].mul_(t_cfg["ema"]).add_(v, alpha=1 - t_cfg["ema"])
+                    else:
+                        ema[k].copy_(v)
+        step += 1
+        bpd = loss.item() / (dims * math.log(2))
+        running = bpd if running is None else 0.98 * running + 0.02 * bpd
+        bar.update(1)
+        if step % t_cfg["log_every"] == 0:
+            bar.set_postfix(bpd=f"{running:.3f}")
+            _append_metric(run_dir, {"step": step, "train_bpd": running, "lr": sched.get_last_lr()[0],
+                                     "seconds": round(seconds_before + time.perf_counter() - t0, 2)})
+        now = time.perf_counter()
+        if step == t_cfg["max_steps"] or (max_s is not None and seconds_before + now - t0 >= max_s):
+            continue  # the loop head decides; the final checkpoint follows the loop
+        if step % t_cfg["checkpoint_every"] == 0 or now - last_ckpt_time >= 60 * t_cfg["checkpoint_minutes"]:
+            save("running")
+        if kill_at and step == kill_at:
+            os.kill(os.getpid(), signal.SIGKILL)
+    bar.close()
+    save(stopped)
+    summary = {"kind": cfg["kind"], "steps": step, "stopped": stopped,
+               "train_seconds": round(seconds_before + time.perf_counter() - t0, 1),
+               "params": count_params(model), "test_bpd": _last_test_bpd(run_dir),
+               "eval_images": int(test_images.shape[0]), "device": str(device)}
+    atomic_write_text(run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
+    return summary
+
+
+def _append_metric(run_dir: Path, rec: dict) -> None:
+    with open(run_dir / "metrics.jsonl", "a") as f:
+        f.write(json.dumps(rec) + "\n")
+        f.flush()
+
+
+def _truncate_metrics(path: Path, step: int) -> None:
+    """Drop metric lines logged after the checkpoint we resume from (they will be logged again)."""
+    if not path.exists():
+        return
+    keep = []
+    for line in path.read_text().splitlines():
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:  # a line cut by the crash
+            continue
+        if rec.get("step", 0) <= step:
+            keep.append(line)
+    atomic_write_text(path, "".join(k + "\n" for k in keep))
+
+
+def _last_test_bpd(run_dir: Path) -> float | None:
+    val = None
+    for line in (run_dir / "metrics.jsonl").read_text().splitlines():
+        rec = json.loads(line)
+        if "test_bpd" in rec:
+            val = rec["test_bpd"]
+    return val

@@ -1,0 +1,98 @@
+"""Image models and tasks on tiny random-weight models (8x8 images): samplers, bounds, inpainting, the quick path."""
+
+import json
+
+import pytest
+import torch
+
+from arsmooth import imaging as I
+from arsmooth import smoothing as S
+from arsmooth.cli import IMAGE_METHODS
+from arsmooth.errors import ArsmoothError
+from arsmooth.kernels import Gaussian
+from arsmooth.models.image import ImageModel
+
+
+def _pair(seed=0, channels=1):
+    torch.manual_seed(seed)
+    kw = dict(channels=channels, nr_resnet=1, nr_filters=8, nr_logistic_mix=2, dropout=0.0, image_size=(8, 8))
+    return S.SmoothedPair(ImageModel("stage1", **kw).double(), ImageModel("stage2", **kw).double()), Gaussian(0.5)
+
+
+def _images(n=4, channels=1, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randint(0, 256, (n, channels, 8, 8), generator=g).double() / 127.5 - 1
+
+
+def test_cli_method_list_matches_library():
+    assert IMAGE_METHODS == I.IMAGE_METHODS
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_stage2_sampler_draws_from_its_own_conditionals(channels):
+    """A sampled x must be one the model finds likely: compare log p of samples vs of random images."""
+    pair, k = _pair(channels=channels)
+    xt = k.sample(_images(6, channels), torch.Generator().manual_seed(0))
+    x = pair.reverse.sample(context=xt, generator=torch.Generator().manual_seed(1))
+    assert x.shape == xt.shape
+    # discretized: every value is an 8-bit bin centre in [-1, 1]
+    assert torch.allclose((x + 1) * 127.5, ((x + 1) * 127.5).round(), atol=1e-6) and x.abs().max() <= 1
+    lp_samples = pair.reverse.log_prob(x, context=xt).mean()
+    lp_random = pair.reverse.log_prob(_images(6, channels, 5), context=xt).mean()
+    assert lp_samples > lp_random
+
+
+def test_inpainting_keeps_the_observed_half():
+    pair, k = _pair()
+    x = _images(3)
+    out = I.inpaint(pair, k, x, torch.Generator().manual_seed(0))
+    assert torch.equal(out["completed"][..., :4, :], x[..., :4, :])
+    assert not torch.equal(out["completed"][..., 4:, :], x[..., 4:, :])
+    assert (out["observed"][..., 4:, :] == 0).all()
+
+
+def test_bounds_order_and_units():
+    pair, k = _pair()
+    x = _images(4)
+    g = torch.Generator().manual_seed(0)
+    res = I.likelihood(x, pair=pair, kernel=k, n_draws=64, k_iw=64, generator=g)
+    assert res["two_step_iw"] < res["two_step_elbo"]  # IW(64) is the tighter bound: fewer bits
+    with pytest.raises(ArsmoothError, match="K"):
+        I.likelihood(x, pair=pair, kernel=k, k_iw=-1)
+
+
+def test_denoise_reports_psnr_and_single_step_is_the_tweedie_step():
+    pair, k = _pair()
+    x = _images(2)
+    g = torch.Generator().manual_seed(0)
+    res = I.denoise(pair, k, x, g)
+    assert set(res["psnr"]) == {"noisy", "single_step", "two_step"}
+    noisy = res["images"]["noisy"]
+    expected = noisy + 0.25 * S.score(lambda t: pair.prior.log_prob(t), noisy)
+    assert torch.allclose(res["images"]["single_step"], expected)
+    assert I.psnr(x, x) > 90
+
+
+def test_nonfinite_sampler_output_is_refused():
+    pair, k = _pair()
+    with torch.no_grad():
+        for p in pair.prior.parameters():
+            p.fill_(float("nan"))
+    with pytest.raises(ArsmoothError, match="non-finite"):
+        I.sample_images("smoothed", 2, pair=pair, kernel=k)
+
+
+def test_quick_mnist_path_end_to_end(tmp_path):
+    from arsmooth.experiments import reproduce
+
+    torch.set_num_threads(1)
+    rec = reproduce("mnist", tmp_path, quick=True, progress=False)
+    res = json.loads((tmp_path / "mnist.json").read_text())
+    assert set(res) == {"config", "train_seconds", "params", "bpd", "denoise_psnr", "figures"}
+    assert set(res["params"]) == {"baseline", "stage1", "stage2"}
+    assert set(res["bpd"]) == {"baseline", "two_step_elbo", "two_step_iw"}
+    assert set(res["denoise_psnr"]) == {"noisy", "single_step", "two_step"}
+    assert all(0 < v < 16 for v in res["bpd"].values())
+    for f in res["figures"].values():
+        assert (tmp_path / f).stat().st_size > 100
+    assert rec["wall_time_s"] < 120

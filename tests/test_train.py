@@ -1,0 +1,122 @@
+"""Image training: presets and overrides, run folders, exact resume after SIGKILL, numerical faults."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from arsmooth import checkpoint as C
+from arsmooth.config import load_config, preset_names
+from arsmooth.errors import ArsmoothError
+from arsmooth.train import train
+
+
+def _cfg(kind="stage1", *sets):
+    return load_config(f"digits-{kind}", ["train.max_steps=12", "train.checkpoint_every=5", "train.eval_images=16",
+                                          *sets])
+
+
+def test_presets_and_overrides():
+    assert {"mnist-cpu-stage1", "mnist-stage2", "fashion-cpu-baseline", "digits-stage2"} <= set(preset_names())
+    cfg = load_config("fashion-cpu-stage1", ["smoothing.sigma=0.3", "train.batch_size=8", "train.ema=0.99"])
+    assert cfg["data"]["dataset"] == "fashion" and cfg["smoothing"]["sigma"] == 0.3
+    assert cfg["train"]["batch_size"] == 8 and cfg["train"]["ema"] == 0.99
+    for bad, msg in [("smoothing.sigma=0", "sigma"), ("smoothing.sigma=-1", "sigma"), ("train.batch_size=0", "batch_size"),
+                     ("train.nope=1", "unknown config key 'train.nope'"), ("kind=stage3", "kind"), ("train=3", "section"),
+                     ("model.dropout=1.5", "dropout"), ("nonsense", "section.key=value")]:
+        with pytest.raises(ArsmoothError, match=msg):
+            load_config("digits-stage1", [bad])
+    with pytest.raises(ArsmoothError, match="unknown preset"):
+        load_config("cifar-huge")
+
+
+def test_training_writes_run_and_refuses_to_clobber(tmp_path):
+    s = train(_cfg("stage2"), tmp_path / "r", progress=False)
+    assert s["steps"] == 12 and s["stopped"] == "max_steps" and s["test_bpd"] > 0
+    lines = [json.loads(x) for x in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
+    assert any("train_bpd" in x for x in lines) and any(x.get("checkpoint") for x in lines)
+    ck = C.load_checkpoint(tmp_path / "r" / "last.pt", expect_kind="stage2")
+    assert ck["step"] == 12 and ck["sigma"] == 0.5 and ck["config"]["kind"] == "stage2"
+    before = (tmp_path / "r" / "last.pt").read_bytes()
+    with pytest.raises(ArsmoothError, match="already holds a run"):
+        train(_cfg("stage2"), tmp_path / "r", progress=False)
+    assert (tmp_path / "r" / "last.pt").read_bytes() == before
+    with pytest.raises(ArsmoothError, match="stage2 checkpoint but a stage1"):
+        C.load_checkpoint(tmp_path / "r" / "last.pt", expect_kind="stage1")
+
+
+def _params(path):
+    return C.load_checkpoint(path)["model"]
+
+
+def test_resume_after_sigkill_matches_uninterrupted_run(tmp_path):
+    """Kill a run with SIGKILL at step 8 (checkpoint every 5), resume, compare with a clean run."""
+    cfg = _cfg("stage1", "model.dropout=0.3", "train.ema=0.9")  # dropout and EMA exercise RNG and extra state
+    ref = tmp_path / "ref"
+    train(cfg, ref, progress=False)
+    crashed = tmp_path / "crashed"
+    code = ("import sys, yaml; from arsmooth.train import train; "
+            "train(yaml.safe_load(open(sys.argv[1])), sys.argv[2], progress=False)")
+    (tmp_path / "cfg.yaml").write_text(__import__("yaml").safe_dump(cfg))
+    env = {**os.environ, "ARSMOOTH_KILL_AT_STEP": "8", "OMP_NUM_THREADS": "1"}
+    p = subprocess.run([sys.executable, "-c", code, str(tmp_path / "cfg.yaml"), str(crashed)], env=env,
+                       capture_output=True, timeout=300)
+    assert p.returncode == -9, p.stderr.decode()[-500:]
+    # nothing older than the last checkpoint interval is lost
+    ck = C.load_checkpoint(crashed / "last.pt")
+    assert ck["step"] == 5 and 8 - ck["step"] < cfg["train"]["checkpoint_every"]
+    assert not (crashed / "summary.json").exists()
+    s = train(None, crashed, resume=True, progress=False)
+    assert s["steps"] == 12
+    a, b = _params(ref / "last.pt"), _params(crashed / "last.pt")
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    ea, eb = C.load_checkpoint(ref / "last.pt")["ema"], C.load_checkpoint(crashed / "last.pt")["ema"]
+    assert all(torch.equal(ea[k], eb[k]) for k in ea)
+    steps = [json.loads(x)["step"] for x in (crashed / "metrics.jsonl").read_text().splitlines()]
+    assert steps == sorted(steps)  # lines logged after the checkpoint were dropped, then logged again
+
+
+def test_resume_refuses_a_different_config(tmp_path):
+    train(_cfg("stage1"), tmp_path / "r", progress=False)
+    with pytest.raises(ArsmoothError, match="smoothing.sigma"):
+        train(_cfg("stage1", "smoothing.sigma=0.2"), tmp_path / "r", resume=True, progress=False)
+    s = train(_cfg("stage1", "train.max_steps=14"), tmp_path / "r", resume=True, progress=False)  # a bigger budget is fine
+    assert s["steps"] == 14
+
+
+def test_nonfinite_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
+    import arsmooth.train as T
+
+    real = T.loss_of
+    calls = {"n": 0}
+
+    def flaky(model, kernel, x, generator=None):
+        calls["n"] += 1
+        loss = real(model, kernel, x, generator)
+        return loss * float("nan") if calls["n"] == 7 else loss
+
+    monkeypatch.setattr(T, "loss_of", flaky)
+    with pytest.raises(ArsmoothError, match="became nan at step 7.*step 5"):
+        train(_cfg("baseline"), tmp_path / "r", progress=False)
+    ck = C.load_checkpoint(tmp_path / "r" / "last.pt")
+    assert ck["step"] == 5
+    assert all(torch.isfinite(v).all() for v in ck["model"].values() if v.dtype.is_floating_point)
+
+
+def test_cli_train_and_errors(tmp_path):
+    run = [sys.executable, "-m", "arsmooth.cli", "train"]
+    p = subprocess.run(run + ["digits-stage1", "--out", str(tmp_path / "r"), "--max-steps", "3", "--no-progress",
+                              "--set", "train.eval_images=8"], capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr
+    for args, msg in [(["digits-stage1", "--out", str(tmp_path / "r")], "already holds a run"),
+                      (["digits-stage1", "--out", str(tmp_path / "x"), "--set", "smoothing.sigma=0"], "sigma"),
+                      (["digits-stage1", "--out", str(tmp_path / "x"), "--set", "train.batch_size=0"], "batch_size"),
+                      (["nope", "--out", str(tmp_path / "x")], "unknown preset"),
+                      (["--resume", "--out", str(tmp_path / "y")], "nothing to resume")]:
+        p = subprocess.run(run + args, capture_output=True, text=True, timeout=120)
+        assert p.returncode != 0 and msg in p.stderr and len(p.stderr.strip().splitlines()) == 1, p.stderr
