@@ -25,7 +25,7 @@ from . import _IMAGE_FIGURES as FIGURES
 def _budget(quick: bool) -> dict:
     if quick:
         return {"n_samples": 8, "n_eval": 32, "k_iw": 2, "n_task": 4}
-    return {"n_samples": 64, "n_eval": 500, "k_iw": 10, "n_task": 16}
+    return {"n_samples": 16, "n_eval": 200, "k_iw": 4, "n_task": 8}
 
 
 def _run(run: Run, out: Path, sigma: float | None, progress: bool, dataset: str) -> None:
