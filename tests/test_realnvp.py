@@ -173,3 +173,29 @@ def test_short_fit_reaches_gaussian_entropy():
     start = -torch.distributions.Normal(0.0, 1.0).log_prob(test).sum(1).mean().item()
     assert start > entropy + 0.5, "the untrained flow should be far from the target"
     assert nll == pytest.approx(entropy, abs=0.1)
+
+
+def test_centered_conditional_is_a_normalised_density_and_samples_near_the_context():
+    import math
+
+    from arsmooth.models.realnvp import CenteredConditional, RealNVP
+
+    torch.manual_seed(0)
+    flow = RealNVP(dim=2, n_layers=4, hidden=16, context_dim=2).double()
+    with torch.no_grad():
+        for p in flow.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    m = CenteredConditional(flow, 0.3)
+    ctx = torch.tensor([[0.5, -1.0]], dtype=torch.float64)
+    g = torch.linspace(-3, 3, 301, dtype=torch.float64)
+    xx, yy = torch.meshgrid(g, g, indexing="ij")
+    pts = torch.stack([xx.flatten(), yy.flatten()], 1)
+    dens = m.log_prob(pts, ctx.expand(len(pts), 2)).exp().view(301, 301)
+    mass = torch.trapezoid(torch.trapezoid(dens, g, dim=1), g).item()
+    assert abs(mass - 1) < 1e-3
+    # change of variables: equals the flow's density of u minus D log(scale)
+    x = torch.randn(5, 2, dtype=torch.float64)
+    c = torch.randn(5, 2, dtype=torch.float64)
+    assert torch.allclose(m.log_prob(x, c), flow.log_prob((x - c) / 0.3, c) - 2 * math.log(0.3))
+    s = m.sample(context=ctx.expand(2000, 2), generator=torch.Generator().manual_seed(0))
+    assert (s.mean(0) - ctx[0]).abs().max() < 0.5

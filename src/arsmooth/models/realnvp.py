@@ -181,3 +181,27 @@ class RealNVP(nn.Module):
         ref = next(self.parameters())
         z = torch.randn(n, self.dim, generator=generator, device=ref.device, dtype=ref.dtype)  # (N, D)
         return self.inverse(z, context)
+
+
+class CenteredConditional(nn.Module):
+    """p(x | x~) by a conditional flow over ``u = (x - x~) / scale``: an exact affine change of variables.
+
+    ``log p(x | x~) = log p_flow(u | x~) - D log(scale)``. The flow then only has to model the
+    (localised) noise that took x to x~, not x from scratch; ``scale`` is the kernel's std.
+    """
+
+    def __init__(self, flow: RealNVP, scale: float):
+        super().__init__()
+        if not scale > 0:
+            raise ValueError(f"scale must be positive; got {scale}")
+        self.flow, self.scale = flow, float(scale)
+
+    def log_prob(self, x: Tensor, context: Tensor) -> Tensor:
+        u = (x - context) / self.scale
+        return self.flow.log_prob(u, context) - x.shape[1] * math.log(self.scale)
+
+    def sample(self, n: int | None = None, context: Tensor | None = None,
+               generator: torch.Generator | None = None) -> Tensor:
+        if context is None:
+            raise ValueError("CenteredConditional samples x given x~: pass context")
+        return context + self.scale * self.flow.sample(n, context, generator)
