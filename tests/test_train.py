@@ -120,3 +120,32 @@ def test_cli_train_and_errors(tmp_path):
                       (["--resume", "--out", str(tmp_path / "y")], "nothing to resume")]:
         p = subprocess.run(run + args, capture_output=True, text=True, timeout=120)
         assert p.returncode != 0 and msg in p.stderr and len(p.stderr.strip().splitlines()) == 1, p.stderr
+
+
+def test_wrong_image_size_is_refused_before_anything_is_written(tmp_path):
+    imgs = torch.zeros(8, 1, 10, 10)
+    with pytest.raises(ArsmoothError, match="divisible by 4"):
+        train(_cfg("baseline"), tmp_path / "r", train_images=imgs, progress=False)
+    assert not (tmp_path / "r" / "config.yaml").exists()
+    train(_cfg("baseline"), tmp_path / "r", progress=False)  # the folder is still usable
+    before = (tmp_path / "r" / "last.pt").read_bytes()
+    with pytest.raises(ArsmoothError, match=r"trained on images \(1, 8, 8\), these are \(3, 8, 8\)"):
+        train(None, tmp_path / "r", resume=True, train_images=torch.zeros(8, 3, 8, 8), progress=False)
+    assert (tmp_path / "r" / "last.pt").read_bytes() == before
+
+
+def test_cli_refuses_mixed_up_checkpoints(tmp_path):
+    train(_cfg("stage1"), tmp_path / "s1", progress=False)
+    train(_cfg("stage2", "smoothing.sigma=0.3"), tmp_path / "s2", progress=False)
+    (tmp_path / "junk.pt").write_bytes(os.urandom(300))
+    s1, s2 = str(tmp_path / "s1" / "last.pt"), str(tmp_path / "s2" / "last.pt")
+    cli = [sys.executable, "-m", "arsmooth.cli"]
+    for args, msg in [(["sample", "--stage1", s2, "--stage2", s1], "stage2 checkpoint but a stage1"),
+                      (["sample", "--stage1", s1, "--stage2", s2], "sigma 0.5 and stage 2 with sigma 0.3"),
+                      (["sample", "--method", "baseline", "--baseline", s1], "stage1 checkpoint but a baseline"),
+                      (["sample", "--method", "baseline", "--baseline", str(tmp_path / "junk.pt")], "truncated or corrupt"),
+                      (["evaluate", "--stage1", s1, "--stage2", s2, "--iw", "-1"], "must be >= 0")]:
+        p = subprocess.run(cli + args + (["--out", str(tmp_path / "o")] if args[0] == "sample" else []),
+                           capture_output=True, text=True, timeout=120)
+        assert p.returncode != 0 and msg in p.stderr and len(p.stderr.strip().splitlines()) == 1, p.stderr
+    assert not (tmp_path / "o").exists() or not any((tmp_path / "o").iterdir())

@@ -169,6 +169,8 @@ def train(
 
     torch.manual_seed(t_cfg["seed"])
     model = build_model(cfg, shape).to(device)
+    model._check(train_images[:1])
+    model.net._check(train_images[:1])  # image size the network can take: refuse before writing anything
     opt = torch.optim.Adam(model.parameters(), lr=t_cfg["lr"])
     sched = torch.optim.lr_scheduler.ExponentialLR(opt, gamma=t_cfg["lr_decay"])
     ema = {k: v.detach().clone() for k, v in model.state_dict().items()} if t_cfg["ema"] else None
