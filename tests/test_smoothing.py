@@ -1,6 +1,5 @@
 """Bounds of the two-step model against an exact likelihood, and the single-step denoiser."""
 
-import math
 
 import pytest
 import torch

@@ -8,9 +8,7 @@ unpickles code (``torch.load(weights_only=True)``) and turns every failure into 
 from __future__ import annotations
 
 import json
-import os
 import random
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +16,7 @@ import torch
 
 from . import __version__
 from .errors import ArsmoothError
+from .fileio import atomic_write
 
 FORMAT_VERSION = 1
 KINDS = ("baseline", "stage1", "stage2")
@@ -40,38 +39,9 @@ def _check_primitive(value, where: str) -> None:
         for k, v in value.items():
             if not isinstance(k, str):
                 raise ArsmoothError(f"config key {k!r} in {where} is not a string")
-            _check_primitive(v, f"{where}.{k}")
+            _check_primitive(v, f"{where}[{k!r}]")
         return
     raise ArsmoothError(f"config value at {where} is a {type(value).__name__}; only numbers, strings, lists and dicts")
-
-
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def _atomic(path: Path, write) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        with open(tmp, "rb+") as f:
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
 
 
 def save_checkpoint(path, *, kind: str, model_state: dict, config: dict, sigma: float | None, step: int,
@@ -89,8 +59,8 @@ def save_checkpoint(path, *, kind: str, model_state: dict, config: dict, sigma: 
             "model": model_state, "optimizer": optimizer_state, "scheduler": scheduler_state, "ema": ema_state,
             "rng": rng_state, "extra": extra or {}}
     path = Path(path)
-    _atomic(path, lambda tmp: torch.save(ckpt, tmp))
-    return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return atomic_write(path, lambda tmp: torch.save(ckpt, tmp))
 
 
 def _kinds(expect_kind) -> tuple[str, ...] | None:
@@ -171,9 +141,7 @@ def export_safetensors(ckpt: dict, path) -> Path:
     meta = {"kind": ckpt["kind"], "sigma": json.dumps(ckpt["sigma"]), "config": json.dumps(ckpt["config"]),
             "extra": json.dumps(ckpt.get("extra", {})), "format_version": str(FORMAT_VERSION),
             "arsmooth_version": __version__}
-    path = Path(path)
-    _atomic(path, lambda tmp: st.save_file(tensors, tmp, metadata=meta))
-    return path
+    return atomic_write(path, lambda tmp: st.save_file(tensors, tmp, metadata=meta))
 
 
 def import_safetensors(path, *, expect_kind: str | tuple[str, ...] | None = None) -> dict:

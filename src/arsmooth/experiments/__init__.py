@@ -68,7 +68,8 @@ def reproduce(
     command: str | None = None,
 ) -> dict:
     """Run experiment ``name`` and write its outputs to ``out``; returns the run record."""
-    from .common import Run, command_line, output_names, prepare_out_dir, write_run
+    from ..fileio import prepare_out_dir
+    from .common import Run, command_line, output_names, write_run
 
     exp = get(name)
     if sigma is not None and not sigma > 0:

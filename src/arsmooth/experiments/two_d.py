@@ -104,7 +104,7 @@ def table1(run: Run, out: Path, sigma: float | None, progress: bool) -> None:
         rows.append(f"| {ds} | {fmt(r['made_3'])} ({p['made_3']}) | {fmt(r['made_6'])} ({p['made_6']}) | "
                     f"{fmt(r['smoothed_3'])} ({p['smoothed_3']}) | {fmt(r['smoothed_3_iw'])} |")
     run.summary += [
-        f"Test NLL in nats per example (lower is better); paper values in brackets (their data, not ours).",
+        "Test NLL in nats per example (lower is better); paper values in brackets (their data, not ours).",
         f"Smoothed: q = N(x, {sigma}^2 I), one MADE over [x~, x]; `smoothed_3` is -ELBO, `smoothed_3_iw`",
         f"is the K={k_iw} importance-weighted bound (both upper-bound the NLL). Parameters: {params}.",
         "",
