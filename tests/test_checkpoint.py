@@ -161,3 +161,21 @@ def test_check_same_sigma():
     C.check_same_sigma({"sigma": 0.3}, {"sigma": 0.3})
     with pytest.raises(ArsmoothError, match="sigma 0.3 and stage 2 with sigma 0.5"):
         C.check_same_sigma({"sigma": 0.3}, {"sigma": 0.5})
+
+
+def test_export_command_and_model_from_safetensors(tmp_path):
+    import subprocess
+    import sys
+
+    from arsmooth.config import load_config
+    from arsmooth.train import model_from_checkpoint, train
+
+    train(load_config("digits-stage1", ["train.max_steps=2", "train.eval_images=4"]), tmp_path / "r", progress=False)
+    cli = [sys.executable, "-m", "arsmooth.cli", "export", str(tmp_path / "r" / "last.pt"), str(tmp_path / "w.safetensors")]
+    assert subprocess.run(cli, capture_output=True, timeout=120).returncode == 0
+    p = subprocess.run(cli, capture_output=True, text=True, timeout=120)
+    assert p.returncode != 0 and "already exists" in p.stderr  # nothing overwritten
+    a = model_from_checkpoint(C.load_checkpoint(tmp_path / "r" / "last.pt"))
+    b = model_from_checkpoint(C.import_safetensors(tmp_path / "w.safetensors", expect_kind="stage1"))
+    x = torch.rand(2, 1, 8, 8) * 2 - 1
+    assert torch.equal(a.log_prob(x), b.log_prob(x))

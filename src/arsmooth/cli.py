@@ -175,6 +175,20 @@ def cmd_evaluate(a) -> int:
     return 0
 
 
+def cmd_export(a) -> int:
+    from pathlib import Path
+
+    from . import checkpoint as C
+
+    out = Path(a.output)
+    if out.exists() and not a.force:
+        raise ArsmoothError(f"{out} already exists; pass --force to overwrite it")
+    ckpt = C.load_checkpoint(a.checkpoint)
+    C.export_safetensors(ckpt, out)
+    print(f"wrote the {ckpt['kind']} weights (sigma {ckpt['sigma']}, step {ckpt['step']}) to {out}")
+    return 0
+
+
 def cmd_list(a) -> int:
     from .experiments import EXPERIMENTS
 
@@ -264,6 +278,12 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--seed", type=nonneg_int, default=0)
     ev.add_argument("--threads", type=positive_int, default=None)
     ev.set_defaults(func=cmd_evaluate)
+
+    ex = sub.add_parser("export", help="export a checkpoint's weights as safetensors (no pickle)")
+    ex.add_argument("checkpoint", help="a checkpoint written by arsmooth train (e.g. RUN/last.pt)")
+    ex.add_argument("output", help="the .safetensors file to write")
+    ex.add_argument("--force", action="store_true", help="overwrite the output file")
+    ex.set_defaults(func=cmd_export)
 
     ls = sub.add_parser("list", help="list the experiments")
     ls.set_defaults(func=cmd_list)
