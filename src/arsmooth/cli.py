@@ -142,7 +142,7 @@ def cmd_sample(a) -> int:
         pair, kernel = I.load_pair(a.stage1, a.stage2)
     g = torch.Generator().manual_seed(a.seed)
     x = I.sample_images(a.method, a.n, baseline=base, pair=pair, kernel=kernel, generator=g,
-                        batch_size=a.batch_size, progress=not a.no_progress)
+                        batch_size=a.batch_size, progress=not a.no_progress, fast=not a.obvious)
     np.savez_compressed(Path(out) / f"{stem}.npz", uint8=to_uint8(x).numpy(), raw=x.numpy())
     save_grid(x, Path(out) / f"{stem}.png")
     print(f"wrote {a.n} samples to {out}/{stem}.npz and {stem}.png")
@@ -186,6 +186,31 @@ def cmd_export(a) -> int:
     ckpt = C.load_checkpoint(a.checkpoint)
     C.export_safetensors(ckpt, out)
     print(f"wrote the {ckpt['kind']} weights (sigma {ckpt['sigma']}, step {ckpt['step']}) to {out}")
+    return 0
+
+
+def cmd_bench(a) -> int:
+    import json
+    from pathlib import Path
+
+    from . import bench as B
+    from .fileio import atomic_write_text
+
+    _threads(a.threads)
+    if a.out and Path(a.out).exists() and not a.force:
+        raise ArsmoothError(f"{a.out} already exists; pass --force to overwrite it")
+    if a.device.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise ArsmoothError("--device cuda was asked for but no CUDA GPU is visible to torch")
+    lines = []
+    for preset in a.preset or B.DEFAULT_PRESETS[a.what]:
+        r = B.bench_sample(preset, a.batch_size, a.ref_pixels, a.device, a.seed, a.set)
+        lines.append(json.dumps(r))
+        print(lines[-1], flush=True)
+    if a.out:
+        atomic_write_text(a.out, "\n".join(lines) + "\n")
     return 0
 
 
@@ -263,6 +288,8 @@ def build_parser() -> argparse.ArgumentParser:
     sm.add_argument("-n", type=positive_int, default=64, help="number of samples (default 64)")
     sm.add_argument("--batch-size", type=positive_int, default=64)
     sm.add_argument("--out", required=True, help="output folder")
+    sm.add_argument("--obvious", action="store_true",
+                    help="use the obvious sampler (a full network pass per pixel; same images, for checking)")
     common(sm)
     sm.set_defaults(func=cmd_sample)
 
@@ -284,6 +311,23 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("output", help="the .safetensors file to write")
     ex.add_argument("--force", action="store_true", help="overwrite the output file")
     ex.set_defaults(func=cmd_export)
+
+    be = sub.add_parser("bench", help="benchmark the fast sampler against the obvious one",
+                        description="Time our fast path and its reference side by side in one process and print "
+                        "one JSON line per preset: both throughputs (images/s), their ratio, batch, config, threads, "
+                        "device. Networks have random weights; speed does not depend on them.")
+    be.add_argument("what", choices=("sample",), help="what to time (training-step benchmarks: not built yet)")
+    be.add_argument("--preset", action="append", help="preset(s) to time (repeatable; default: the mnist-cpu ones)")
+    be.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a preset setting")
+    be.add_argument("--batch-size", type=positive_int, default=64, help="images per batch (default 64)")
+    be.add_argument("--ref-pixels", type=nonneg_int, default=28,
+                    help="pixels the obvious sampler is timed on, scaled to the image (0: all; default 28)")
+    be.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
+    be.add_argument("--out", help="also write the JSON lines to this file")
+    be.add_argument("--seed", type=nonneg_int, default=0)
+    be.add_argument("--force", action="store_true", help="overwrite --out")
+    be.add_argument("--threads", type=positive_int, default=None, help="CPU threads for torch")
+    be.set_defaults(func=cmd_bench)
 
     ls = sub.add_parser("list", help="list the experiments")
     ls.set_defaults(func=cmd_list)

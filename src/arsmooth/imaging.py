@@ -46,8 +46,11 @@ def _check_finite(x: Tensor, what: str) -> Tensor:
 
 
 def sample_images(method: str, n: int, *, baseline: ImageModel | None = None, pair=None, kernel=None,
-                  generator=None, batch_size: int = 64, progress: bool = False) -> Tensor:
-    """``n`` images by ``method`` (one of :data:`IMAGE_METHODS`), in [-1, 1] units, unclamped."""
+                  generator=None, batch_size: int = 64, progress: bool = False, fast: bool = True) -> Tensor:
+    """``n`` images by ``method`` (one of :data:`IMAGE_METHODS`), in [-1, 1] units, unclamped.
+
+    ``fast=False`` uses the obvious sampler (same images, one network pass per pixel).
+    """
     if method not in IMAGE_METHODS:
         raise ArsmoothError(f"unknown sampling method {method!r}; choose one of {', '.join(IMAGE_METHODS)}")
     if n < 1:
@@ -58,13 +61,13 @@ def sample_images(method: str, n: int, *, baseline: ImageModel | None = None, pa
         if method == "baseline":
             if baseline is None:
                 raise ArsmoothError("method baseline needs a baseline checkpoint (--baseline)")
-            x = baseline.sample(b, generator=generator, progress=progress)
+            x = baseline.sample(b, generator=generator, progress=progress, fast=fast)
         else:
             if pair is None:
                 raise ArsmoothError(f"method {method} needs --stage1 (and --stage2 for two-step)")
-            xt = pair.prior.sample(b, generator=generator, progress=progress)
+            xt = pair.prior.sample(b, generator=generator, progress=progress, fast=fast)
             x = S.denoise(pair, kernel, xt, method, generator) if method != "two-step" else \
-                pair.reverse.sample(context=xt, generator=generator, progress=progress)
+                pair.reverse.sample(context=xt, generator=generator, progress=progress, fast=fast)
         out.append(_check_finite(x.detach(), f"sampling ({method})"))
     return torch.cat(out)
 

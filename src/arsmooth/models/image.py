@@ -7,8 +7,8 @@
   (METHOD.md sections 2-3). ``stage2_likelihood="continuous-jitter"`` is the official code's variant
   (continuous density on x plus 0.01 Gaussian jitter): its numbers are not 8-bit bits/dim.
 
-Samplers fill pixels in raster order, one network pass per pixel, and draw each pixel exactly from
-its mixture (:func:`arsmooth.likelihoods.image_sample`). Nothing is clamped except on request.
+Samplers (:mod:`arsmooth.sampling`) fill pixels in raster order and draw each pixel exactly from its
+mixture (:func:`arsmooth.likelihoods.image_sample`). Nothing is clamped except on request.
 """
 
 from __future__ import annotations
@@ -16,12 +16,12 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from .. import likelihoods as L
 from ..errors import ArsmoothError
 from ..networks.pixelcnnpp import PixelCNNpp
 from ..networks.stacked import bottom_half, stack_pair
+from ..sampling import raster_sample
 
 KINDS = ("baseline", "stage1", "stage2")
 STAGE2_LIKELIHOODS = ("discretized", "continuous-jitter")
@@ -99,12 +99,14 @@ class ImageModel(nn.Module):
         start_row: int = 0,
         generator: torch.Generator | None = None,
         progress: bool = False,
+        fast: bool = True,
     ) -> Tensor:
         """Ancestral sampling in raster order, ``(B, C, H, W)``.
 
         Baseline / stage 1: ``n`` images of size ``shape``. Stage 2: one x per context image x~.
         ``known`` with ``start_row`` keeps rows ``< start_row`` of ``known`` and samples the rest
         (inpainting). Non-finite network outputs stop sampling with an error, never garbage images.
+        ``fast=False`` runs the obvious sampler (one full network pass per pixel), for checking.
         """
         if self.kind == "stage2":
             if context is None:
@@ -124,18 +126,10 @@ class ImageModel(nn.Module):
             x[:, :, :start_row] = known[:, :, :start_row].to(x)
         was_training = self.training
         self.eval()
-        positions = [(i, j) for i in range(start_row, h) for j in range(w)]
-        for i, j in tqdm(positions, desc=f"sampling {self.kind}", disable=not progress, leave=False):
-            if self.kind == "stage2":
-                params = bottom_half(self.net(stack_pair(context.to(x), x)))
-            else:
-                params = self.net(x)
-            p = params[:, :, i : i + 1, j : j + 1]
-            if not torch.isfinite(p).all():
-                raise ArsmoothError(f"the {self.kind} network produced non-finite values at pixel ({i}, {j}); "
-                                    "the checkpoint is probably broken")
-            x[:, :, i, j] = L.image_sample(p, self.channels, self.nr_mix, self.discretized, generator)[:, :, 0, 0]
-        self.train(was_training)
+        try:
+            raster_sample(self, x, start_row, None if context is None else context.to(x), generator, progress, fast)
+        finally:
+            self.train(was_training)
         return x
 
 

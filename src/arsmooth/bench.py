@@ -1,0 +1,80 @@
+"""``arsmooth bench``: throughput of our fast paths against their references, in one process.
+
+Each benchmark prints one JSON line: both throughputs (images/s), their ratio, the batch size, the
+model configuration, threads and device. The obvious sampler costs one full network pass per pixel,
+the same for every pixel, so it is timed on the first ``ref_pixels`` pixels and scaled to the whole
+image (``"obvious_pixels_timed"`` says how many); ``ref_pixels=0`` times it on the whole image.
+"""
+
+from __future__ import annotations
+
+import platform
+import time
+
+import torch
+
+from .config import load_config
+from .errors import ArsmoothError
+from .models.image import ImageModel, count_params
+from .sampling import raster_sample
+from .train import build_model
+
+SHAPES = {"mnist": (1, 28, 28), "fashion": (1, 28, 28), "cifar10": (3, 32, 32), "celeba": (3, 32, 32),
+          "digits": (1, 8, 8)}
+
+
+def _model(preset: str, device: str, overrides=()) -> tuple[ImageModel, dict]:
+    """A preset's network with its initial (random) weights, for the image shape of its dataset."""
+    cfg = load_config(preset, list(overrides))
+    name = cfg["data"]["dataset"].split(":")[0]
+    if name not in SHAPES:
+        raise ArsmoothError(f"bench needs a preset of a built-in dataset ({', '.join(SHAPES)}), got {name!r}")
+    torch.manual_seed(0)
+    return build_model(cfg, SHAPES[name]).to(device).eval(), cfg
+
+
+def _env(device: str) -> dict:
+    return {"threads": torch.get_num_threads(), "device": device,
+            "device_name": torch.cuda.get_device_name() if device.startswith("cuda") else platform.processor() or "cpu",
+            "torch": torch.__version__}
+
+
+def _sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+@torch.no_grad()
+def bench_sample(preset: str, batch: int = 64, ref_pixels: int = 28, device: str = "cpu", seed: int = 0,
+                 overrides=()) -> dict:
+    """Fast sampler vs the obvious one on one preset's network (random weights)."""
+    model, cfg = _model(preset, device, overrides)
+    h, w = model.image_size
+    c = model.channels
+    gen = torch.Generator(device).manual_seed(seed)
+    ctx = (torch.rand(batch, c, h, w, generator=gen, device=device) * 2 - 1) if model.kind == "stage2" else None
+
+    def run(fast: bool, limit: int | None):
+        x = torch.zeros(batch, c, h, w, device=device)
+        g = torch.Generator(device).manual_seed(seed + 1)
+        _sync(device)
+        t0 = time.perf_counter()
+        raster_sample(model, x, 0, ctx, g, False, fast=fast, limit=limit)
+        _sync(device)
+        return x, time.perf_counter() - t0
+
+    x_fast, t_fast = run(True, None)
+    n_ref = h * w if ref_pixels <= 0 else min(ref_pixels, h * w)
+    x_ref, t_ref = run(False, n_ref)
+    t_ref_full = t_ref * (h * w) / n_ref
+    first = x_fast.flatten(2)[..., :n_ref]
+    same = bool(torch.allclose(first, x_ref.flatten(2)[..., :n_ref], atol=1e-4, rtol=1e-4))
+    return {"bench": "sample", "preset": preset, "kind": model.kind, "batch": batch,
+            "fast_images_per_s": batch / t_fast, "obvious_images_per_s": batch / t_ref_full,
+            "speedup": t_ref_full / t_fast, "fast_seconds": round(t_fast, 3),
+            "obvious_seconds_estimated": round(t_ref_full, 3), "obvious_pixels_timed": n_ref,
+            "pixels_per_image": h * w, "same_samples_on_timed_pixels": same,
+            "model": {**cfg["model"], "params": count_params(model)}, **_env(device)}
+
+
+DEFAULT_PRESETS = {"sample": ["mnist-cpu-stage1", "mnist-cpu-stage2", "mnist-cpu-baseline"]}

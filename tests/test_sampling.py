@@ -1,0 +1,87 @@
+"""The fast sampler (arsmooth.sampling) against the network and the obvious sampler."""
+
+import pytest
+import torch
+
+from arsmooth.models.image import ImageModel
+from arsmooth.networks.pixelcnnpp import PixelCNNpp
+from arsmooth.sampling import _Graph
+
+
+def _perturb(m: torch.nn.Module, seed: int) -> None:
+    """Random weights further from init, so every path of the network matters."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in m.parameters():
+            p.add_(0.1 * torch.randn(p.shape, generator=g, dtype=p.dtype))
+
+
+@pytest.mark.parametrize("channels,h,w,nr_resnet", [(1, 8, 8, 1), (3, 8, 12, 2), (1, 16, 4, 0), (3, 4, 4, 1)])
+def test_cached_graph_equals_network(channels, h, w, nr_resnet):
+    net = PixelCNNpp(in_channels=channels, nr_resnet=nr_resnet, nr_filters=6, nr_logistic_mix=2, dropout=0.0)
+    net = net.double().eval()
+    _perturb(net, 0)
+    x = torch.rand(3, channels, h, w, dtype=torch.double) * 2 - 1
+    with torch.no_grad():
+        torch.testing.assert_close(_Graph(net, h, w).forward(x), net(x), rtol=0, atol=1e-12)
+
+
+def _model(kind, channels, seed=0):
+    m = ImageModel(kind, channels=channels, nr_resnet=1, nr_filters=6, nr_logistic_mix=3, dropout=0.0,
+                   image_size=(8, 8)).double()
+    _perturb(m, seed)
+    return m
+
+
+def _both(m, **kw):
+    out = []
+    for fast in (False, True):
+        out.append(m.sample(generator=torch.Generator().manual_seed(7), fast=fast, **kw))
+    return out
+
+
+@pytest.mark.parametrize("kind", ["baseline", "stage1", "stage2"])
+@pytest.mark.parametrize("channels", [1, 3])
+def test_fast_sampler_gives_the_obvious_samples(kind, channels):
+    m = _model(kind, channels)
+    if kind == "stage2":
+        ctx = torch.rand(3, channels, 8, 8, generator=torch.Generator().manual_seed(1), dtype=torch.double) * 2 - 1
+        slow, fast = _both(m, context=ctx)
+    else:
+        slow, fast = _both(m, n=3)
+    assert slow.abs().sum() > 0
+    torch.testing.assert_close(fast, slow, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("kind", ["stage1", "stage2"])
+def test_fast_sampler_with_known_rows(kind):
+    m = _model(kind, 1, seed=3)
+    gen = torch.Generator().manual_seed(2)
+    known = torch.rand(2, 1, 8, 8, generator=gen, dtype=torch.double) * 2 - 1
+    ctx = torch.rand(2, 1, 8, 8, generator=gen, dtype=torch.double) * 2 - 1 if kind == "stage2" else None
+    slow, fast = _both(m, known=known, start_row=5, context=ctx)
+    torch.testing.assert_close(fast, slow, rtol=0, atol=1e-12)
+    assert torch.equal(fast[:, :, :5], known[:, :, :5])
+
+
+def test_fast_sampler_float32_matches():
+    m = ImageModel("stage1", channels=3, nr_resnet=1, nr_filters=8, nr_logistic_mix=3, dropout=0.0, image_size=(8, 8))
+    slow, fast = _both(m, n=2)
+    torch.testing.assert_close(fast, slow, rtol=1e-4, atol=1e-4)
+
+
+def test_bench_sample_reports_both_samplers(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    out = tmp_path / "b.jsonl"
+    cmd = [sys.executable, "-m", "arsmooth.cli", "bench", "sample", "--preset", "digits-stage1", "--batch-size", "2",
+           "--ref-pixels", "0", "--threads", "1", "--out", str(out)]
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr
+    r = json.loads(out.read_text().splitlines()[0])
+    assert r["same_samples_on_timed_pixels"] and r["obvious_pixels_timed"] == r["pixels_per_image"] == 64
+    assert r["speedup"] == pytest.approx(r["fast_images_per_s"] / r["obvious_images_per_s"])
+    again = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert again.returncode != 0 and "already exists" in again.stderr and "Traceback" not in again.stderr
