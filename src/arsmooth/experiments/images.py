@@ -10,11 +10,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from .. import imaging as I
 from ..config import load_config
-from ..data.images import load_dataset
+from ..data.images import load_dataset, to_uint8
+from ..fileio import atomic_write
 from ..train import train
 from ..viz import save_grid, side_by_side
 from .common import Run
@@ -29,15 +31,22 @@ def _budget(quick: bool) -> dict:
     return {"n_samples": 1000, "n_eval": 1000, "k_iw": 4, "n_task": 100}
 
 
-def _save_samples(cols: dict, path: Path) -> None:
-    """All samples of every column as uint8 arrays (for metrics and reports)."""
-    import numpy as np
+def _save_samples(cols: dict, path: Path, seed: int) -> None:
+    """All samples of every column: uint8 (for metrics and reports) and raw floats (to resume from)."""
+    arrays = {f"{k}.uint8": to_uint8(v).numpy() for k, v in cols.items()}
+    arrays.update({f"{k}.raw": v.numpy() for k, v in cols.items()})
+    atomic_write(path, lambda tmp: np.savez_compressed(tmp, seed=np.array(seed), **arrays), suffix=".npz")
 
-    from ..data.images import to_uint8
-    from ..fileio import atomic_write
 
-    arrays = {k.replace("-", "_"): to_uint8(v).numpy() for k, v in cols.items()}
-    atomic_write(path, lambda tmp: np.savez_compressed(tmp, **arrays), suffix=".npz")
+def _load_samples(path: Path, n: int, seed: int) -> dict | None:
+    """The samples of an earlier run of the same seed and size (sampling is the slow part), else None."""
+    if not path.is_file():
+        return None
+    with np.load(path) as z:
+        names = [k[: -len(".raw")] for k in z.files if k.endswith(".raw")]
+        if int(z["seed"]) != seed or not names or any(z[f"{k}.raw"].shape[0] != n for k in names):
+            return None
+        return {k: torch.from_numpy(z[f"{k}.raw"]) for k in names}
 
 
 def _run(run: Run, out: Path, sigma: float | None, progress: bool, dataset: str) -> None:
@@ -57,12 +66,15 @@ def _run(run: Run, out: Path, sigma: float | None, progress: bool, dataset: str)
     pair, kernel = I.load_pair(out / "runs" / "stage1" / "last.pt", out / "runs" / "stage2" / "last.pt")
     g = torch.Generator().manual_seed(run.seed + 100)
     n = budget["n_samples"]
-    cols = {"baseline": I.sample_images("baseline", n, baseline=base, generator=g, progress=progress)}
-    cols.update(I.two_step_columns(pair, kernel, n, generator=g, progress=progress))  # one x~, three outputs
+    cols = _load_samples(out / "samples.npz", n, run.seed)
+    if cols is None:
+        cols = {"baseline": I.sample_images("baseline", n, baseline=base, generator=g, progress=progress)}
+        cols.update(I.two_step_columns(pair, kernel, n, generator=g, progress=progress))  # one x~, three outputs
+        _save_samples(cols, out / "samples.npz", run.seed)
+    g = torch.Generator().manual_seed(run.seed + 200)  # the rest does not depend on whether samples were reused
     for method, x in cols.items():
         save_grid(x[:100], out / f"samples_{method.replace('-', '_')}.png")
     side_by_side(cols, out / "samples_fig6.png", n=min(n, 10))
-    _save_samples(cols, out / "samples.npz")
     x = test[: budget["n_eval"]]
     bpd = I.likelihood(x, baseline=base, pair=pair, kernel=kernel, n_draws=1, k_iw=budget["k_iw"], generator=g)
     xt = test[: budget["n_task"]]

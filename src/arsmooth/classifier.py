@@ -1,0 +1,161 @@
+"""A small LeNet-style digit / clothing classifier: the feature extractor of our sample metrics.
+
+Inception features mean little on 28x28 grey digits (METHOD.md section 7), so FID, KID and the
+Inception-style score of 1-channel datasets use this network instead: its penultimate layer
+(``num_features`` wide) for FID / KID, its class logits for the score. Every number computed with it
+is named after it ("FID (LeNet features)") and is not comparable with Inception-based figures.
+
+Training is deterministic on CPU (fixed seed, fixed data order, one thread); the saved file records
+its SHA-256 and test accuracy so that a metric can say which extractor produced it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import time
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from .errors import ArsmoothError
+from .fileio import atomic_write
+
+FORMAT = "arsmooth-classifier"
+
+
+class LeNet(nn.Module):
+    """conv5-20, pool, conv5-40, pool, fc 256, fc 10 on ``(B, 1, 28, 28)`` images.
+
+    Accepts uint8 images (0..255) or floats in [-1, 1]; ``features`` is the penultimate layer.
+    """
+
+    def __init__(self, channels: int = 1, num_classes: int = 10, num_features: int = 256, size: int = 28):
+        super().__init__()
+        self.channels, self.size, self.num_features = channels, size, num_features
+        self.conv1 = nn.Conv2d(channels, 20, 5, padding=2)
+        self.conv2 = nn.Conv2d(20, 40, 5, padding=2)
+        self.fc1 = nn.Linear(40 * (size // 4) ** 2, num_features)
+        self.fc2 = nn.Linear(num_features, num_classes)
+
+    def _prep(self, x: Tensor) -> Tensor:
+        if x.dim() != 4 or x.shape[1:] != (self.channels, self.size, self.size):
+            raise ArsmoothError(f"the classifier expects images (B, {self.channels}, {self.size}, {self.size}), "
+                                f"got {tuple(x.shape)}")
+        if x.dtype == torch.uint8:
+            x = x.float() / 127.5 - 1.0
+        return x.to(self.conv1.weight.dtype)
+
+    def features(self, x: Tensor) -> Tensor:
+        h = F.max_pool2d(F.relu(self.conv1(self._prep(x))), 2)
+        h = F.max_pool2d(F.relu(self.conv2(h)), 2)
+        return F.relu(self.fc1(h.flatten(1)))  # (B, num_features)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Class logits ``(B, num_classes)``."""
+        return self.fc2(self.features(x))
+
+
+class Features(nn.Module):
+    """The classifier's penultimate features, in the form torchmetrics takes as a custom extractor."""
+
+    def __init__(self, net: LeNet):
+        super().__init__()
+        self.net, self.num_features = net, net.num_features
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net.features(x)
+
+
+class Logits(nn.Module):
+    """The classifier's logits (for the Inception-style score)."""
+
+    def __init__(self, net: LeNet):
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net(x)
+
+
+@torch.no_grad()
+def accuracy(net: LeNet, images: Tensor, labels: Tensor, batch_size: int = 500) -> float:
+    net.eval()
+    right = sum(int((net(images[i : i + batch_size]).argmax(1) == labels[i : i + batch_size]).sum())
+                for i in range(0, len(images), batch_size))
+    return right / len(images)
+
+
+def fit(train: tuple[Tensor, Tensor], test: tuple[Tensor, Tensor], *, epochs: int = 4, batch_size: int = 128,
+        lr: float = 1e-3, seed: int = 0, progress: bool = True) -> tuple[LeNet, dict]:
+    """Train a LeNet on uint8 images ``(N, 1, 28, 28)`` with labels; Adam, cosine-decayed learning rate.
+
+    Random shifts of up to 2 pixels augment the data (padding with the background value -1).
+    """
+    x, y = train
+    g = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    net = LeNet(channels=x.shape[1], size=x.shape[-1])
+    opt = torch.optim.Adam(net.parameters(), lr)
+    steps = epochs * math.ceil(len(x) / batch_size)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * s / steps)))
+    t0 = time.perf_counter()
+    bar = tqdm(total=steps, desc="fitting classifier", disable=not progress)
+    for _ in range(epochs):
+        net.train()
+        perm = torch.randperm(len(x), generator=g)
+        for i in range(0, len(x), batch_size):
+            idx = perm[i : i + batch_size]
+            xb = F.pad(net._prep(x[idx]), (2, 2, 2, 2), value=-1.0)
+            dy, dx = torch.randint(0, 5, (2,), generator=g).tolist()
+            xb = xb[:, :, dy : dy + x.shape[-2], dx : dx + x.shape[-1]]
+            loss = F.cross_entropy(net(xb), y[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            sched.step()
+            bar.update()
+            bar.set_postfix(loss=f"{loss.item():.3f}")
+    bar.close()
+    info = {"test_accuracy": accuracy(net, *test), "epochs": epochs, "batch_size": batch_size, "lr": lr,
+            "seed": seed, "train_images": len(x), "train_seconds": round(time.perf_counter() - t0, 1)}
+    return net.eval(), info
+
+
+def save(net: LeNet, info: dict, path: str | Path) -> str:
+    """Write the classifier atomically; returns the SHA-256 of its weights."""
+    state = {k: v.contiguous() for k, v in net.state_dict().items()}
+    digest = weights_sha256(state)
+    blob = {"format": FORMAT, "state": state, "info": {**info, "weights_sha256": digest},
+            "arch": {"channels": net.channels, "size": net.size, "num_features": net.num_features}}
+    atomic_write(path, lambda tmp: torch.save(blob, tmp))
+    return digest
+
+
+def weights_sha256(state: dict) -> str:
+    h = hashlib.sha256()
+    for k in sorted(state):
+        h.update(k.encode())
+        h.update(state[k].detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def load(path: str | Path) -> tuple[LeNet, dict]:
+    """Load a classifier (``weights_only``); checks the recorded SHA-256 of its weights."""
+    path = Path(path)
+    if not path.is_file():
+        raise ArsmoothError(f"no classifier at {path}; train one with: arsmooth fit-classifier --dataset NAME")
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+        net = LeNet(**blob["arch"])
+        net.load_state_dict(blob["state"])
+        ok = blob["format"] == FORMAT
+    except Exception as e:  # noqa: BLE001 - any unreadable file gets the same one-line answer
+        raise ArsmoothError(f"{path} is not a classifier written by arsmooth ({type(e).__name__})") from None
+    if not ok or weights_sha256(blob["state"]) != blob["info"].get("weights_sha256"):
+        raise ArsmoothError(f"{path} is damaged: its weights do not match their recorded SHA-256")
+    return net.eval(), blob["info"]
