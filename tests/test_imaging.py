@@ -88,7 +88,17 @@ def test_quick_mnist_path_end_to_end(tmp_path):
     torch.set_num_threads(1)
     rec = reproduce("mnist", tmp_path, quick=True, progress=False)
     res = json.loads((tmp_path / "mnist.json").read_text())
-    assert set(res) == {"config", "train_seconds", "params", "bpd", "denoise_psnr", "figures"}
+    assert set(res) == {"config", "train_seconds", "params", "bpd", "denoise_psnr", "figures", "metrics",
+                        "probe_accuracy"}
+    cols = {"baseline", "smoothed", "single_step", "two_step", "real"}
+    assert set(res["metrics"]) == cols | {"n_samples"} and res["metrics"]["n_samples"] == 8
+    assert all(set(res["metrics"][c]) == {"fid", "kid", "kid_std", "is"} for c in cols)
+    assert all(1 <= res["metrics"][c]["is"] <= 10 for c in cols)  # a score over 10 classes
+    assert set(res["probe_accuracy"]) == {"stage1", "stage2"}
+    assert all(0 <= a <= 1 for v in res["probe_accuracy"].values() for a in v)
+    # a rerun reuses the samples (sampling is the slow part) and reproduces every number
+    again = reproduce("mnist", tmp_path, quick=True, progress=False, force=True)
+    assert json.loads((tmp_path / "mnist.json").read_text()) == res and again["wall_time_s"] < rec["wall_time_s"] * 2
     assert set(res["params"]) == {"baseline", "stage1", "stage2"}
     assert set(res["bpd"]) == {"baseline", "two_step_elbo", "two_step_iw"}
     assert set(res["denoise_psnr"]) == {"noisy", "single_step", "two_step"}

@@ -159,3 +159,19 @@ def load(path: str | Path) -> tuple[LeNet, dict]:
     if not ok or weights_sha256(blob["state"]) != blob["info"].get("weights_sha256"):
         raise ArsmoothError(f"{path} is damaged: its weights do not match their recorded SHA-256")
     return net.eval(), blob["info"]
+
+
+DEFAULT_EPOCHS = {"mnist": 3, "fashion": 6, "digits": 20}
+
+
+def fit_dataset(dataset: str, data_root=None, epochs: int | None = None, seed: int = 0,
+                progress: bool = True) -> tuple[LeNet, dict]:
+    """The feature extractor of ``dataset`` (mnist, fashion; digits for quick runs), on its full training set."""
+    from .data.images import load_dataset
+
+    if dataset not in DEFAULT_EPOCHS:
+        raise ArsmoothError(f"fit-classifier handles {', '.join(DEFAULT_EPOCHS)}, got {dataset!r}")
+    train = load_dataset(dataset, "train", data_root)
+    test = load_dataset(dataset, "test", data_root)
+    net, info = fit(train, test, epochs=epochs or DEFAULT_EPOCHS[dataset], seed=seed, progress=progress)
+    return net, {**info, "dataset": dataset}

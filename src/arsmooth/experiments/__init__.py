@@ -29,7 +29,8 @@ class Experiment:
 
 
 _IMAGE_FIGURES = ("samples_fig6.png", "samples_baseline.png", "samples_smoothed.png", "samples_single_step.png",
-                  "samples_two_step.png", "inpainting.png", "denoising.png")
+                  "samples_two_step.png", "inpainting.png", "denoising.png", "neighbours_pixels.png",
+                  "neighbours_features.png", "probes.png")
 
 EXPERIMENTS = {
     e.name: e

@@ -1,0 +1,88 @@
+"""Sample-quality metrics with our own feature extractor: FID, KID, Inception-style score, neighbours.
+
+The metrics are torchmetrics' (FID, KID, IS) with the LeNet of :mod:`arsmooth.classifier` in place of
+Inception (METHOD.md section 7): penultimate features for FID / KID, class logits for the score. Names
+in every output say so ("FID (LeNet features)"). Every result carries the number of samples, and a
+real-vs-real baseline (test images against as many training images) puts the numbers in scale.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from .classifier import Features, LeNet, Logits
+from .errors import ArsmoothError
+from .fileio import atomic_write_text
+
+NAMES = {"fid": "FID (LeNet features)", "kid": "KID (LeNet features)", "kid_std": "KID std",
+         "is": "Inception-style score (LeNet logits)"}
+
+
+def _u8(x: Tensor | np.ndarray) -> Tensor:
+    x = torch.as_tensor(x)
+    if x.dtype != torch.uint8:
+        raise ArsmoothError(f"metrics take uint8 images, got {x.dtype}")
+    return x
+
+
+@torch.no_grad()
+def sample_metrics(fake, real, net: LeNet, seed: int = 0, batch_size: int = 500) -> dict:
+    """FID, KID (mean, std) and IS of uint8 images ``fake`` against ``real``, ``(N, C, H, W)``."""
+    from torchmetrics.image.fid import FrechetInceptionDistance
+    from torchmetrics.image.inception import InceptionScore
+    from torchmetrics.image.kid import KernelInceptionDistance
+
+    fake, real = _u8(fake), _u8(real)
+    if len(fake) < 2 or len(real) < 2:
+        raise ArsmoothError(f"metrics need at least 2 images on each side, got {len(fake)} and {len(real)}")
+    net = net.eval()
+    subset = min(1000, len(fake), len(real))  # KID's subset size, adapted to the number of samples
+    fid = FrechetInceptionDistance(feature=Features(net), reset_real_features=False)
+    kid = KernelInceptionDistance(feature=Features(net), subset_size=subset, subsets=50, reset_real_features=False)
+    score = InceptionScore(feature=Logits(net), splits=10 if len(fake) >= 100 else 1)
+    for side, imgs in (("real", real), ("fake", fake)):
+        for i in range(0, len(imgs), batch_size):
+            b = imgs[i : i + batch_size]
+            fid.update(b, real=side == "real")
+            kid.update(b, real=side == "real")
+            if side == "fake":
+                score.update(b)
+    torch.manual_seed(seed)  # KID subsets and the IS split order use the global generator
+    k_mean, k_std = kid.compute()
+    is_mean, _ = score.compute()
+    return {"fid": float(fid.compute()), "kid": float(k_mean), "kid_std": float(k_std), "is": float(is_mean),
+            "n_samples": len(fake), "n_real": len(real), "kid_subset_size": subset}
+
+
+def real_baseline(test_u8, train_u8, n: int, net: LeNet, net_sha: str, cache_dir: str | Path | None = None,
+                  seed: int = 0) -> dict:
+    """Metrics of ``n`` test images against ``n`` random training images (the floor a model can reach).
+
+    Computed once per dataset size and classifier and cached as JSON in ``cache_dir``.
+    """
+    path = Path(cache_dir) / f"real_baseline_{n}_{net_sha[:12]}.json" if cache_dir else None
+    if path is not None and path.is_file():
+        return json.loads(path.read_text())
+    g = torch.Generator().manual_seed(seed)
+    idx = torch.randperm(len(train_u8), generator=g)[:n]
+    res = sample_metrics(_u8(train_u8)[idx], _u8(test_u8)[:n], net, seed)
+    if path is not None:
+        atomic_write_text(path, json.dumps(res, indent=1) + "\n")
+    return res
+
+
+@torch.no_grad()
+def nearest(samples: Tensor, train: Tensor, k: int = 5, embed=None, batch_size: int = 250) -> Tensor:
+    """Indices ``(N, k)`` of the ``k`` training images nearest each sample, in l2 of ``embed`` (pixels if None)."""
+    f = embed or (lambda x: x.float().flatten(1))
+    ref = torch.cat([f(train[i : i + 2000]) for i in range(0, len(train), 2000)])
+    out = []
+    for i in range(0, len(samples), batch_size):
+        d = torch.cdist(f(samples[i : i + batch_size]), ref)
+        out.append(d.topk(k, largest=False).indices)
+    return torch.cat(out)

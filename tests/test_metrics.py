@@ -1,0 +1,90 @@
+"""Classifier features and sample metrics: orderings that must hold, exact neighbours, safe loading."""
+
+import pytest
+import torch
+
+from arsmooth import classifier as K
+from arsmooth import metrics as MT
+from arsmooth.data.images import load_dataset, to_uint8
+from arsmooth.errors import ArsmoothError
+
+from test_image_data import DATA as SHARED_DATA
+
+
+@pytest.fixture(scope="module")
+def mnist_small():
+    tr, ytr = load_dataset("mnist", "train", SHARED_DATA)
+    te, yte = load_dataset("mnist", "test", SHARED_DATA)
+    torch.set_num_threads(2)
+    net, info = K.fit((tr[:2000], ytr[:2000]), (te[:1000], yte[:1000]), epochs=3, batch_size=64, lr=2e-3, progress=False)
+    return net, info, to_uint8(tr[:2000]), to_uint8(te[:400])
+
+
+def test_quick_classifier_learns(mnist_small):
+    _, info, _, _ = mnist_small
+    assert info["test_accuracy"] > 0.8  # 2000 images, three epochs: far above chance (0.1)
+
+
+def test_metric_orderings(mnist_small):
+    net, _, train, test = mnist_small
+    same = MT.sample_metrics(test, test, net)
+    other = MT.sample_metrics(train[:400], test, net)
+    g = torch.Generator().manual_seed(0)
+    noisy = to_uint8(((test.float() / 127.5 - 1) + 1.5 * torch.randn(test.shape, generator=g)))
+    bad = MT.sample_metrics(noisy, test, net)
+    halves = MT.sample_metrics(test[:200], test[200:], net)  # two independent draws of the same law
+    assert abs(same["fid"]) < 1e-3  # (KID's unbiased estimate is not 0 on one set twice: pairs repeat)
+    assert same["fid"] < other["fid"] < bad["fid"] / 5
+    assert abs(halves["kid"]) < bad["kid"] / 20 and other["kid"] < bad["kid"] / 5
+    assert bad["is"] < other["is"]
+    assert other["n_samples"] == 400 and other["kid_subset_size"] == 400
+
+
+def test_real_baseline_is_cached(mnist_small, tmp_path):
+    net, _, train, test = mnist_small
+    a = MT.real_baseline(test, train, 200, net, "abc", tmp_path)
+    assert list(tmp_path.iterdir())
+    assert MT.real_baseline(test, train, 200, net, "abc", tmp_path) == a
+
+
+def test_nearest_neighbours_are_exact(mnist_small):
+    net, _, train, _ = mnist_small
+    idx = torch.tensor([5, 17, 400])
+    assert torch.equal(MT.nearest(train[idx], train, k=1)[:, 0], idx)
+    d = torch.cdist(train[:1].float().flatten(1), train.float().flatten(1))[0]
+    assert torch.equal(MT.nearest(train[:1], train, k=3)[0], d.topk(3, largest=False).indices)
+    assert MT.nearest(train[idx], train, k=1, embed=net.features)[:, 0].tolist() == idx.tolist()
+
+
+def test_classifier_save_load_and_damage(mnist_small, tmp_path):
+    net, info, _, test = mnist_small
+    p = tmp_path / "c.pt"
+    sha = K.save(net, info, p)
+    net2, info2 = K.load(p)
+    assert info2["weights_sha256"] == sha and torch.equal(net2(test[:5]), net(test[:5]))
+    p.write_bytes(p.read_bytes()[:200])
+    with pytest.raises(ArsmoothError, match="not a classifier"):
+        K.load(p)
+    with pytest.raises(ArsmoothError, match="fit-classifier"):
+        K.load(tmp_path / "missing.pt")
+
+
+def test_linear_probe_finds_linear_information():
+    from arsmooth.probes import linear_probe
+
+    g = torch.Generator().manual_seed(0)
+    y = torch.randint(0, 4, (600,), generator=g)
+    informative = torch.nn.functional.one_hot(y, 4).float() + 0.3 * torch.randn(600, 4, generator=g)
+    noise = torch.randn(600, 4, generator=g)
+    assert linear_probe(informative[:400], y[:400], informative[400:], y[400:]) > 0.95
+    assert linear_probe(noise[:400], y[:400], noise[400:], y[400:]) < 0.45
+
+
+def test_block_features_one_per_ul_block():
+    from arsmooth.kernels import Gaussian
+    from arsmooth.models.image import ImageModel
+    from arsmooth.probes import block_features
+
+    m = ImageModel("stage2", nr_resnet=2, nr_filters=4, nr_logistic_mix=2, image_size=(8, 8))
+    f = block_features(m, torch.rand(5, 1, 8, 8) * 2 - 1, Gaussian(0.3), torch.Generator().manual_seed(0))
+    assert len(f) == 3 * 2 + (2 + 3 + 3) and all(t.shape == (5, 4) for t in f)
