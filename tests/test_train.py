@@ -92,15 +92,15 @@ def test_resume_refuses_a_different_config(tmp_path):
 def test_nonfinite_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
     import arsmooth.train as T
 
-    real = T.loss_of
+    real = T.loss_given_noise
     calls = {"n": 0}
 
-    def flaky(model, kernel, x, generator=None):
+    def flaky(model, x, x_tilde):
         calls["n"] += 1
-        loss = real(model, kernel, x, generator)
+        loss = real(model, x, x_tilde)
         return loss * float("nan") if calls["n"] == 7 else loss
 
-    monkeypatch.setattr(T, "loss_of", flaky)
+    monkeypatch.setattr(T, "loss_given_noise", flaky)
     with pytest.raises(ArsmoothError, match="became nan at step 7.*step 5"):
         train(_cfg("baseline"), tmp_path / "r", progress=False)
     ck = C.load_checkpoint(tmp_path / "r" / "last.pt")

@@ -105,8 +105,10 @@ def cmd_train(a) -> int:
             raise ArsmoothError("give a preset (see arsmooth presets) or --resume an existing run")
         cfg = load_config(a.preset, sets)
     s = train(cfg, a.out, resume=a.resume, overwrite=a.overwrite, progress=not a.no_progress)
-    print(f"{s['kind']}: {s['steps']} steps in {s['train_seconds']} s (stopped by {s['stopped']}); "
-          f"test bits/dim {s['test_bpd']}; run folder {a.out}")
+    if "train_seconds" in s:  # rank 0 (or the only process)
+        procs = f" on {s['processes']} processes" if s["processes"] > 1 else ""
+        print(f"{s['kind']}: {s['steps']} steps{procs} in {s['train_seconds']} s (stopped by {s['stopped']}); "
+              f"test bits/dim {s['test_bpd']}; run folder {a.out}")
     return 0
 
 

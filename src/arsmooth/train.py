@@ -17,9 +17,12 @@ from pathlib import Path
 
 import torch
 import yaml
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DistributedSampler
 from tqdm.auto import tqdm
 
 from . import checkpoint as C
+from . import distributed as D
 from .config import validate
 from .data.images import load_dataset
 from .errors import ArsmoothError
@@ -60,20 +63,42 @@ def model_from_checkpoint(ckpt: dict, device: torch.device | str = "cpu", use_em
 
 def loss_of(model: ImageModel, kernel, x: torch.Tensor, generator=None) -> torch.Tensor:
     """Training loss (mean nats per image) of a batch of clean images, by model kind."""
+    return loss_given_noise(model, x, None if model.kind == "baseline" else kernel.sample(x, generator))
+
+
+def loss_given_noise(model: ImageModel, x: torch.Tensor, x_tilde: torch.Tensor | None) -> torch.Tensor:
     if model.kind == "baseline":
         return model.loss(x)
-    x_tilde = kernel.sample(x, generator)
     return model.loss(x_tilde) if model.kind == "stage1" else model.loss(x, context=x_tilde)
 
 
-def _batch_indices(step: int, n: int, bs: int, seed: int, cache: dict) -> torch.Tensor:
-    """Indices of the batch at ``step``: a per-epoch permutation seeded by (seed, epoch); no state."""
-    per_epoch = max(n // bs, 1)
+class _Loss(torch.nn.Module):
+    """The training loss as a module's forward, so DistributedDataParallel can wrap it."""
+
+    def __init__(self, model: ImageModel):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor, x_tilde: torch.Tensor | None) -> torch.Tensor:
+        return loss_given_noise(self.model, x, x_tilde)
+
+
+def _batch_indices(step: int, n: int, bs: int, seed: int, cache: dict, ctx: D.Context) -> torch.Tensor:
+    """This rank's share of the global batch at ``step`` (no state beyond the step).
+
+    A DistributedSampler (shuffle, ``drop_last``, ``set_epoch``) deals a per-epoch permutation
+    seeded by (seed, epoch) across ranks; rank ``r`` of ``N`` gets global batch positions
+    ``r, r + N, ...``, so the global batch, and so training, is the same for every ``N``.
+    """
+    b = bs // ctx.world
+    per_epoch = max((n // ctx.world) // b, 1)
     epoch, k = divmod(step, per_epoch)
     if cache.get("epoch") != epoch:
-        g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
-        cache["epoch"], cache["perm"] = epoch, torch.randperm(n, generator=g)
-    return cache["perm"][k * bs : (k + 1) * bs]
+        sampler = DistributedSampler(range(n), num_replicas=ctx.world, rank=ctx.rank, shuffle=True, seed=seed,
+                                     drop_last=True)
+        sampler.set_epoch(epoch)
+        cache["epoch"], cache["perm"] = epoch, torch.tensor(list(iter(sampler)))
+    return cache["perm"][k * b : (k + 1) * b]
 
 
 def prepare_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> None:
@@ -133,9 +158,31 @@ def train(
     """Train the model of ``cfg`` in ``run_dir``; returns the summary (also written to ``summary.json``).
 
     ``train_images``/``test_images`` (in [-1, 1]) bypass the dataset loader (tests, notebooks).
+    Under ``torchrun`` every rank trains its share of each global batch (DDP); rank 0 alone writes.
     """
-    run_dir = Path(run_dir)
-    prepare_run_dir(run_dir, resume, overwrite)
+    wants = (cfg or {}).get("device", "auto")
+    ctx = D.setup("cuda" if torch.cuda.is_available() and wants != "cpu" else "cpu")
+    try:
+        summary = _train(ctx, cfg, Path(run_dir), resume, overwrite, progress, train_images, test_images)
+    except BaseException:
+        D.shutdown(ctx, clean=False)
+        raise
+    D.shutdown(ctx)  # _train's frame, with the DDP model and optimizer, is gone by now
+    return summary
+
+
+def _train(ctx: D.Context, cfg, run_dir: Path, resume, overwrite, progress, train_images, test_images) -> dict:
+    sync_dev = torch.device("cuda", ctx.local_rank) if ctx.enabled and torch.cuda.is_available() and \
+        (cfg or {}).get("device", "auto") != "cpu" else torch.device("cpu")
+    err = None
+    if ctx.main:
+        try:
+            prepare_run_dir(run_dir, resume, overwrite)
+        except ArsmoothError as e:
+            err = e
+    D.check_all(ctx, err is None, f"rank 0 could not use the run folder {run_dir}", sync_dev)
+    if err is not None:
+        raise err
     ckpt_path = run_dir / "last.pt"
     ckpt = None
     if resume:
@@ -155,6 +202,8 @@ def train(
     validate(cfg)
     t_cfg = cfg["train"]
     device = pick_device(cfg["device"])
+    if device.type == "cuda" and ctx.enabled:
+        device = torch.device("cuda", ctx.local_rank)
     if train_images is None:
         d = cfg["data"]
         train_images = load_dataset(d["dataset"], "train", d["data_root"])[0]
@@ -167,7 +216,10 @@ def train(
     train_images = train_images.to(device)
     shape = tuple(train_images.shape[1:])
 
-    torch.manual_seed(t_cfg["seed"])
+    if t_cfg["batch_size"] % ctx.world:
+        raise ArsmoothError(f"the global batch size {t_cfg['batch_size']} must be divisible by the number of "
+                            f"processes ({ctx.world})")
+    torch.manual_seed(t_cfg["seed"])  # the same initial weights on every rank
     model = build_model(cfg, shape).to(device)
     model._check(train_images[:1])
     model.net._check(train_images[:1])  # image size the network can take: refuse before writing anything
@@ -175,6 +227,10 @@ def train(
     sched = torch.optim.lr_scheduler.ExponentialLR(opt, gamma=t_cfg["lr_decay"])
     ema = {k: v.detach().clone() for k, v in model.state_dict().items()} if t_cfg["ema"] else None
     kernel = make_kernel(cfg["smoothing"]["kernel"], cfg["smoothing"]["sigma"])
+    # noise of the whole global batch comes from one generator, the same on every rank; dropout
+    # draws from the global generator, seeded per rank
+    noise_gen = torch.Generator(device).manual_seed(t_cfg["seed"] + 7919)
+    torch.manual_seed(t_cfg["seed"] * 1000 + 1 + ctx.rank)
     step, seconds_before = 0, 0.0
     if ckpt is not None:
         if tuple(ckpt["extra"]["image_shape"]) != shape:
@@ -184,12 +240,22 @@ def train(
         sched.load_state_dict(ckpt["scheduler"])
         if ema is not None and ckpt.get("ema"):
             ema = {k: v.to(device) for k, v in ckpt["ema"].items()}
-        C.restore_rng(ckpt["rng"])
         step, seconds_before = ckpt["step"], ckpt["extra"].get("train_seconds", 0.0)
-        _truncate_metrics(run_dir / "metrics.jsonl", step)
-    else:
+        if ctx.main:
+            C.restore_rng(ckpt["rng"])
+            _truncate_metrics(run_dir / "metrics.jsonl", step)
+        else:
+            torch.manual_seed(t_cfg["seed"] * 1000 + 1 + ctx.rank + 7 * step)
+        if "noise" in ckpt["rng"]:
+            noise_gen.set_state(ckpt["rng"]["noise"])
+    elif ctx.main:
         atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(cfg, sort_keys=False))
     n, bs = train_images.shape[0], min(t_cfg["batch_size"], train_images.shape[0])
+    if bs % ctx.world:
+        raise ArsmoothError(f"the batch size {bs} must be divisible by the number of processes ({ctx.world})")
+    loss_module = _Loss(model)
+    if ctx.enabled:
+        loss_module = DistributedDataParallel(loss_module, device_ids=[device.index] if device.type == "cuda" else None)
     dims = math.prod(shape)
     cache: dict = {}
     t0 = time.perf_counter()
@@ -203,26 +269,31 @@ def train(
         C.save_checkpoint(ckpt_path, kind=cfg["kind"], model_state=model.state_dict(), config=cfg,
                           sigma=None if cfg["kind"] == "baseline" else cfg["smoothing"]["sigma"], step=step,
                           optimizer_state=opt.state_dict(), scheduler_state=sched.state_dict(), ema_state=ema,
-                          rng_state=C.capture_rng(),
+                          rng_state={**C.capture_rng(), "noise": noise_gen.get_state()},
                           extra={"image_shape": list(shape), "train_seconds": seconds_before + time.perf_counter() - t0,
                                  "test_bpd": test_bpd, "params": count_params(model), "stopped": stopped})
         last_ckpt_time, last_good = time.perf_counter(), step
         _append_metric(run_dir, {"step": step, "test_bpd": test_bpd, "checkpoint": True})
 
     model.train()
-    bar = tqdm(total=t_cfg["max_steps"], initial=step, desc=f"train {cfg['kind']}", disable=not progress,
+    bar = tqdm(total=t_cfg["max_steps"], initial=step, desc=f"train {cfg['kind']}", disable=not (progress and ctx.main),
                dynamic_ncols=True)
     running, stopped = None, "max_steps"
     while step < t_cfg["max_steps"]:
-        if max_s is not None and seconds_before + time.perf_counter() - t0 >= max_s:
+        out_of_time = max_s is not None and seconds_before + time.perf_counter() - t0 >= max_s
+        if D.agree(ctx, out_of_time, sync_dev):
             stopped = "max_minutes"
             break
-        x = train_images[_batch_indices(step, n, bs, t_cfg["seed"], cache)]
-        loss = loss_of(model, kernel, x)
-        if not torch.isfinite(loss):
+        x = train_images[_batch_indices(step, n, bs, t_cfg["seed"], cache, ctx)]
+        x_tilde = None
+        if model.kind != "baseline":  # the global batch's noise, this rank's rows
+            x_tilde = x + kernel.noise((bs, *shape), x, noise_gen)[ctx.rank :: ctx.world]
+        loss = loss_module(x, x_tilde)
+        loss_all = D.mean(ctx, loss.detach())
+        if not torch.isfinite(loss_all):
             bar.close()
-            raise ArsmoothError(f"the training loss became {loss.item()} at step {step + 1}; stopped. The last good "
-                                f"checkpoint (step {last_good}) is kept in {ckpt_path}; lower train.lr and --resume")
+            raise ArsmoothError(f"the training loss became {loss_all.item()} at step {step + 1}; stopped. The last "
+                                f"good checkpoint (step {last_good}) is kept in {ckpt_path}; lower train.lr and --resume")
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -235,27 +306,29 @@ def train(
                     else:
                         ema[k].copy_(v)
         step += 1
-        bpd = loss.item() / (dims * math.log(2))
+        bpd = loss_all.item() / (dims * math.log(2))
         running = bpd if running is None else 0.98 * running + 0.02 * bpd
         bar.update(1)
-        if step % t_cfg["log_every"] == 0:
+        if step % t_cfg["log_every"] == 0 and ctx.main:
             bar.set_postfix(bpd=f"{running:.3f}")
             _append_metric(run_dir, {"step": step, "train_bpd": running, "lr": sched.get_last_lr()[0],
                                      "seconds": round(seconds_before + time.perf_counter() - t0, 2)})
         now = time.perf_counter()
         if step == t_cfg["max_steps"] or (max_s is not None and seconds_before + now - t0 >= max_s):
             continue  # the loop head decides; the final checkpoint follows the loop
-        if step % t_cfg["checkpoint_every"] == 0 or now - last_ckpt_time >= 60 * t_cfg["checkpoint_minutes"]:
+        if ctx.main and (step % t_cfg["checkpoint_every"] == 0 or now - last_ckpt_time >= 60 * t_cfg["checkpoint_minutes"]):
             save("running")
         if kill_at and step == kill_at:
             os.kill(os.getpid(), signal.SIGKILL)
     bar.close()
-    save(stopped)
-    summary = {"kind": cfg["kind"], "steps": step, "stopped": stopped,
-               "train_seconds": round(seconds_before + time.perf_counter() - t0, 1),
-               "params": count_params(model), "test_bpd": _last_test_bpd(run_dir),
-               "eval_images": int(test_images.shape[0]), "device": str(device)}
-    atomic_write_text(run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
+    summary = {"kind": cfg["kind"], "steps": step, "stopped": stopped, "params": count_params(model),
+               "eval_images": int(test_images.shape[0]), "device": str(device), "processes": ctx.world}
+    if ctx.main:
+        save(stopped)
+        summary = {**summary, "train_seconds": round(seconds_before + time.perf_counter() - t0, 1),
+                   "test_bpd": _last_test_bpd(run_dir)}
+        atomic_write_text(run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
+    D.barrier(ctx)
     return summary
 
 

@@ -1,0 +1,93 @@
+"""Multi-process training with PyTorch's own engine: ``torch.distributed`` + DistributedDataParallel.
+
+``arsmooth train`` runs unchanged under ``torchrun`` (the way nanoGPT does it): the process group is
+set up from torchrun's environment (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR``...),
+gloo on CPU and nccl on CUDA. Without those variables everything here is a no-op (one process).
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+from .errors import ArsmoothError
+
+
+@dataclass
+class Context:
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world > 1
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def setup(device_type: str) -> Context:
+    """Join torchrun's process group if launched by it; else one process."""
+    if "RANK" not in os.environ or int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return Context()
+    ctx = Context(int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), int(os.environ.get("LOCAL_RANK", 0)))
+    if not dist.is_initialized():
+        backend = "nccl" if device_type == "cuda" else "gloo"
+        if device_type == "cuda":
+            torch.cuda.set_device(ctx.local_rank)
+        dist.init_process_group(backend=backend)
+    return ctx
+
+
+def mean(ctx: Context, value: torch.Tensor) -> torch.Tensor:
+    """Mean over ranks of a scalar tensor (the value itself in one process)."""
+    if not ctx.enabled:
+        return value
+    v = value.detach().clone()
+    dist.all_reduce(v, op=dist.ReduceOp.SUM)
+    return v / ctx.world
+
+
+def agree(ctx: Context, flag: bool, device: torch.device) -> bool:
+    """Rank 0's decision, on every rank (so that all ranks stop at the same step)."""
+    if not ctx.enabled:
+        return flag
+    t = torch.tensor([1 if flag else 0], device=device)
+    dist.broadcast(t, src=0)
+    return bool(t.item())
+
+
+def check_all(ctx: Context, ok: bool, message: str, device: torch.device) -> None:
+    """Raise on every rank when any rank failed (so no rank waits forever for the others)."""
+    if not ctx.enabled:
+        return
+    t = torch.tensor([0 if ok else 1], device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.SUM)
+    if t.item() and ok:
+        raise ArsmoothError(message)
+
+
+def barrier(ctx: Context) -> None:
+    if ctx.enabled:
+        dist.barrier()
+
+
+def shutdown(ctx: Context, clean: bool = True) -> None:
+    """Leave the process group cleanly.
+
+    With gloo on torch 2.13 a correct run can abort at exit (SIGABRT) when the DDP model and optimizer
+    still exist as the group is destroyed; callers drop their references first, then we collect
+    garbage, wait for every rank and only then destroy the group.
+    """
+    if not ctx.enabled or not dist.is_initialized():
+        return
+    gc.collect()
+    if clean:  # after an error the other ranks may never arrive
+        dist.barrier()
+    dist.destroy_process_group()

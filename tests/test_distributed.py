@@ -1,0 +1,53 @@
+"""torchrun + DDP (gloo, CPU): N=2 with global batch B trains exactly as N=1 with batch B."""
+
+import os
+import subprocess
+import sys
+
+import torch
+
+from arsmooth.checkpoint import load_checkpoint
+
+SETTINGS = ["--set", "train.batch_size=8", "--set", "train.eval_images=4", "--set", "data.limit=64",
+            "--max-steps", "4", "--no-progress", "--threads", "1"]
+
+
+def _run(nproc: int, out, extra=()):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+           "-m", "arsmooth", "train", "digits-stage1", "--out", str(out), *SETTINGS, *extra]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+
+
+def _same_params(a: dict, b: dict) -> None:
+    """Equal up to float summation order: Adam (lr 1e-3) can turn a rounding difference in a near-zero
+    gradient into up to ~1e-5 for a rare weight; a wrong batch or noise would move most weights by ~1e-3."""
+    diffs = torch.cat([(a[k] - b[k]).abs().flatten() for k in a if a[k].dtype.is_floating_point])
+    assert diffs.max() < 1e-4 and diffs.median() < 1e-7 and (diffs > 1e-6).float().mean() < 0.01
+
+
+def test_two_processes_match_one(tmp_path):
+    one, two = _run(1, tmp_path / "one"), _run(2, tmp_path / "two")
+    assert one.returncode == 0, one.stderr[-2000:]
+    assert two.returncode == 0, two.stderr[-2000:]  # no abort at exit
+    a, b = load_checkpoint(tmp_path / "one" / "last.pt"), load_checkpoint(tmp_path / "two" / "last.pt")
+    assert a["step"] == b["step"] == 4
+    _same_params(a["model"], b["model"])
+    changed = load_checkpoint(tmp_path / "one" / "last.pt")["model"]
+    assert any(not torch.equal(changed[k], torch.zeros_like(changed[k])) for k in changed)
+    # one checkpoint, one metrics file, written by rank 0 only
+    assert sorted(p.name for p in (tmp_path / "two").iterdir()) == ["config.yaml", "last.pt", "metrics.jsonl",
+                                                                     "summary.json"]
+    assert "4 steps on 2 processes" in two.stdout and two.stdout.count("run folder") == 1
+
+
+def test_resume_with_another_number_of_processes(tmp_path):
+    whole = _run(1, tmp_path / "whole")
+    first = _run(2, tmp_path / "split", ["--set", "train.max_steps=2"])
+    assert whole.returncode == 0 and first.returncode == 0, first.stderr[-2000:]
+    rest = subprocess.run([sys.executable, "-m", "arsmooth", "train", "--out", str(tmp_path / "split"), "--resume",
+                           "--max-steps", "4", "--no-progress", "--threads", "1"], capture_output=True, text=True,
+                          timeout=300)
+    assert rest.returncode == 0, rest.stderr[-2000:]
+    a, b = load_checkpoint(tmp_path / "whole" / "last.pt"), load_checkpoint(tmp_path / "split" / "last.pt")
+    _same_params(a["model"], b["model"])
