@@ -89,7 +89,8 @@ def test_quick_mnist_path_end_to_end(tmp_path):
     rec = reproduce("mnist", tmp_path, quick=True, progress=False)
     res = json.loads((tmp_path / "mnist.json").read_text())
     assert set(res) == {"config", "train_seconds", "params", "bpd", "denoise_psnr", "figures", "metrics",
-                        "probe_accuracy"}
+                        "probe_accuracy", "ablation_c6"}
+    assert set(res["ablation_c6"]) == {"0.01", "0.05", "0.1"}
     cols = {"baseline", "smoothed", "single_step", "two_step", "real"}
     assert set(res["metrics"]) == cols | {"n_samples"} and res["metrics"]["n_samples"] == 8
     assert all(set(res["metrics"][c]) == {"fid", "kid", "kid_std", "is"} for c in cols)

@@ -37,7 +37,7 @@ def test_metric_orderings(mnist_small):
     assert same["fid"] < other["fid"] < bad["fid"] / 5
     assert abs(halves["kid"]) < bad["kid"] / 20 and other["kid"] < bad["kid"] / 5
     assert bad["is"] < other["is"]
-    assert other["n_samples"] == 400 and other["kid_subset_size"] == 400
+    assert other["n_samples"] == 400 and other["kid_subset_size"] == 200
 
 
 def test_real_baseline_is_cached(mnist_small, tmp_path):

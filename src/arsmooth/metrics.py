@@ -41,7 +41,7 @@ def sample_metrics(fake, real, net: LeNet, seed: int = 0, batch_size: int = 500)
     if len(fake) < 2 or len(real) < 2:
         raise ArsmoothError(f"metrics need at least 2 images on each side, got {len(fake)} and {len(real)}")
     net = net.eval()
-    subset = min(1000, len(fake), len(real))  # KID's subset size, adapted to the number of samples
+    subset = max(2, min(1000, len(fake) // 2, len(real) // 2))  # KID's subsets: half the samples, at most 1000
     fid = FrechetInceptionDistance(feature=Features(net), reset_real_features=False)
     kid = KernelInceptionDistance(feature=Features(net), subset_size=subset, subsets=50, reset_real_features=False)
     score = InceptionScore(feature=Logits(net), splits=10 if len(fake) >= 100 else 1)
