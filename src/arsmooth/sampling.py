@@ -174,7 +174,8 @@ class _Graph:
     def _make_schedule(self) -> list[list[tuple[int, int, int, int]]]:
         """``schedule[p + 1]``: the segments ``(node, row, j0, j1)`` that become final once pixel ``p`` is known."""
         sched: list[list[tuple[int, int, int, int]]] = [[] for _ in range(self.h * self.w + 1)]
-        for k, d in enumerate(self._deps()):
+        self.deps = self._deps()
+        for k, d in enumerate(self.deps):
             if self.nodes[k].op == "input":
                 continue
             for i in range(d.shape[0]):
@@ -229,6 +230,27 @@ class _Graph:
             for seg in self.schedule[p + 1]:
                 self.compute(bufs, *seg)
 
+    def run_prefix(self, bufs: list[Tensor], known: int) -> None:
+        """Everything that depends only on the first ``known`` pixels, node by node in whole-row runs.
+
+        Valid because a node reads only earlier nodes: once those are complete for this prefix, each
+        row of the node can be computed at once (far fewer, larger operations than pixel by pixel).
+        """
+        for k, d in enumerate(self.deps):
+            if k == 0:
+                continue
+            for i in range(d.shape[0]):
+                ready = d[i] < known
+                j = 0
+                while j < len(ready):
+                    if not ready[j]:
+                        j += 1
+                        continue
+                    j0 = j
+                    while j < len(ready) and ready[j]:
+                        j += 1
+                    self.compute(bufs, k, i, j0, j - 1)
+
     def set_rows(self, bufs: list[Tensor], x: Tensor, row0: int) -> None:
         """Write images ``(B, C, r, w)`` into rows ``row0 ..`` of the input."""
         bufs[0][:, M + row0 : M + row0 + x.shape[2], M:-M, :-1] = x.permute(0, 2, 3, 1)
@@ -237,7 +259,7 @@ class _Graph:
         """The whole network through the cache (for tests): equals ``net(x)``, ``(B, P, H, W)``."""
         bufs = self.buffers(x.shape[0], x)
         self.set_rows(bufs, x, 0)
-        self.run_steps(bufs, -1, self.h * self.w - 1)
+        self.run_prefix(bufs, self.h * self.w)
         return bufs[self.out][:, M:, M:-M].permute(0, 3, 1, 2)
 
 
@@ -293,7 +315,7 @@ def raster_sample(model, x: Tensor, start_row: int, context: Tensor | None, gene
     if start_row:
         g.set_rows(bufs, x[:, :, :start_row], top)
     first = (top + start_row) * w
-    g.run_steps(bufs, -1, first - 1)
+    g.run_prefix(bufs, first)
     out = bufs[g.out]
     for i, j in bar:
         params = out[:, M + top + i, M + j, :, None, None]  # (B, P, 1, 1)
