@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import sys
 
 from . import __version__
@@ -225,6 +226,12 @@ def cmd_fit_classifier(a) -> int:
     out = Path(a.out or f"classifiers/{a.dataset}.pt")
     if out.exists() and not a.force:
         raise ArsmoothError(f"{out} already exists; pass --force to overwrite it")
+    try:  # find out now, not after minutes of training, that the file cannot be written
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ArsmoothError(f"cannot create {out.parent}: {e.strerror}") from None
+    if not os.access(out.parent, os.W_OK):
+        raise ArsmoothError(f"{out.parent} is not writable")
     net, info = K.fit_dataset(a.dataset, a.data_root, a.epochs, a.seed, not a.no_progress)
     sha = K.save(net, info, out)
     print(f"test accuracy {100 * info['test_accuracy']:.2f}% after {info['epochs']} epochs "

@@ -65,7 +65,8 @@ def real_baseline(test_u8, train_u8, n: int, net: LeNet, net_sha: str, cache_dir
 
     Computed once per dataset size and classifier and cached as JSON in ``cache_dir``.
     """
-    path = Path(cache_dir) / f"real_baseline_{n}_{net_sha[:12]}.json" if cache_dir else None
+    subset = max(2, min(1000, n // 2))
+    path = Path(cache_dir) / f"real_baseline_{n}_kid{subset}_{net_sha[:12]}.json" if cache_dir else None
     if path is not None and path.is_file():
         return json.loads(path.read_text())
     g = torch.Generator().manual_seed(seed)
