@@ -149,3 +149,14 @@ def test_cli_refuses_mixed_up_checkpoints(tmp_path):
                            capture_output=True, text=True, timeout=120)
         assert p.returncode != 0 and msg in p.stderr and len(p.stderr.strip().splitlines()) == 1, p.stderr
     assert not (tmp_path / "o").exists() or not any((tmp_path / "o").iterdir())
+
+
+def test_gpu_options_do_not_change_cpu_runs(tmp_path):
+    a = train(_cfg("stage2", "train.max_steps=3", "device=cpu"), tmp_path / "a", progress=False)
+    b = train(_cfg("stage2", "train.max_steps=3", "device=cpu", "gpu.bf16=true", "gpu.channels_last=true"),
+              tmp_path / "b", progress=False)
+    assert a["steps"] == b["steps"] == 3
+    ma, mb = C.load_checkpoint(tmp_path / "a" / "last.pt")["model"], C.load_checkpoint(tmp_path / "b" / "last.pt")["model"]
+    assert all(torch.equal(ma[k], mb[k]) for k in ma)
+    with pytest.raises(ArsmoothError, match="gpu.bf16 must be true or false"):
+        _cfg("stage2", "gpu.bf16=3")

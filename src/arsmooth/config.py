@@ -143,3 +143,6 @@ def validate(cfg: dict) -> None:
           f"train.checkpoint_minutes must be positive, got {t['checkpoint_minutes']!r}")
     _need(_is_int(t["eval_images"]) and t["eval_images"] >= 0, f"train.eval_images must be an integer >= 0, got {t['eval_images']!r}")
     _need(cfg["device"] in ("auto", "cpu", "cuda"), f"device must be auto, cpu or cuda, got {cfg['device']!r}")
+    gpu = cfg.get("gpu") or {}  # configs written before the gpu section existed have none
+    for k in ("bf16", "channels_last"):
+        _need(isinstance(gpu.get(k, False), bool), f"gpu.{k} must be true or false, got {gpu.get(k)!r}")

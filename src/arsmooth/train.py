@@ -253,6 +253,11 @@ def _train(ctx: D.Context, cfg, run_dir: Path, resume, overwrite, progress, trai
     n, bs = train_images.shape[0], min(t_cfg["batch_size"], train_images.shape[0])
     if bs % ctx.world:
         raise ArsmoothError(f"the batch size {bs} must be divisible by the number of processes ({ctx.world})")
+    gpu = cfg.get("gpu") or {}
+    use_bf16 = device.type == "cuda" and gpu.get("bf16", False)  # GPU options never touch CPU runs
+    if device.type == "cuda" and gpu.get("channels_last", False):
+        model = model.to(memory_format=torch.channels_last)
+        train_images = train_images.contiguous(memory_format=torch.channels_last)
     loss_module = _Loss(model)
     if ctx.enabled:
         loss_module = DistributedDataParallel(loss_module, device_ids=[device.index] if device.type == "cuda" else None)
@@ -288,7 +293,8 @@ def _train(ctx: D.Context, cfg, run_dir: Path, resume, overwrite, progress, trai
         x_tilde = None
         if model.kind != "baseline":  # the global batch's noise, this rank's rows
             x_tilde = x + kernel.noise((bs, *shape), x, noise_gen)[ctx.rank :: ctx.world]
-        loss = loss_module(x, x_tilde)
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_bf16):
+            loss = loss_module(x, x_tilde)
         loss_all = D.mean(ctx, loss.detach())
         if not torch.isfinite(loss_all):
             bar.close()

@@ -71,11 +71,11 @@ class ImageModel(nn.Module):
                 raise ArsmoothError("a stage-2 model needs the smoothed image x~ as context")
             self._check(context, "x~")
             stacked = stack_pair(context, x)
-            params = bottom_half(self.net(stacked))
+            params = _at_least_fp32(bottom_half(self.net(stacked)))  # the likelihood in fp32 under autocast too
         else:
             if context is not None:
                 raise ArsmoothError(f"a {self.kind} model takes no context")
-            params = self.net(x.detach() if detach_params else x)
+            params = _at_least_fp32(self.net(x.detach() if detach_params else x))
         return L.image_log_prob(x, params, self.nr_mix, self.discretized)
 
     def log_prob(self, x: Tensor, context: Tensor | None = None, detach_params: bool = False) -> Tensor:
@@ -131,6 +131,10 @@ class ImageModel(nn.Module):
         finally:
             self.train(was_training)
         return x
+
+
+def _at_least_fp32(t: Tensor) -> Tensor:
+    return t.float() if t.dtype in (torch.bfloat16, torch.float16) else t
 
 
 def count_params(m: nn.Module) -> int:
