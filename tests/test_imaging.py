@@ -97,6 +97,12 @@ def test_quick_mnist_path_end_to_end(tmp_path):
     assert all(1 <= res["metrics"][c]["is"] <= 10 for c in cols)  # a score over 10 classes
     assert set(res["probe_accuracy"]) == {"stage1", "stage2"}
     assert all(0 <= a <= 1 for v in res["probe_accuracy"].values() for a in v)
+    from arsmooth.report import write_report
+
+    rep = write_report([tmp_path], tmp_path / "rep" / "report.md").read_text()
+    assert rep.count("| two-step (ours) |") == 1 and "FID (LeNet features)" in rep
+    links = [line[line.index("(") + 1 : -1] for line in rep.splitlines() if line.startswith("![")]
+    assert links and all((tmp_path / "rep" / link).is_file() for link in links)
     # a rerun reuses the samples (sampling is the slow part) and reproduces every number
     again = reproduce("mnist", tmp_path, quick=True, progress=False, force=True)
     assert json.loads((tmp_path / "mnist.json").read_text()) == res and again["wall_time_s"] < rec["wall_time_s"] * 2

@@ -161,7 +161,7 @@ def load(path: str | Path) -> tuple[LeNet, dict]:
     return net.eval(), blob["info"]
 
 
-DEFAULT_EPOCHS = {"mnist": 3, "fashion": 6, "digits": 20}
+DEFAULT_EPOCHS = {"mnist": 3, "fashion": 10, "digits": 20}
 
 
 def fit_dataset(dataset: str, data_root=None, epochs: int | None = None, seed: int = 0,

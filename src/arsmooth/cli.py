@@ -239,6 +239,17 @@ def cmd_fit_classifier(a) -> int:
     return 0
 
 
+def cmd_report(a) -> int:
+    from pathlib import Path
+
+    from .report import write_report
+
+    if Path(a.out).exists() and not a.force:
+        raise ArsmoothError(f"{a.out} already exists; pass --force to overwrite it")
+    print(f"wrote {write_report(a.runs, a.out)}")
+    return 0
+
+
 def cmd_list(a) -> int:
     from .experiments import EXPERIMENTS
 
@@ -359,10 +370,19 @@ def build_parser() -> argparse.ArgumentParser:
                         "Inception-style score use on 1-channel data (deterministic, a few CPU minutes).")
     fc.add_argument("--dataset", choices=("mnist", "fashion"), required=True)
     fc.add_argument("--data-root", help="data folder (default $ARSMOOTH_DATA, else ./data)")
-    fc.add_argument("--epochs", type=positive_int, default=None, help="epochs (default 3 for mnist, 6 for fashion)")
+    fc.add_argument("--epochs", type=positive_int, default=None, help="epochs (default 3 for mnist, 10 for fashion)")
     fc.add_argument("--out", help="where to write it (default classifiers/DATASET.pt)")
     common(fc)
     fc.set_defaults(func=cmd_fit_classifier)
+
+    rp = sub.add_parser("report", help="one markdown report over image reproductions (paper Table 2 layout)",
+                        description="Put the baseline, p(x~), single-step and two-step of one or more "
+                        "'arsmooth reproduce mnist|fashion' folders side by side: metrics, bits/dim, grids, "
+                        "neighbours, probes, budgets.")
+    rp.add_argument("runs", nargs="+", help="output folders of arsmooth reproduce mnist / fashion")
+    rp.add_argument("--out", default="report.md", help="the markdown file to write (default report.md)")
+    rp.add_argument("--force", action="store_true", help="overwrite --out")
+    rp.set_defaults(func=cmd_report)
 
     ls = sub.add_parser("list", help="list the experiments")
     ls.set_defaults(func=cmd_list)
