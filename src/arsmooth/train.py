@@ -216,9 +216,6 @@ def _train(ctx: D.Context, cfg, run_dir: Path, resume, overwrite, progress, trai
     train_images = train_images.to(device)
     shape = tuple(train_images.shape[1:])
 
-    if t_cfg["batch_size"] % ctx.world:
-        raise ArsmoothError(f"the global batch size {t_cfg['batch_size']} must be divisible by the number of "
-                            f"processes ({ctx.world})")
     torch.manual_seed(t_cfg["seed"])  # the same initial weights on every rank
     model = build_model(cfg, shape).to(device)
     model._check(train_images[:1])
@@ -252,7 +249,7 @@ def _train(ctx: D.Context, cfg, run_dir: Path, resume, overwrite, progress, trai
         atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(cfg, sort_keys=False))
     n, bs = train_images.shape[0], min(t_cfg["batch_size"], train_images.shape[0])
     if bs % ctx.world:
-        raise ArsmoothError(f"the batch size {bs} must be divisible by the number of processes ({ctx.world})")
+        raise ArsmoothError(f"the global batch size {bs} must be divisible by the number of processes ({ctx.world})")
     gpu = cfg.get("gpu") or {}
     use_bf16 = device.type == "cuda" and gpu.get("bf16", False)  # GPU options never touch CPU runs
     if device.type == "cuda" and gpu.get("channels_last", False):
