@@ -88,3 +88,14 @@ def test_block_features_one_per_ul_block():
     m = ImageModel("stage2", nr_resnet=2, nr_filters=4, nr_logistic_mix=2, image_size=(8, 8))
     f = block_features(m, torch.rand(5, 1, 8, 8) * 2 - 1, Gaussian(0.3), torch.Generator().manual_seed(0))
     assert len(f) == 3 * 2 + (2 + 3 + 3) and all(t.shape == (5, 4) for t in f)
+
+
+def test_inception_metrics_say_what_is_missing():
+    rgb = torch.zeros(4, 3, 32, 32, dtype=torch.uint8)
+    with pytest.raises(ArsmoothError, match="RGB"):
+        MT.inception_metrics(torch.zeros(4, 1, 28, 28, dtype=torch.uint8), rgb)
+    try:
+        import torch_fidelity  # noqa: F401
+    except ImportError:
+        with pytest.raises(ArsmoothError, match=r"pip install 'arsmooth\[inception\]'"):
+            MT.inception_metrics(rgb, rgb)

@@ -87,3 +87,40 @@ def nearest(samples: Tensor, train: Tensor, k: int = 5, embed=None, batch_size: 
         d = torch.cdist(f(samples[i : i + batch_size]), ref)
         out.append(d.topk(k, largest=False).indices)
     return torch.cat(out)
+
+
+@torch.no_grad()
+def inception_metrics(fake, real, weights_path: str | None = None, batch_size: int = 100) -> dict:
+    """The standard Inception FID / KID / IS for RGB data (uint8 ``(N, 3, H, W)``).
+
+    Needs the optional extra ``pip install 'arsmooth[inception]'`` (torch-fidelity) and the Inception
+    weights, either already in torch-fidelity's cache or given as ``weights_path``; nothing else
+    downloads here, and a missing piece gives one clear error.
+    """
+    fake, real = _u8(fake), _u8(real)
+    if fake.shape[1] != 3 or real.shape[1] != 3:
+        raise ArsmoothError("Inception metrics are for RGB images; 1-channel data use sample_metrics with our LeNet")
+    try:
+        from torchmetrics.image.fid import FrechetInceptionDistance
+        from torchmetrics.image.inception import InceptionScore
+        from torchmetrics.image.kid import KernelInceptionDistance
+
+        kw = {"feature_extractor_weights_path": weights_path} if weights_path else {}
+        fid = FrechetInceptionDistance(feature=2048, **kw)
+        kid = KernelInceptionDistance(subset_size=max(2, min(1000, len(fake) // 2, len(real) // 2)), **kw)
+        score = InceptionScore(**kw)
+    except ModuleNotFoundError:
+        raise ArsmoothError("Inception metrics need torch-fidelity: pip install 'arsmooth[inception]'") from None
+    except (OSError, RuntimeError) as e:  # no weights in the cache and no network
+        raise ArsmoothError(f"Inception weights are not available ({type(e).__name__}); put the FID Inception "
+                            "weights file somewhere and pass its path") from None
+    for i in range(0, len(real), batch_size):
+        fid.update(real[i : i + batch_size], real=True)
+        kid.update(real[i : i + batch_size], real=True)
+    for i in range(0, len(fake), batch_size):
+        fid.update(fake[i : i + batch_size], real=False)
+        kid.update(fake[i : i + batch_size], real=False)
+        score.update(fake[i : i + batch_size])
+    k_mean, k_std = kid.compute()
+    return {"fid": float(fid.compute()), "kid": float(k_mean), "kid_std": float(k_std),
+            "is": float(score.compute()[0]), "n_samples": len(fake), "n_real": len(real)}
