@@ -5,7 +5,7 @@ import torch
 
 from arsmooth import likelihoods as L
 from arsmooth.errors import ArsmoothError
-from arsmooth.networks.pixelcnnpp import PixelCNNpp
+from arsmooth.networks.pixelcnnpp import PixelCNNpp, concat_elu, padded_concat_elu
 from arsmooth.networks.stacked import bottom_half, stack_pair
 
 
@@ -19,11 +19,11 @@ def _one_thread():
     torch.set_num_threads(before)
 
 
-def _model(channels, nr_resnet=1, nr_filters=8, nr_mix=2, dropout=0.0):
+def _model(channels, nr_resnet=1, nr_filters=8, nr_mix=2, dropout=0.0, fused=False):
     torch.manual_seed(1)
     m = PixelCNNpp(
         in_channels=channels, nr_resnet=nr_resnet, nr_filters=nr_filters,
-        nr_logistic_mix=nr_mix, dropout=dropout,
+        nr_logistic_mix=nr_mix, dropout=dropout, fused=fused,
     )
     return m.double().eval()
 
@@ -43,11 +43,12 @@ def _dependence(model, x, positions):
     return grad.abs().sum(1).reshape(n, h * w) > 0
 
 
+@pytest.mark.parametrize("fused", [False, True])
 @pytest.mark.parametrize("channels", [1, 3])
-def test_every_output_sees_exactly_the_pixels_before_it(channels):
+def test_every_output_sees_exactly_the_pixels_before_it(channels, fused):
     # nr_resnet=2 reaches every earlier pixel of an 8x8 image, so the dependence pattern must be
     # exactly the strict raster-order past: zero on and after the pixel, nonzero before it.
-    model = _model(channels, nr_resnet=2)
+    model = _model(channels, nr_resnet=2, fused=fused)
     x = torch.randn(1, channels, 8, 8, dtype=torch.float64)
     dep = _dependence(model, x, torch.arange(64))
     strict_past = torch.ones(64, 64, dtype=torch.bool).tril(-1)
@@ -166,3 +167,47 @@ def test_stack_pair_and_bottom_half_round_trip():
         bottom_half(torch.zeros(1, 1, 5, 4))
     with pytest.raises(ArsmoothError):
         stack_pair(a, b[:, :1])
+
+
+@pytest.mark.parametrize("pad", [(0, 0, 0, 0), (1, 1, 1, 0), (1, 0, 1, 0)])
+def test_padded_concat_elu_equals_the_straightforward_chain(pad):
+    # same values and same gradients as pad(dropout(concat_elu(cat(xs)))), with the same dropout
+    # masks drawn from the same seed
+    xs = [torch.randn(2, c, 5, 6, dtype=torch.float64, requires_grad=True) for c in (3, 2)]
+    torch.manual_seed(7)
+    ref = torch.nn.functional.pad(torch.nn.functional.dropout(concat_elu(torch.cat(xs, 1)), 0.5, True), pad)
+    torch.manual_seed(7)
+    out = padded_concat_elu(xs, pad, 0.5, True)
+    assert torch.equal(out, ref)
+    g = torch.randn_like(ref)
+    ref_grads = torch.autograd.grad(ref, xs, g)
+    for a, b in zip(torch.autograd.grad(out, xs, g), ref_grads):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+
+
+def test_padded_concat_elu_gradient_is_the_derivative():
+    xs = [torch.randn(1, 2, 3, 4, dtype=torch.float64, requires_grad=True)]
+    mask = torch.rand(1, 4, 3, 4, dtype=torch.float64).ge(0.3).double() / 0.7
+    from arsmooth.networks.pixelcnnpp import _PaddedConcatElu
+
+    assert torch.autograd.gradcheck(lambda x: _PaddedConcatElu.apply((1, 1, 1, 0), mask, x), xs)
+    assert torch.autograd.gradcheck(lambda x: _PaddedConcatElu.apply((1, 0, 1, 0), None, x), xs)
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_fused_network_trains_exactly_like_the_straightforward_one(channels):
+    # train mode with dropout: same weights and seed give the same loss and gradients, i.e. the
+    # fused path consumes the same random numbers
+    ref = _model(channels, nr_resnet=2, dropout=0.5).float().train()
+    fused = _model(channels, nr_resnet=2, dropout=0.5, fused=True).float().train()
+    fused.load_state_dict(ref.state_dict())
+    x = L.quantize(torch.rand(3, channels, 8, 8) * 2 - 1)
+    grads = []
+    for m in (ref, fused):
+        torch.manual_seed(3)
+        loss = -L.image_log_prob(x, m(x), 2, discretized=True).mean()
+        grads.append((loss.detach(), torch.autograd.grad(loss, list(m.parameters()))))
+    (l_ref, g_ref), (l_fused, g_fused) = grads
+    torch.testing.assert_close(l_fused, l_ref, rtol=1e-6, atol=1e-6)
+    for a, b in zip(g_fused, g_ref):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)

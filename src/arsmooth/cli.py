@@ -209,7 +209,10 @@ def cmd_bench(a) -> int:
             raise ArsmoothError("--device cuda was asked for but no CUDA GPU is visible to torch")
     lines = []
     for preset in a.preset or B.DEFAULT_PRESETS[a.what]:
-        r = B.bench_sample(preset, a.batch_size, a.ref_pixels, a.device, a.seed, a.set)
+        if a.what == "sample":
+            r = B.bench_sample(preset, a.batch_size or 64, a.ref_pixels, a.device, a.seed, a.set)
+        else:
+            r = B.bench_train(preset, a.batch_size, a.steps, a.device, a.seed, a.set)
         lines.append(json.dumps(r))
         print(lines[-1], flush=True)
     if a.out:
@@ -348,14 +351,19 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--force", action="store_true", help="overwrite the output file")
     ex.set_defaults(func=cmd_export)
 
-    be = sub.add_parser("bench", help="benchmark the fast sampler against the obvious one",
+    be = sub.add_parser("bench", help="benchmark the fast sampler and the fused training step against references",
                         description="Time our fast path and its reference side by side in one process and print "
                         "one JSON line per preset: both throughputs (images/s), their ratio, batch, config, threads, "
                         "device. Networks have random weights; speed does not depend on them.")
-    be.add_argument("what", choices=("sample",), help="what to time (training-step benchmarks: not built yet)")
-    be.add_argument("--preset", action="append", help="preset(s) to time (repeatable; default: the mnist-cpu ones)")
+    be.add_argument("what", choices=("sample", "train"),
+                    help="sample: fast vs obvious sampler; train: fused vs straightforward training step")
+    be.add_argument("--preset", action="append",
+                    help="preset(s) to time (repeatable; default: the mnist-cpu ones, and for train also mnist-stage1, "
+                    "the paper's 5/40/10)")
     be.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a preset setting")
-    be.add_argument("--batch-size", type=positive_int, default=64, help="images per batch (default 64)")
+    be.add_argument("--batch-size", type=positive_int, default=None,
+                    help="images per batch (default: 64 for sample, the preset's batch size for train)")
+    be.add_argument("--steps", type=positive_int, default=5, help="train: timed steps of each network (default 5)")
     be.add_argument("--ref-pixels", type=nonneg_int, default=28,
                     help="pixels the obvious sampler is timed on, scaled to the image (0: all; default 28)")
     be.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")

@@ -127,6 +127,7 @@ def validate(cfg: dict) -> None:
     _need(_is_num(m["dropout"]) and 0 <= m["dropout"] < 1, f"model.dropout must be in [0, 1), got {m['dropout']!r}")
     _need(m["stage2_likelihood"] in STAGE2_LIKELIHOODS,
           f"model.stage2_likelihood must be one of {', '.join(STAGE2_LIKELIHOODS)}, got {m['stage2_likelihood']!r}")
+    _need(isinstance(m.get("fused", True), bool), f"model.fused must be true or false, got {m.get('fused')!r}")
     _need(s["kernel"] in ("gaussian", "laplace", "uniform"), f"smoothing.kernel must be gaussian, laplace or uniform, got {s['kernel']!r}")
     _need(_is_num(s["sigma"]) and s["sigma"] > 0, f"smoothing.sigma must be a positive number, got {s['sigma']!r}")
     _need(_is_int(t["batch_size"]) and t["batch_size"] >= 1, f"train.batch_size must be an integer >= 1, got {t['batch_size']!r}")

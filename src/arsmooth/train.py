@@ -46,7 +46,8 @@ def build_model(cfg: dict, image_shape: tuple[int, int, int]) -> ImageModel:
     m = cfg["model"]
     return ImageModel(cfg["kind"], channels=image_shape[0], nr_resnet=m["nr_resnet"], nr_filters=m["nr_filters"],
                       nr_logistic_mix=m["nr_logistic_mix"], dropout=m["dropout"],
-                      stage2_likelihood=m["stage2_likelihood"], image_size=tuple(image_shape[1:]))
+                      stage2_likelihood=m["stage2_likelihood"], image_size=tuple(image_shape[1:]),
+                      fused=m.get("fused", True))
 
 
 def model_from_checkpoint(ckpt: dict, device: torch.device | str = "cpu", use_ema: bool = True) -> ImageModel:

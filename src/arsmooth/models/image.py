@@ -41,6 +41,7 @@ class ImageModel(nn.Module):
         dropout: float = 0.5,
         stage2_likelihood: str = "discretized",
         image_size: tuple[int, int] = (28, 28),
+        fused: bool = False,
     ):
         super().__init__()
         if kind not in KINDS:
@@ -53,7 +54,7 @@ class ImageModel(nn.Module):
         self.stage2_likelihood = stage2_likelihood
         self.image_size = tuple(image_size)
         self.net = PixelCNNpp(in_channels=channels, nr_resnet=nr_resnet, nr_filters=nr_filters,
-                              nr_logistic_mix=nr_logistic_mix, dropout=dropout)
+                              nr_logistic_mix=nr_logistic_mix, dropout=dropout, fused=fused)
 
     @property
     def discretized(self) -> bool:

@@ -41,18 +41,81 @@ def concat_elu(x: Tensor) -> Tensor:
     return F.elu(torch.cat([x, -x], 1))  # (B, 2C, H, W)
 
 
+class _PaddedConcatElu(torch.autograd.Function):
+    """``F.pad(concat_elu(cat(xs)) * mask, pad)``: one contiguous ELU buffer, written once into the padded one.
+
+    The straightforward chain allocates a tensor for the negation, the concatenation, the ELU, the
+    dropout product and the padding, and its backward pass runs through each of them; here the
+    backward pass is one masked ``elu_backward`` on the saved ELU output and one subtraction.
+    ``mask`` is the already scaled dropout mask ``(B, 2C, H, W)`` or None.
+    """
+
+    @staticmethod
+    def forward(ctx, pad: tuple[int, int, int, int], mask: Tensor | None, *xs: Tensor) -> Tensor:
+        left, right, top, bottom = pad
+        b, _, h, w = xs[0].shape
+        c = sum(x.shape[1] for x in xs)
+        y = xs[0].new_empty(b, 2 * c, h, w)
+        k = 0
+        for x in xs:  # channel order of cat([x, -x]) with x = cat(xs): [xs..., -xs...]
+            n = x.shape[1]
+            y[:, k : k + n].copy_(x)
+            torch.neg(x, out=y[:, c + k : c + k + n])
+            k += n
+        F.elu(y, inplace=True)  # (B, 2C, H, W)
+        out = y.new_zeros(b, 2 * c, h + top + bottom, w + left + right)
+        inner = out[:, :, top : top + h, left : left + w]
+        torch.mul(y, mask, out=inner) if mask is not None else inner.copy_(y)
+        ctx.pad, ctx.split, ctx.has_mask = pad, [x.shape[1] for x in xs], mask is not None
+        ctx.save_for_backward(y, *([mask] if mask is not None else []))
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        left, _, top, _ = ctx.pad
+        y, *mask = ctx.saved_tensors
+        h, w = y.shape[-2:]
+        g = grad[:, :, top : top + h, left : left + w]
+        g = g * mask[0] if mask else g.contiguous()
+        # derivative of ELU from its output: 1 where y > 0, y + 1 elsewhere
+        d = torch.ops.aten.elu_backward(g, 1.0, 1.0, 1.0, True, y)  # (B, 2C, H, W)
+        c = y.shape[1] // 2
+        grads, k = [], 0
+        for n in ctx.split:
+            grads.append(d[:, k : k + n] - d[:, c + k : c + k + n])
+            k += n
+        return (None, None, *grads)
+
+
+def padded_concat_elu(xs: list[Tensor], pad: tuple[int, int, int, int] = (0, 0, 0, 0), dropout: float = 0.0,
+                      training: bool = False) -> Tensor:
+    """Same values as ``F.pad(F.dropout(concat_elu(torch.cat(xs, 1)), dropout, training), pad)``.
+
+    The dropout mask is drawn exactly as ``F.dropout`` draws it (``bernoulli_(1 - p)`` on a tensor of
+    the un-padded shape, from the default generator), so a training run consumes the same random
+    numbers as the straightforward chain and gives the same results to float tolerance.
+    """
+    mask = None
+    if training and dropout > 0:
+        b, _, h, w = xs[0].shape
+        c = sum(x.shape[1] for x in xs)
+        mask = xs[0].new_empty(b, 2 * c, h, w).bernoulli_(1 - dropout).div_(1 - dropout)
+    return _PaddedConcatElu.apply(pad, mask, *xs)
+
+
 class DownShiftedConv2d(nn.Module):
     """Convolution whose output at row ``i`` sees input rows ``i - kh + 1 .. i`` only."""
 
     def __init__(self, in_ch: int, out_ch: int, kernel: tuple[int, int] = (2, 3), stride: int = 1):
         super().__init__()
         self.kernel = kernel
+        kh, kw = kernel
+        # all vertical padding on top makes the kernel look only up; horizontal padding is centred
+        self.pad = ((kw - 1) // 2, (kw - 1) // 2, kh - 1, 0)
         self.conv = weight_norm(nn.Conv2d(in_ch, out_ch, kernel, stride))
 
     def forward(self, x: Tensor) -> Tensor:
-        kh, kw = self.kernel
-        # all vertical padding on top makes the kernel look only up; horizontal padding is centred
-        return self.conv(F.pad(x, ((kw - 1) // 2, (kw - 1) // 2, kh - 1, 0)))
+        return self.conv(F.pad(x, self.pad))
 
 
 class DownRightShiftedConv2d(nn.Module):
@@ -61,11 +124,12 @@ class DownRightShiftedConv2d(nn.Module):
     def __init__(self, in_ch: int, out_ch: int, kernel: tuple[int, int] = (2, 2), stride: int = 1):
         super().__init__()
         self.kernel = kernel
+        kh, kw = kernel
+        self.pad = (kw - 1, 0, kh - 1, 0)
         self.conv = weight_norm(nn.Conv2d(in_ch, out_ch, kernel, stride))
 
     def forward(self, x: Tensor) -> Tensor:
-        kh, kw = self.kernel
-        return self.conv(F.pad(x, (kw - 1, 0, kh - 1, 0)))
+        return self.conv(F.pad(x, self.pad))
 
 
 class _ShiftedDeconv2d(nn.Module):
@@ -106,23 +170,39 @@ class GatedResnet(nn.Module):
     """``x + a * sigmoid(b)`` with ``(a, b)`` from two shifted convs on concat-ELU features.
 
     ``n_aux`` feature maps of auxiliary input (the other stream, or skip connections) enter
-    through a 1x1 convolution added after the first conv.
+    through a 1x1 convolution added after the first conv. ``aux`` is a list of the maps the
+    auxiliary input is concatenated from.
+
+    ``fused=True`` computes the same function with fewer memory passes: each concat-ELU (with its
+    dropout and the next convolution's padding) is written into one buffer by
+    ``padded_concat_elu``, the gate is one ``addcmul``. Same parameters, same random numbers.
     """
 
-    def __init__(self, nr_filters: int, conv: type[nn.Module], n_aux: int, dropout: float):
+    def __init__(self, nr_filters: int, conv: type[nn.Module], n_aux: int, dropout: float, fused: bool = False):
         super().__init__()
+        self.fused = fused
         self.conv_in = conv(2 * nr_filters, nr_filters)
         self.nin_aux = _nin(2 * n_aux * nr_filters, nr_filters) if n_aux else None
         self.dropout = nn.Dropout(dropout)
         self.conv_out = conv(2 * nr_filters, 2 * nr_filters)
 
-    def forward(self, x: Tensor, aux: Tensor | None = None) -> Tensor:
+    def forward(self, x: Tensor, aux: list[Tensor] | None = None) -> Tensor:
+        if self.fused:
+            return self._fused_forward(x, aux)
         c = self.conv_in(concat_elu(x))  # (B, F, H, W)
         if aux is not None:
-            c = c + self.nin_aux(concat_elu(aux))
+            c = c + self.nin_aux(concat_elu(torch.cat(aux, 1)))
         c = self.conv_out(self.dropout(concat_elu(c)))  # (B, 2F, H, W)
         a, b = c.chunk(2, 1)
         return x + a * torch.sigmoid(b)
+
+    def _fused_forward(self, x: Tensor, aux: list[Tensor] | None) -> Tensor:
+        c = self.conv_in.conv(padded_concat_elu([x], self.conv_in.pad))  # (B, F, H, W)
+        if aux is not None:
+            c = c + self.nin_aux(padded_concat_elu(aux))
+        h = padded_concat_elu([c], self.conv_out.pad, self.dropout.p, self.training)
+        a, b = self.conv_out.conv(h).chunk(2, 1)  # (B, F, H, W) each
+        return torch.addcmul(x, a, torch.sigmoid(b))
 
 
 class PixelCNNpp(nn.Module):
@@ -143,6 +223,7 @@ class PixelCNNpp(nn.Module):
         nr_filters: int = 160,
         nr_logistic_mix: int = 10,
         dropout: float = 0.5,
+        fused: bool = False,
     ):
         super().__init__()
         if in_channels not in (1, 3):
@@ -165,7 +246,7 @@ class PixelCNNpp(nn.Module):
         self.ul_init_left = DownRightShiftedConv2d(cin, nf, (2, 1))
 
         def blocks(n: int, conv: type[nn.Module], n_aux: int) -> nn.ModuleList:
-            return nn.ModuleList(GatedResnet(nf, conv, n_aux, dropout) for _ in range(n))
+            return nn.ModuleList(GatedResnet(nf, conv, n_aux, dropout, fused) for _ in range(n))
 
         # Down pass (resolution H -> H/4; the paper's code calls it the "up pass"): nr_resnet
         # blocks per stage; ul gets u as auxiliary input.
@@ -207,7 +288,7 @@ class PixelCNNpp(nn.Module):
         for stage in range(3):
             for block_u, block_ul in zip(self.down_u[stage], self.down_ul[stage]):
                 u = block_u(u)
-                ul = block_ul(ul, u)
+                ul = block_ul(ul, [u])
                 us.append(u)
                 uls.append(ul)
             if stage < 2:
@@ -218,8 +299,8 @@ class PixelCNNpp(nn.Module):
         u, ul = us.pop(), uls.pop()  # (B, F, H/4, W/4)
         for stage in range(3):
             for block_u, block_ul in zip(self.up_u[stage], self.up_ul[stage]):
-                u = block_u(u, us.pop())
-                ul = block_ul(ul, torch.cat([u, uls.pop()], 1))
+                u = block_u(u, [us.pop()])
+                ul = block_ul(ul, [u, uls.pop()])
             if stage < 2:
                 u, ul = self.upsample_u[stage](u), self.upsample_ul[stage](ul)  # (B, F, 2H', 2W')
         assert not us and not uls, "every skip connection is used exactly once"
