@@ -13,7 +13,6 @@ that their first step gives the same loss and gradients from the same random num
 
 from __future__ import annotations
 
-import copy
 import platform
 import time
 
