@@ -169,16 +169,19 @@ def test_stack_pair_and_bottom_half_round_trip():
         stack_pair(a, b[:, :1])
 
 
+@pytest.mark.parametrize("channels_last", [False, True])
 @pytest.mark.parametrize("pad", [(0, 0, 0, 0), (1, 1, 1, 0), (1, 0, 1, 0)])
-def test_padded_concat_elu_equals_the_straightforward_chain(pad):
+def test_padded_concat_elu_equals_the_straightforward_chain(pad, channels_last):
     # same values and same gradients as pad(dropout(concat_elu(cat(xs)))), with the same dropout
-    # masks drawn from the same seed
-    xs = [torch.randn(2, c, 5, 6, dtype=torch.float64, requires_grad=True) for c in (3, 2)]
+    # masks drawn from the same seed, in either memory layout
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    xs = [torch.randn(2, c, 5, 6, dtype=torch.float64).contiguous(memory_format=fmt).requires_grad_() for c in (3, 2)]
     torch.manual_seed(7)
     ref = torch.nn.functional.pad(torch.nn.functional.dropout(concat_elu(torch.cat(xs, 1)), 0.5, True), pad)
     torch.manual_seed(7)
     out = padded_concat_elu(xs, pad, 0.5, True)
     assert torch.equal(out, ref)
+    assert out.is_contiguous(memory_format=fmt)
     g = torch.randn_like(ref)
     ref_grads = torch.autograd.grad(ref, xs, g)
     for a, b in zip(torch.autograd.grad(out, xs, g), ref_grads):

@@ -103,7 +103,7 @@ def bench_train(preset: str, batch: int | None = None, steps: int = 5, device: s
         m.train()
         runs[name] = {"model": m, "opt": torch.optim.Adam(m.parameters(), lr=cfg["train"]["lr"]), "t": 0.0}
 
-    def step(r: dict, timed: bool, rng_seed: int) -> torch.Tensor:
+    def step(r: dict, timed: bool, rng_seed: int) -> tuple[torch.Tensor, list | None]:
         torch.manual_seed(rng_seed)  # the same dropout masks for both networks
         _sync(device)
         t0 = time.perf_counter()

@@ -57,7 +57,8 @@ class _PaddedConcatElu(torch.autograd.Function):
         left, right, top, bottom = pad
         b, _, h, w = xs[0].shape
         c = sum(x.shape[1] for x in xs)
-        y = xs[0].new_empty(b, 2 * c, h, w)
+        fmt = _layout(xs[0])
+        y = torch.empty(b, 2 * c, h, w, dtype=xs[0].dtype, device=xs[0].device, memory_format=fmt)
         k = 0
         for x in xs:  # channel order of cat([x, -x]) with x = cat(xs): [xs..., -xs...]
             n = x.shape[1]
@@ -65,7 +66,8 @@ class _PaddedConcatElu(torch.autograd.Function):
             torch.neg(x, out=y[:, c + k : c + k + n])
             k += n
         F.elu(y, inplace=True)  # (B, 2C, H, W)
-        out = y.new_zeros(b, 2 * c, h + top + bottom, w + left + right)
+        out = torch.empty(b, 2 * c, h + top + bottom, w + left + right, dtype=y.dtype, device=y.device,
+                          memory_format=fmt).zero_()
         inner = out[:, :, top : top + h, left : left + w]
         torch.mul(y, mask, out=inner) if mask is not None else inner.copy_(y)
         ctx.pad, ctx.split, ctx.has_mask = pad, [x.shape[1] for x in xs], mask is not None
@@ -89,19 +91,29 @@ class _PaddedConcatElu(torch.autograd.Function):
         return (None, None, *grads)
 
 
+def _layout(t: Tensor) -> torch.memory_format:
+    """channels_last for tensors stored so (the gpu.channels_last option), else the default layout."""
+    if t.dim() == 4 and not t.is_contiguous() and t.is_contiguous(memory_format=torch.channels_last):
+        return torch.channels_last
+    return torch.contiguous_format
+
+
 def _dropout_mask(like: Tensor, shape: tuple[int, ...], p: float) -> Tensor:
-    """The scaled mask ``F.dropout`` multiplies by: ``bernoulli_(1 - p) / (1 - p)`` from the default generator."""
-    return like.new_empty(shape).bernoulli_(1 - p).div_(1 - p)
+    """The scaled mask ``F.dropout`` multiplies by: ``bernoulli_(1 - p) / (1 - p)`` from the default
+    generator, filled in the memory order of ``like`` (as ``F.dropout``'s ``empty_like`` is)."""
+    out = torch.empty(shape, dtype=like.dtype, device=like.device, memory_format=_layout(like))
+    return out.bernoulli_(1 - p).div_(1 - p)
 
 
 def padded_concat_elu(xs: list[Tensor], pad: tuple[int, int, int, int] = (0, 0, 0, 0), dropout: float = 0.0,
                       training: bool = False, masks: DropoutMasks | None = None) -> Tensor:
     """Same values as ``F.pad(F.dropout(concat_elu(torch.cat(xs, 1)), dropout, training), pad)``.
 
-    The dropout mask is drawn exactly as ``F.dropout`` draws it (``bernoulli_(1 - p)`` on a tensor of
-    the un-padded shape, from the default generator), or taken from ``masks`` that drew it so ahead
-    of time: a training run consumes the same random numbers as the straightforward chain and gives
-    the same results to float tolerance.
+    The dropout mask is drawn exactly as ``F.dropout`` draws it on CPU (``bernoulli_(1 - p)`` on a
+    tensor of the un-padded shape, from the default generator), or taken from ``masks`` that drew it
+    so ahead of time: a training run consumes the same random numbers as the straightforward chain
+    and gives the same results to float tolerance. (On CUDA, ``F.dropout`` uses a fused kernel with
+    its own random stream: there the masks have the same distribution, not the same values.)
     """
     mask = None
     if training and dropout > 0:
