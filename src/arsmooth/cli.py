@@ -273,11 +273,11 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--threads", type=positive_int, default=None, help="CPU threads for torch")
         sp.add_argument("--no-progress", action="store_true", help="no progress bars")
 
-    d = sub.add_parser("demo", help="baseline vs smoothed MADE on the olympics data (a few minutes)",
+    d = sub.add_parser("demo", help="baseline vs smoothed MADE on the olympics data (about a minute)",
                        description="Train a baseline MADE and a smoothed MADE side by side on the 2-d "
                        "olympics data and write report.md with the test NLL table and sample plots.")
     d.add_argument("--out", default="arsmooth-demo", help="output folder (default ./arsmooth-demo)")
-    d.add_argument("--steps", type=positive_int, default=4000, help="training steps (default 4000)")
+    d.add_argument("--steps", type=positive_int, default=16000, help="training steps (default 16000)")
     d.add_argument("--sigma", type=positive_float, default=0.3, help="noise std of q(x~|x) (default 0.3)")
     d.add_argument("--hidden", type=positive_int, default=128, help="hidden units per layer (default 128)")
     common(d)

@@ -1,6 +1,6 @@
 """``arsmooth demo``: a baseline MADE and a smoothed MADE trained side by side on the olympics data.
 
-A few minutes on two CPU cores; writes ``report.md`` with the test NLL table and sample plots.
+About a minute on two CPU cores (16,000 steps: 69 s measured); writes ``report.md`` with the test NLL table and sample plots.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ DEMO_FILES = ["report.md", "samples.png", "loss.png"]
 def run_demo(
     out: str | Path = "arsmooth-demo",
     *,
-    steps: int = 4000,
+    steps: int = 16000,
     sigma: float = 0.3,
     hidden: int = 128,
     seed: int = 0,
@@ -112,7 +112,10 @@ def run_demo(
            "bounds; at this short",
            "budget it has not caught up with the baseline. The paper's comparison is the full Table 1 run",
            "(`arsmooth reproduce table1`: 20,000 steps, 256 hidden units), whose results are in the repository's",
-           "`results/synthetic/`."] if nll_iw > nll_base else []),
+           "`results/synthetic/`."] if nll_iw > nll_base else
+          ["Both numbers of ours are upper bounds on its NLL; the tighter one is already below the baseline's",
+           "exact NLL, so the smoothed model is the better density model here. The full Table 1 run",
+           "(`arsmooth reproduce table1`: 20,000 steps, 256 hidden units) is in the repository's `results/synthetic/`."]),
         "",
         "![samples](samples.png)",
         "",
