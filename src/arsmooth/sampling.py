@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 
 from . import likelihoods as L
 from .errors import ArsmoothError
-from .networks.pixelcnnpp import DownRightShiftedConv2d, DownShiftedConv2d, PixelCNNpp
+from .networks.pixelcnnpp import PixelCNNpp
 
 M = 3  # zero margin (top, left, right) of every activation buffer: windows are plain slices
 
@@ -63,13 +63,9 @@ class _Node:
 
 
 def _conv_geometry(m) -> tuple[tuple[int, int], tuple[int, int], int]:
-    kh, kw = m.kernel
-    stride = m.conv.stride[0]
-    if isinstance(m, DownShiftedConv2d):
-        return (kh, kw), (kh - 1, (kw - 1) // 2), stride
-    if isinstance(m, DownRightShiftedConv2d):
-        return (kh, kw), (kh - 1, kw - 1), stride
-    raise TypeError(type(m))
+    """Kernel, (top, left) padding and stride of a shifted convolution (its own ``pad``, F.pad order)."""
+    left, _, top, _ = m.pad
+    return m.kernel, (top, left), m.conv.stride[0]
 
 
 class _Graph:

@@ -70,7 +70,7 @@ class _PaddedConcatElu(torch.autograd.Function):
                           memory_format=fmt).zero_()
         inner = out[:, :, top : top + h, left : left + w]
         torch.mul(y, mask, out=inner) if mask is not None else inner.copy_(y)
-        ctx.pad, ctx.split, ctx.has_mask = pad, [x.shape[1] for x in xs], mask is not None
+        ctx.pad, ctx.split = pad, [x.shape[1] for x in xs]
         ctx.save_for_backward(y, *([mask] if mask is not None else []))
         return out
 
