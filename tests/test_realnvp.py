@@ -199,3 +199,52 @@ def test_centered_conditional_is_a_normalised_density_and_samples_near_the_conte
     assert torch.allclose(m.log_prob(x, c), flow.log_prob((x - c) / 0.3, c) - 2 * math.log(0.3))
     s = m.sample(context=ctx.expand(2000, 2), generator=torch.Generator().manual_seed(0))
     assert (s.mean(0) - ctx[0]).abs().max() < 0.5
+
+
+def _score_pair(sigma=0.3, seed=0):
+    from arsmooth.models.realnvp import CenteredConditional
+    from arsmooth.smoothing import ScoreConditionedPair
+
+    prior = _model(seed=seed)
+    reverse = CenteredConditional(_model(context_dim=4, scale=0.1, seed=seed + 1), sigma)
+    return ScoreConditionedPair(prior, reverse, sigma)
+
+
+def test_score_conditioned_pair_feature_is_the_prior_score_without_a_graph():
+    pair = _score_pair(sigma=0.3)
+    xt = torch.randn(6, 2, dtype=torch.float64)
+    ctx = pair.context(xt)
+    assert torch.equal(ctx[:, :2], xt)
+    # central finite differences of log p(x~), times sigma
+    eps, fd = 1e-5, torch.empty(6, 2, dtype=torch.float64)
+    with torch.no_grad():
+        for j in range(2):
+            e = torch.zeros(2, dtype=torch.float64)
+            e[j] = eps
+            fd[:, j] = (pair.prior.log_prob(xt + e) - pair.prior.log_prob(xt - e)) / (2 * eps)
+    assert torch.allclose(ctx[:, 2:], (0.3 * fd).clamp(-10, 10), atol=1e-6)
+    # the feature is an input: stage 2's loss sends no gradient into stage 1
+    x = torch.randn(6, 2, dtype=torch.float64)
+    pair.log_prob_clean(x, xt).sum().backward()
+    assert all(p.grad is None for p in pair.prior.parameters())
+    assert all(p.grad is not None for p in pair.reverse.parameters())
+
+
+def test_score_conditioned_posterior_is_normalised_and_sampled_from():
+    import math
+
+    pair = _score_pair(sigma=0.3)
+    xt = torch.tensor([[0.4, -0.7]], dtype=torch.float64)
+    g = torch.linspace(-4, 4, 401, dtype=torch.float64)
+    xx, yy = torch.meshgrid(g, g, indexing="ij")
+    pts = torch.stack([xx.flatten(), yy.flatten()], 1)
+    with torch.no_grad():
+        dens = pair.log_prob_clean(pts, xt.expand(len(pts), 2)).exp()
+    w = dens.view(401, 401)
+    mass = torch.trapezoid(torch.trapezoid(w, g, dim=1), g).item()
+    assert abs(mass - 1) < 1e-3
+    mean = (pts * dens[:, None]).sum(0) * (g[1] - g[0]) ** 2
+    # sample_clean must use the same context as log_prob_clean: its mean is the density's mean
+    s = pair.sample_clean(xt.expand(20_000, 2), generator=torch.Generator().manual_seed(0))
+    se = s.std(0) / math.sqrt(len(s))
+    assert ((s.mean(0) - mean).abs() < 4 * se).all()

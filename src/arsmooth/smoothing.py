@@ -55,6 +55,36 @@ class SmoothedPair(nn.Module):
         return self.reverse.sample(context=x_tilde, generator=generator)
 
 
+class ScoreConditionedPair(SmoothedPair):
+    """A :class:`SmoothedPair` whose p(x | x~) also sees ``sigma * grad log p(x~)`` from the prior.
+
+    By Tweedie's formula (the single-step denoiser, paper eq. 7) ``sigma * grad log p(x~)`` is the
+    posterior mean of the noise ``(x - x~) / sigma`` under the smoothed density, so stage 1 hands
+    stage 2 where x probably lies, e.g. how near x~ is to an edge of the data's support. The
+    feature is a fixed function of x~ (computed without a graph, clamped to ``+-bound``), so
+    ``log p(x | x~)`` stays a normalised density in x and the ELBO stays a bound. ``reverse``
+    takes the context ``[x~, feature]`` (``2 D`` columns), e.g. a
+    :class:`~arsmooth.models.realnvp.CenteredConditional`. Not in the paper: our addition.
+    """
+
+    def __init__(self, prior: nn.Module, reverse: nn.Module, sigma: float, bound: float = 10.0):
+        super().__init__(prior, reverse)
+        if not sigma > 0 or not bound > 0:
+            raise ValueError(f"sigma and bound must be positive; got {sigma}, {bound}")
+        self.sigma, self.bound = float(sigma), float(bound)
+
+    def context(self, x_tilde: Tensor) -> Tensor:
+        """``[x~, clamp(sigma * grad log p(x~))]``, ``(N, 2 D)``; no gradient flows through the feature."""
+        feature = (self.sigma * score(self.prior.log_prob, x_tilde)).clamp(-self.bound, self.bound)
+        return torch.cat([x_tilde, feature.detach()], 1)
+
+    def log_prob_clean(self, x: Tensor, x_tilde: Tensor) -> Tensor:
+        return self.reverse.log_prob(x, context=self.context(x_tilde))
+
+    def sample_clean(self, x_tilde: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        return self.reverse.sample(context=self.context(x_tilde), generator=generator)
+
+
 def _event_dims(x: Tensor) -> int:
     return int(math.prod(x.shape[1:]))
 

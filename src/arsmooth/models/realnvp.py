@@ -186,22 +186,26 @@ class RealNVP(nn.Module):
 class CenteredConditional(nn.Module):
     """p(x | x~) by a conditional flow over ``u = (x - x~) / scale``: an exact affine change of variables.
 
-    ``log p(x | x~) = log p_flow(u | x~) - D log(scale)``. The flow then only has to model the
-    (localised) noise that took x to x~, not x from scratch; ``scale`` is the kernel's std.
+    ``log p(x | x~) = log p_flow(u | context) - D log(scale)``. The flow then only has to model the
+    (localised) noise that took x to x~, not x from scratch; ``scale`` is the kernel's std. The
+    first ``D`` columns of the context are x~ (the centre); any further columns are extra inputs
+    to the flow's networks (see :class:`arsmooth.smoothing.ScoreConditionedPair`).
     """
 
     def __init__(self, flow: RealNVP, scale: float):
         super().__init__()
         if not scale > 0:
             raise ValueError(f"scale must be positive; got {scale}")
+        if flow.context_dim < flow.dim:
+            raise ValueError(f"the flow's context must hold x~ ({flow.dim} columns); got context_dim={flow.context_dim}")
         self.flow, self.scale = flow, float(scale)
 
     def log_prob(self, x: Tensor, context: Tensor) -> Tensor:
-        u = (x - context) / self.scale
+        u = (x - context[:, : x.shape[1]]) / self.scale
         return self.flow.log_prob(u, context) - x.shape[1] * math.log(self.scale)
 
     def sample(self, n: int | None = None, context: Tensor | None = None,
                generator: torch.Generator | None = None) -> Tensor:
         if context is None:
             raise ValueError("CenteredConditional samples x given x~: pass context")
-        return context + self.scale * self.flow.sample(n, context, generator)
+        return context[:, : self.flow.dim] + self.scale * self.flow.sample(n, context, generator)
