@@ -1,10 +1,14 @@
 """Ablation of the posterior's context in the smoothed RealNVP, at equal sigma, on validation data.
 
     python scripts/realnvp_context_ablation.py checkerboard --steps 10000 --sigmas 0.02,0.05 >> OUT.jsonl
+    python scripts/realnvp_context_ablation.py olympics --layers 4 --hidden 16 --variants x_and_tweedie
+
+With ``--layers`` / ``--hidden`` the same comparison runs at other sizes (the plain RealNVP's width is
+matched to the pair's parameter count, as in the full run).
 
 For one dataset: the plain RealNVP, and the smoothed pair with p(x | x~) given x~ only (the paper's
 form) and given x~ and the Tweedie feature sigma * grad log p(x~) (``ScoreConditionedPair``), all
-with the sizes, seed and optimiser of ``arsmooth reproduce realnvp``, trained on the first four
+with the seed and optimiser of ``arsmooth reproduce realnvp`` (and its sizes by default), trained on the first four
 fifths of its training set and scored on the last fifth (the test set is not touched). Prints one
 JSON line: NLL / -ELBO in nats per example, parameter counts, seconds per model.
 """
@@ -28,9 +32,12 @@ ap.add_argument("--steps", type=int, default=10_000)
 ap.add_argument("--sigmas", default="0.02,0.05")
 ap.add_argument("--seed", type=int, default=0)
 ap.add_argument("--threads", type=int, default=1)
+ap.add_argument("--layers", type=int, default=8, help="coupling layers per flow (full run: 8)")
+ap.add_argument("--hidden", type=int, default=64, help="hidden width of each smoothed flow (full run: 64)")
+ap.add_argument("--variants", default="x_only,x_and_tweedie", help="which posterior contexts to train")
 a = ap.parse_args()
 torch.set_num_threads(a.threads)
-layers, hidden = 8, 64  # as in the full run
+layers, hidden = a.layers, a.hidden
 train, _ = train_test(a.dataset, 20_000, 10_000, a.seed)
 fit_part, val = train[:-4000], train[-4000:]
 
@@ -40,7 +47,7 @@ def x_only_pair(sigma):
                           CenteredConditional(RealNVP(dim=2, n_layers=layers, hidden=hidden, context_dim=2), sigma))
 
 
-out = {"dataset": a.dataset, "steps": a.steps, "seed": a.seed, "threads": a.threads, "n_fit": len(fit_part),
+out = {"dataset": a.dataset, "layers": layers, "hidden": hidden, "steps": a.steps, "seed": a.seed, "threads": a.threads, "n_fit": len(fit_part),
        "n_val": len(val)}
 t = time.time()
 torch.manual_seed(a.seed)
@@ -48,7 +55,9 @@ base = RealNVP(dim=2, n_layers=layers, hidden=T._matching_hidden(T.n_params(T._r
 T._train(base, lambda b: -base.log_prob(b).mean(), fit_part, a.steps, a.seed, "RealNVP", False)
 out["realnvp"] = {"nll": evaluate(lambda b: -base.log_prob(b), val), "params": T.n_params(base), "s": time.time() - t}
 for sigma in map(float, a.sigmas.split(",")):
-    for name, build in (("x_only", x_only_pair), ("x_and_tweedie", lambda s: T._realnvp_pair(hidden, layers, s))):
+    variants = {"x_only": x_only_pair, "x_and_tweedie": lambda s: T._realnvp_pair(hidden, layers, s)}
+    for name in a.variants.split(","):
+        build = variants[name]
         t = time.time()
         torch.manual_seed(a.seed)
         pair = build(sigma)
