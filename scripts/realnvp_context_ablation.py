@@ -8,8 +8,8 @@ matched to the pair's parameter count, as in the full run).
 
 For one dataset: the plain RealNVP, and the smoothed pair with p(x | x~) given x~ only (the paper's
 form) and given x~ and the Tweedie feature sigma * grad log p(x~) (``ScoreConditionedPair``), all
-with the seed and optimiser of ``arsmooth reproduce realnvp`` (and its sizes by default), trained on the first four
-fifths of its training set and scored on the last fifth (the test set is not touched). Prints one
+with the seed and optimiser of ``arsmooth reproduce realnvp`` (and its sizes by default), trained on
+the first four fifths of its training set and scored on the last fifth (the test set is not touched). Prints one
 JSON line: NLL / -ELBO in nats per example, parameter counts, seconds per model.
 """
 
@@ -42,28 +42,24 @@ train, _ = train_test(a.dataset, 20_000, 10_000, a.seed)
 fit_part, val = train[:-4000], train[-4000:]
 
 
-def x_only_pair(sigma):
-    return S.SmoothedPair(RealNVP(dim=2, n_layers=layers, hidden=hidden),
-                          CenteredConditional(RealNVP(dim=2, n_layers=layers, hidden=hidden, context_dim=2), sigma))
+def x_only_pair(hidden, n_layers, sigma):
+    return S.SmoothedPair(RealNVP(dim=2, n_layers=n_layers, hidden=hidden),
+                          CenteredConditional(RealNVP(dim=2, n_layers=n_layers, hidden=hidden, context_dim=2), sigma))
 
 
-out = {"dataset": a.dataset, "layers": layers, "hidden": hidden, "steps": a.steps, "seed": a.seed, "threads": a.threads, "n_fit": len(fit_part),
-       "n_val": len(val)}
+variants = {"x_only": x_only_pair, "x_and_tweedie": T._realnvp_pair}
+out = {"dataset": a.dataset, "layers": layers, "hidden": hidden, "steps": a.steps, "seed": a.seed, "threads": a.threads,
+       "n_fit": len(fit_part), "n_val": len(val)}
 t = time.time()
 torch.manual_seed(a.seed)
 base = RealNVP(dim=2, n_layers=layers, hidden=T._matching_hidden(T.n_params(T._realnvp_pair(hidden, layers, 0.3)), layers))
 T._train(base, lambda b: -base.log_prob(b).mean(), fit_part, a.steps, a.seed, "RealNVP", False)
 out["realnvp"] = {"nll": evaluate(lambda b: -base.log_prob(b), val), "params": T.n_params(base), "s": time.time() - t}
 for sigma in map(float, a.sigmas.split(",")):
-    variants = {"x_only": x_only_pair, "x_and_tweedie": lambda s: T._realnvp_pair(hidden, layers, s)}
     for name in a.variants.split(","):
-        build = variants[name]
         t = time.time()
-        torch.manual_seed(a.seed)
-        pair = build(sigma)
-        kernel, g = Gaussian(sigma), torch.Generator().manual_seed(a.seed + 1)
-        T._train(pair, lambda b: S.smoothed_nll_loss(pair, kernel, b, g), fit_part, a.steps, a.seed, name, False)
-        neg_elbo, neg_iw = T._bounds(pair, kernel, val, a.seed + 2, 20)
+        pair = T._fit_pair(sigma, hidden, layers, fit_part, a.steps, a.seed, name, False, build=variants[name])
+        neg_elbo, neg_iw = T._bounds(pair, Gaussian(sigma), val, a.seed + 2, 20)
         out[f"{name}_sigma_{sigma}"] = {"neg_elbo": neg_elbo, "neg_iw_20": neg_iw, "params": T.n_params(pair),
                                          "s": time.time() - t}
 print(json.dumps(out), flush=True)

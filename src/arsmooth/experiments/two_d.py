@@ -135,9 +135,9 @@ def _matching_hidden(target: int, n_layers: int) -> int:
 SIGMA_GRID = (0.02, 0.05, 0.1, 0.2)
 
 
-def _fit_pair(sigma, hidden, n_layers, train, steps, seed, desc, progress) -> S.SmoothedPair:
+def _fit_pair(sigma, hidden, n_layers, train, steps, seed, desc, progress, build=_realnvp_pair) -> S.SmoothedPair:
     torch.manual_seed(seed)
-    pair = _realnvp_pair(hidden, n_layers, sigma)
+    pair = build(hidden, n_layers, sigma)
     kernel, g = Gaussian(sigma), torch.Generator().manual_seed(seed + 1)
     return _train(pair, lambda b: S.smoothed_nll_loss(pair, kernel, b, g), train, steps, seed, desc, progress)
 
