@@ -248,3 +248,14 @@ def test_score_conditioned_posterior_is_normalised_and_sampled_from():
     s = pair.sample_clean(xt.expand(20_000, 2), generator=torch.Generator().manual_seed(0))
     se = s.std(0) / math.sqrt(len(s))
     assert ((s.mean(0) - mean).abs() < 4 * se).all()
+
+
+def test_score_conditioned_pair_one_pass_training_terms_equal_the_two_pass_ones():
+    pair = _score_pair(sigma=0.3)
+    x, xt = torch.randn(8, 2, dtype=torch.float64), torch.randn(8, 2, dtype=torch.float64)
+    one = pair.log_prob_pair(x, xt)
+    g_one = torch.autograd.grad(sum(t.sum() for t in one), list(pair.parameters()))
+    two = (pair.log_prob_noisy(xt), pair.log_prob_clean(x, xt))
+    g_two = torch.autograd.grad(sum(t.sum() for t in two), list(pair.parameters()))
+    for a, b in zip((*one, *g_one), (*two, *g_two)):
+        assert torch.allclose(a, b, rtol=1e-12, atol=1e-12)

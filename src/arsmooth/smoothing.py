@@ -73,13 +73,25 @@ class ScoreConditionedPair(SmoothedPair):
             raise ValueError(f"sigma and bound must be positive; got {sigma}, {bound}")
         self.sigma, self.bound = float(sigma), float(bound)
 
+    def _context(self, x_tilde: Tensor, grad_log_prob: Tensor) -> Tensor:
+        feature = (self.sigma * grad_log_prob).clamp(-self.bound, self.bound)
+        return torch.cat([x_tilde, feature.detach()], 1)
+
     def context(self, x_tilde: Tensor) -> Tensor:
         """``[x~, clamp(sigma * grad log p(x~))]``, ``(N, 2 D)``; no gradient flows through the feature."""
-        feature = (self.sigma * score(self.prior.log_prob, x_tilde)).clamp(-self.bound, self.bound)
-        return torch.cat([x_tilde, feature.detach()], 1)
+        return self._context(x_tilde, score(self.prior.log_prob, x_tilde))
 
     def log_prob_clean(self, x: Tensor, x_tilde: Tensor) -> Tensor:
         return self.reverse.log_prob(x, context=self.context(x_tilde))
+
+    def log_prob_pair(self, x: Tensor, x_tilde: Tensor) -> tuple[Tensor, Tensor]:
+        """``(log p(x~), log p(x | x~))`` for training from one pass of the prior: its log p(x~) is
+        both the first term and, differentiated in x~, the feature (``log_prob_clean`` would run it again)."""
+        with torch.enable_grad():
+            xt = x_tilde.detach().requires_grad_(True)
+            lp_noisy = self.prior.log_prob(xt)
+            (g,) = torch.autograd.grad(lp_noisy.sum(), xt, retain_graph=True)
+        return lp_noisy, self.reverse.log_prob(x, context=self._context(x_tilde, g))
 
     def sample_clean(self, x_tilde: Tensor, generator: torch.Generator | None = None) -> Tensor:
         return self.reverse.sample(context=self.context(x_tilde), generator=generator)
