@@ -71,9 +71,14 @@ if ab:
         lines.append(f"| {ds} | {f(v['realnvp'])} | {ast['chosen_sigma'][ds]} | {f(v['smoothed_realnvp'])} | "
                      f"{f(ast['iw_bound'][ds])} | {'yes' if v['smoothed_realnvp'] < v['realnvp'] else 'NO'} |")
     lines.append("")
-abl = root / "realnvp_context_ablation.jsonl"
-if abl.exists():
-    rows = [json.loads(x) for x in abl.read_text().splitlines() if x.strip()]
+def jsonl(name):
+    p = root / name
+    return [json.loads(x) for x in p.read_text().splitlines() if x.strip()] if p.exists() else []
+
+
+abl_rows = jsonl("realnvp_context_ablation.jsonl")
+if abl_rows:
+    rows = abl_rows
     lines += ["Ablation at equal sigma, on the validation split (last fifth of the training set), "
               f"{rows[0]['steps']} steps per model: `python scripts/realnvp_context_ablation.py DATASET`, written to "
               "`realnvp_context_ablation.jsonl`. -ELBO of the smoothed pair with p(x | x~) given x~ only and given "
@@ -86,10 +91,9 @@ if abl.exists():
                 lines.append(f"| {row['dataset']} | {f(row['realnvp']['nll'])} | {sig} | {f(row[key]['neg_elbo'])} | "
                              f"{f(row['x_and_tweedie_sigma_' + sig]['neg_elbo'])} |")
     lines.append("")
-cap = root / "realnvp_capacity.jsonl"
-if cap.exists() and abl.exists():
-    rows = [json.loads(x) for x in cap.read_text().splitlines() if x.strip()]
-    rows += [json.loads(x) for x in abl.read_text().splitlines() if x.strip()]  # the full run's size, 8 x 64
+cap_rows = jsonl("realnvp_capacity.jsonl")
+if cap_rows and abl_rows:
+    rows = cap_rows + abl_rows  # the ablation's rows are the full run's size, 8 x 64
     sigmas = sorted({k.rsplit("_", 1)[1] for r in rows for k in r if k.startswith("x_and_tweedie_sigma_")})
     lines += ["Capacity: the same comparison (Tweedie-conditioned pair) at smaller sizes, validation split, "
               f"{rows[0]['steps']} steps per model: `python scripts/realnvp_context_ablation.py DATASET --layers L "
