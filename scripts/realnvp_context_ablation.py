@@ -4,7 +4,12 @@
     python scripts/realnvp_context_ablation.py olympics --layers 4 --hidden 16 --variants x_and_tweedie
 
 With ``--layers`` / ``--hidden`` the same comparison runs at other sizes (the plain RealNVP's width is
-matched to the pair's parameter count, as in the full run).
+matched to the pair's parameter count, as in the full run). ``--splits 64/8x64,89/4x32`` compares ways of
+sharing the budget between the stages (prior width / posterior layers x width), and ``--train-seed`` changes
+the initialisation and batches while the data stay those of ``--seed``:
+
+    python scripts/realnvp_context_ablation.py olympics --sigmas 0.05 --variants x_and_tweedie \
+        --splits 64/8x64,89/4x32 --train-seed 1
 
 For one dataset: the plain RealNVP, and the smoothed pair with p(x | x~) given x~ only (the paper's
 form) and given x~ and the Tweedie feature sigma * grad log p(x~) (``ScoreConditionedPair``), all
@@ -16,6 +21,7 @@ JSON line: NLL / -ELBO in nats per example, parameter counts, seconds per model.
 import argparse
 import json
 import time
+from functools import partial
 
 import torch
 
@@ -35,31 +41,49 @@ ap.add_argument("--threads", type=int, default=1)
 ap.add_argument("--layers", type=int, default=8, help="coupling layers per flow (full run: 8)")
 ap.add_argument("--hidden", type=int, default=64, help="hidden width of each smoothed flow (full run: 64)")
 ap.add_argument("--variants", default="x_only,x_and_tweedie", help="which posterior contexts to train")
+ap.add_argument("--splits", default=None,
+                help="PRIOR_WIDTH/LAYERSxWIDTH of p(x | x~), comma-separated (default: both flows --layers x --hidden); "
+                     "the plain RealNVP matches the first")
+ap.add_argument("--train-seed", type=int, default=None, help="seed of initialisation and batches (default: --seed)")
 a = ap.parse_args()
+ts = a.seed if a.train_seed is None else a.train_seed
 torch.set_num_threads(a.threads)
 layers, hidden = a.layers, a.hidden
 train, _ = train_test(a.dataset, 20_000, 10_000, a.seed)
 fit_part, val = train[:-4000], train[-4000:]
 
 
-def x_only_pair(hidden, n_layers, sigma):
+def x_only_pair(hidden, n_layers, sigma, posterior=None):
+    post_layers, post_hidden = posterior or (n_layers, hidden)
     return S.SmoothedPair(RealNVP(dim=2, n_layers=n_layers, hidden=hidden),
-                          CenteredConditional(RealNVP(dim=2, n_layers=n_layers, hidden=hidden, context_dim=2), sigma))
+                          CenteredConditional(RealNVP(dim=2, n_layers=post_layers, hidden=post_hidden, context_dim=2),
+                                              sigma))
+
+
+def parse_split(text):
+    prior, post = text.split("/")
+    return int(prior), tuple(map(int, post.split("x")))
 
 
 variants = {"x_only": x_only_pair, "x_and_tweedie": T._realnvp_pair}
+splits = [(None, hidden, None)] if a.splits is None else [(t, *parse_split(t)) for t in a.splits.split(",")]
 out = {"dataset": a.dataset, "layers": layers, "hidden": hidden, "steps": a.steps, "seed": a.seed, "threads": a.threads,
        "n_fit": len(fit_part), "n_val": len(val)}
+if a.train_seed is not None:
+    out["train_seed"] = ts
 t = time.time()
-torch.manual_seed(a.seed)
-base = RealNVP(dim=2, n_layers=layers, hidden=T._matching_hidden(T.n_params(T._realnvp_pair(hidden, layers, 0.3)), layers))
-T._train(base, lambda b: -base.log_prob(b).mean(), fit_part, a.steps, a.seed, "RealNVP", False)
+torch.manual_seed(ts)
+first_pair = T._realnvp_pair(splits[0][1], layers, 0.3, splits[0][2])
+base = RealNVP(dim=2, n_layers=layers, hidden=T._matching_hidden(T.n_params(first_pair), layers))
+T._train(base, lambda b: -base.log_prob(b).mean(), fit_part, a.steps, ts, "RealNVP", False)
 out["realnvp"] = {"nll": evaluate(lambda b: -base.log_prob(b), val), "params": T.n_params(base), "s": time.time() - t}
 for sigma in map(float, a.sigmas.split(",")):
     for name in a.variants.split(","):
-        t = time.time()
-        pair = T._fit_pair(sigma, hidden, layers, fit_part, a.steps, a.seed, name, False, build=variants[name])
-        neg_elbo, neg_iw = T._bounds(pair, Gaussian(sigma), val, a.seed + 2, 20)
-        out[f"{name}_sigma_{sigma}"] = {"neg_elbo": neg_elbo, "neg_iw_20": neg_iw, "params": T.n_params(pair),
-                                         "s": time.time() - t}
+        for label, prior_hidden, posterior in splits:
+            t = time.time()
+            pair = T._fit_pair(sigma, prior_hidden, layers, fit_part, a.steps, ts, name, False,
+                               build=partial(variants[name], posterior=posterior))
+            neg_elbo, neg_iw = T._bounds(pair, Gaussian(sigma), val, a.seed + 2, 20)
+            key = f"{name}_sigma_{sigma}" + (f"_split_{label}" if label else "")
+            out[key] = {"neg_elbo": neg_elbo, "neg_iw_20": neg_iw, "params": T.n_params(pair), "s": time.time() - t}
 print(json.dumps(out), flush=True)
