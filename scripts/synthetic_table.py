@@ -36,41 +36,67 @@ if t:
                      f"({p['smoothed_3']}) | {f(r['smoothed_3_iw'])} | {'yes' if r['smoothed_3'] < r['made_3'] else 'NO'} | "
                      f"{'yes' if r['smoothed_3'] <= r['made_6'] + 0.05 else 'NO'} |")
     lines.append("")
+def mean_sd(values):
+    m = sum(values) / len(values)
+    sd = (sum((v - m) ** 2 for v in values) / (len(values) - 1)) ** 0.5 if len(values) > 1 else 0.0
+    return m, sd
+
+
 r, rec = load("realnvp")
 if r:
     st = rec["settings"]
+    seeds, per = st["training_seeds"], st["per_seed"]
     lines += ["## RealNVP with smoothing (section 5)", "",
-              "| dataset | RealNVP | sigma | RealNVP + smoothing (-ELBO) | smoothed (-IW) | smoothed < plain |",
-              "|---|---|---|---|---|---|"]
+              f"Mean +- standard deviation over {len(seeds)} training seeds ({', '.join(map(str, seeds))}; same data).", "",
+              "| dataset | RealNVP | sigma | RealNVP + smoothing (-ELBO) | smoothed (-IW) | smoothed < plain (means) | "
+              "seeds where smoothed < plain |", "|---|---|---|---|---|---|---|"]
     for ds, v in r.items():
-        p = PAPER_REALNVP[ds]
-        lines.append(f"| {ds} | {f(v['realnvp'])} ({p['realnvp']}) | {st['chosen_sigma'][ds]} | {f(v['smoothed_realnvp'])} "
-                     f"({p['smoothed_realnvp']}) | {f(st['iw_bound'][ds])} | "
-                     f"{'yes' if v['smoothed_realnvp'] < v['realnvp'] else 'NO'} |")
-    lines += ["", f"p(x | x~) sees x~ and the prior's Tweedie feature sigma * grad log p(x~). Equal parameter counts ({st['params']['realnvp']} vs {st['params']['smoothed_realnvp']}), "
-              f"{st['steps']} steps each; sigma chosen per dataset by -ELBO on a validation split of the training data "
-              f"after {st['selection_steps']} steps:", "",
+        p, ps = PAPER_REALNVP[ds], per[ds]
+        (m0, s0), (m1, s1), (m2, s2) = (mean_sd(ps[k]) for k in ("realnvp", "smoothed_realnvp", "smoothed_realnvp_iw"))
+        wins = sum(b < a for a, b in zip(ps["realnvp"], ps["smoothed_realnvp"]))
+        lines.append(f"| {ds} | {f(m0)} +- {f(s0)} ({p['realnvp']}) | {st['chosen_sigma'][ds]} | {f(m1)} +- {f(s1)} "
+                     f"({p['smoothed_realnvp']}) | {f(m2)} +- {f(s2)} | {'yes' if v['smoothed_realnvp'] < v['realnvp'] else 'NO'} | "
+                     f"{wins} of {len(seeds)} |")
+    lines += ["", "Each seed:", "", "| dataset | seed | RealNVP | smoothed (-ELBO) | smoothed (-IW) |", "|---|---|---|---|---|"]
+    for ds, ps in per.items():
+        lines += [f"| {ds} | {sd} | {f(a)} | {f(b)} | {f(c)} |"
+                  for sd, a, b, c in zip(seeds, ps["realnvp"], ps["smoothed_realnvp"], ps["smoothed_realnvp_iw"])]
+    post_l, post_h = st["posterior_layers_hidden"]
+    lines += ["", f"p(x~): {st['layers']} coupling layers of width {st['hidden_smoothed']}; p(x | x~): {post_l} layers of "
+              f"width {post_h}, seeing x~ and the prior's Tweedie feature sigma * grad log p(x~). Plain RealNVP: "
+              f"{st['layers']} layers of width {st['hidden_baseline']}. Parameters {st['params']['realnvp']} (plain) vs "
+              f"{st['params']['smoothed_realnvp']} (pair), {st['steps']} steps each; sigma chosen per dataset by -ELBO on a "
+              f"validation split of the training data after {st['selection_steps']} steps (seed {rec['seed']}):", "",
               "| dataset | " + " | ".join(f"sigma {s}" for s in next(iter(st["validation_neg_elbo"].values()))) + " |",
               "|---|" + "---|" * len(next(iter(st["validation_neg_elbo"].values())))]
     for ds, sweep in st["validation_neg_elbo"].items():
         lines.append(f"| {ds} | " + " | ".join(f(x) for x in sweep.values()) + " |")
     sp = st["checkerboard_split"]
-    lines += ["", "Checkerboard floor (exact density): log 32 = 3.466. How the smoothed bound splits there (test set):",
+    lines += ["", f"Checkerboard floor (exact density): log 32 = 3.466. How the smoothed bound splits there (test set, "
+              f"seed {seeds[0]}):",
               "", "| term of -ELBO | model | exact |", "|---|---|---|",
               f"| E[-log p(x~)] | {f(sp['prior_nll'])} | {f(sp['prior_nll_exact'])} |",
               f"| E[-log p(x \\| x~)] | {f(sp['posterior_nll'])} | {f(sp['posterior_nll_exact'])} |",
               f"| -H(q) | {f(-sp['entropy_q'])} | {f(-sp['entropy_q'])} |", ""]
-ab, abrec = load("realnvp_x_context/realnvp")
-if ab:
-    ast = abrec["settings"]
-    lines += ["Ablation: the same study with p(x | x~) given x~ only, the paper's form (`realnvp_x_context/`, an",
-              "earlier commit; its README says which):", "",
-              "| dataset | RealNVP | sigma | smoothed, x~ only (-ELBO) | smoothed, x~ only (-IW) | smoothed < plain |",
-              "|---|---|---|---|---|---|"]
-    for ds, v in ab.items():
-        lines.append(f"| {ds} | {f(v['realnvp'])} | {ast['chosen_sigma'][ds]} | {f(v['smoothed_realnvp'])} | "
-                     f"{f(ast['iw_bound'][ds])} | {'yes' if v['smoothed_realnvp'] < v['realnvp'] else 'NO'} |")
-    lines.append("")
+def earlier_run(folder, title, column):
+    """Table of an earlier single-seed `realnvp` run kept in ``folder`` (its README names the commit)."""
+    res, rec = load(f"{folder}/realnvp")
+    if not res:
+        return []
+    st = rec["settings"]
+    rows = [f"| {ds} | {f(v['realnvp'])} | {st['chosen_sigma'][ds]} | {f(v['smoothed_realnvp'])} | {f(st['iw_bound'][ds])} | "
+            f"{'yes' if v['smoothed_realnvp'] < v['realnvp'] else 'NO'} |" for ds, v in res.items()]
+    return [f"{title} (`{folder}/`, an earlier commit; its README says which):", "",
+            f"| dataset | RealNVP | sigma | {column} (-ELBO) | {column} (-IW) | smoothed < plain |",
+            "|---|---|---|---|---|---|", *rows, ""]
+
+
+lines += earlier_run("realnvp_equal_split", "Earlier run: one seed (0), p(x~) and p(x | x~) both 8 layers of width 64",
+                     "smoothed")
+lines += earlier_run("realnvp_x_context", "Ablation: the same study with p(x | x~) given x~ only, the paper's form",
+                     "smoothed, x~ only")
+
+
 def jsonl(name):
     p = root / name
     return [json.loads(x) for x in p.read_text().splitlines() if x.strip()] if p.exists() else []
@@ -106,6 +132,22 @@ if cap_rows and abl_rows:
         lines.append(f"| {row['dataset']} | {row.get('layers', 8)} x {row.get('hidden', 64)} | {row['realnvp']['params']} | "
                      f"{f(row['realnvp']['nll'])} | " + " | ".join(f(v) for v in vals)
                      + f" | {'yes' if min(vals) < row['realnvp']['nll'] else 'NO'} |")
+    lines.append("")
+split_rows = jsonl("realnvp_split_seeds.jsonl")
+if split_rows:
+    labels = sorted({k.split("_split_")[1] for r in split_rows for k in r if "_split_" in k}, key=lambda x: -int(x.split("x")[-1]))
+    lines += ["Sharing the budget between the stages, validation split, "
+              f"{split_rows[0]['steps']} steps per model, one row per training seed: "
+              "`python scripts/realnvp_context_ablation.py DATASET --sigmas S --variants x_and_tweedie "
+              "--splits 64/8x64,89/4x32 --train-seed T`, written to `realnvp_split_seeds.jsonl`. "
+              "Split `W/LxH`: p(x~) 8 layers of width W, p(x | x~) L layers of width H. -ELBO of the pair:", "",
+              "| dataset | sigma | training seed | RealNVP | " + " | ".join(f"split {x}" for x in labels) + " |",
+              "|---|---|---|---|" + "---|" * len(labels)]
+    for row in split_rows:
+        keys = {k.split("_split_")[1]: k for k in row if "_split_" in k}
+        sig = next(iter(keys.values())).split("_sigma_")[1].split("_split_")[0]
+        lines.append(f"| {row['dataset']} | {sig} | {row['train_seed']} | {f(row['realnvp']['nll'])} | "
+                     + " | ".join(f(row[keys[x]]['neg_elbo']) for x in labels) + " |")
     lines.append("")
 r, _ = load("fig3")
 if r:
