@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from arsmooth.experiments.two_d import PAPER_REALNVP, PAPER_TABLE1
+from arsmooth.experiments.two_d import PAPER_REALNVP, PAPER_TABLE1, mean_sd
 
 root = Path(sys.argv[1] if len(sys.argv) > 1 else "results/synthetic")
 
@@ -36,12 +36,6 @@ if t:
                      f"({p['smoothed_3']}) | {f(r['smoothed_3_iw'])} | {'yes' if r['smoothed_3'] < r['made_3'] else 'NO'} | "
                      f"{'yes' if r['smoothed_3'] <= r['made_6'] + 0.05 else 'NO'} |")
     lines.append("")
-def mean_sd(values):
-    m = sum(values) / len(values)
-    sd = (sum((v - m) ** 2 for v in values) / (len(values) - 1)) ** 0.5 if len(values) > 1 else 0.0
-    return m, sd
-
-
 r, rec = load("realnvp")
 if r:
     st = rec["settings"]

@@ -40,10 +40,15 @@ def _train(model, loss, data, steps, seed, desc, progress, lr=1e-3):
     return model
 
 
-def _mean_sd(values: list[float]) -> str:
+def mean_sd(values: list[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (0 for a single value)."""
     m = sum(values) / len(values)
     sd = math.sqrt(sum((v - m) ** 2 for v in values) / (len(values) - 1)) if len(values) > 1 else 0.0
-    return f"{m:.3f} +- {sd:.3f}"
+    return m, sd
+
+
+def _mean_sd(values: list[float]) -> str:
+    return "{:.3f} +- {:.3f}".format(*mean_sd(values))
 
 
 def _scatter(ax, pts: torch.Tensor, title: str, lim: float) -> None:
