@@ -245,7 +245,7 @@ def realnvp(run: Run, out: Path, sigma: float | None, progress: bool) -> None:
                 _scatter(ax, pts, title, 4.5 if ds == "checkerboard" else 3.2)
             save_figure(fig, out / f"realnvp_{ds}.png")
             run.figures.append(f"realnvp_{ds}.png")
-        mean = {k: sum(v) / len(v) for k, v in per_seed[ds].items()}
+        mean = {k: mean_sd(v)[0] for k, v in per_seed[ds].items()}
         run.result[ds] = {"realnvp": mean["realnvp"], "smoothed_realnvp": mean["smoothed_realnvp"]}
         run.settings.setdefault("iw_bound", {})[ds] = mean["smoothed_realnvp_iw"]
     run.settings.update(params=params, chosen_sigma=chosen, validation_neg_elbo=sweeps, per_seed=per_seed,
