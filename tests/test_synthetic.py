@@ -1,10 +1,10 @@
-"""The 2-d checkerboard's closed-form smoothed density, which the RealNVP study uses to split the bound."""
+"""Closed-form (smoothed) densities of the 2-d checkerboard and olympics: the floors and splits of the RealNVP study."""
 
 import math
 
 import torch
 
-from arsmooth.data.synthetic import checkerboard_smoothed_log_prob, make_dataset
+from arsmooth.data.synthetic import checkerboard_smoothed_log_prob, make_dataset, olympics_log_prob
 
 
 def test_smoothed_checkerboard_integrates_to_one():
@@ -26,3 +26,18 @@ def test_smoothed_checkerboard_matches_the_data_convolved_with_the_kernel():
     torch.testing.assert_close(exact, mc, rtol=0.03, atol=1e-4)
     # deep inside a square, a tiny sigma leaves the uniform density 1/32
     assert abs(checkerboard_smoothed_log_prob(torch.tensor([[-3.0, 1.0]]), 0.01).item() - math.log(1 / 32)) < 1e-5
+
+
+def test_olympics_density_integrates_to_one_and_matches_the_data():
+    g = torch.linspace(-4, 4, 641, dtype=torch.float64)
+    xx, yy = torch.meshgrid(g, g, indexing="ij")
+    pts = torch.stack([xx.flatten(), yy.flatten()], 1)
+    cell = (g[1] - g[0]) ** 2
+    for sigma in (0.0, 0.2):
+        assert abs((olympics_log_prob(pts, sigma).exp().sum() * cell).item() - 1) < 1e-4
+    # the smoothed density is E_x N(x~; x, sigma^2 I), estimated from samples of the data
+    sigma, x = 0.15, make_dataset("olympics", 200_000, 3).double()
+    probes = torch.tensor([[0.0, 1.75], [1.75, 0.75], [0.55, 0.0], [-2.8, 0.75], [0.0, -1.5]], dtype=torch.float64)
+    d2 = ((probes[:, None, :] - x[None]) ** 2).sum(-1)
+    mc = (torch.exp(-d2 / (2 * sigma**2)) / (2 * math.pi * sigma**2)).mean(1)
+    torch.testing.assert_close(olympics_log_prob(probes, sigma).exp(), mc, rtol=0.03, atol=1e-4)
