@@ -26,7 +26,6 @@ import time
 
 import torch
 
-from arsmooth import smoothing as S
 from arsmooth.data.synthetic import checkerboard_smoothed_log_prob, olympics_log_prob, train_test
 from arsmooth.experiments import two_d as T
 from arsmooth.fit import evaluate
