@@ -2,9 +2,11 @@
 
 import math
 
+import pytest
 import torch
 
-from arsmooth.data.synthetic import checkerboard_smoothed_log_prob, make_dataset, olympics_log_prob
+from arsmooth.errors import ArsmoothError
+from arsmooth.data.synthetic import checkerboard_smoothed_log_prob, make_dataset, olympics_log_prob, rings_log_prob
 
 
 def test_smoothed_checkerboard_integrates_to_one():
@@ -28,16 +30,22 @@ def test_smoothed_checkerboard_matches_the_data_convolved_with_the_kernel():
     assert abs(checkerboard_smoothed_log_prob(torch.tensor([[-3.0, 1.0]]), 0.01).item() - math.log(1 / 32)) < 1e-5
 
 
-def test_olympics_density_integrates_to_one_and_matches_the_data():
+@pytest.mark.parametrize("name, log_prob, probes", [
+    ("olympics", olympics_log_prob, [[0.0, 1.75], [1.75, 0.75], [0.55, 0.0], [-2.8, 0.75], [0.0, -1.5]]),
+    ("rings", rings_log_prob, [[0.0, 3.0], [1.6, 0.0], [0.0, 0.0], [-0.5, -0.5], [2.0, 2.0]]),
+])
+def test_circle_densities_integrate_to_one_and_match_the_data(name, log_prob, probes):
     g = torch.linspace(-4, 4, 641, dtype=torch.float64)
     xx, yy = torch.meshgrid(g, g, indexing="ij")
     pts = torch.stack([xx.flatten(), yy.flatten()], 1)
     cell = (g[1] - g[0]) ** 2
     for sigma in (0.0, 0.2):
-        assert abs((olympics_log_prob(pts, sigma).exp().sum() * cell).item() - 1) < 1e-4
+        assert abs((log_prob(pts, sigma).exp().sum() * cell).item() - 1) < 1e-4
     # the smoothed density is E_x N(x~; x, sigma^2 I), estimated from samples of the data
-    sigma, x = 0.15, make_dataset("olympics", 200_000, 3).double()
-    probes = torch.tensor([[0.0, 1.75], [1.75, 0.75], [0.55, 0.0], [-2.8, 0.75], [0.0, -1.5]], dtype=torch.float64)
+    sigma, x = 0.15, make_dataset(name, 200_000, 3).double()
+    probes = torch.tensor(probes, dtype=torch.float64)
     d2 = ((probes[:, None, :] - x[None]) ** 2).sum(-1)
     mc = (torch.exp(-d2 / (2 * sigma**2)) / (2 * math.pi * sigma**2)).mean(1)
-    torch.testing.assert_close(olympics_log_prob(probes, sigma).exp(), mc, rtol=0.03, atol=1e-4)
+    torch.testing.assert_close(log_prob(probes, sigma).exp(), mc, rtol=0.03, atol=1e-4)
+    with pytest.raises(ArsmoothError, match="sigma"):
+        log_prob(probes, -0.1)

@@ -76,20 +76,42 @@ def olympics(n: int, generator: torch.Generator) -> Tensor:
     return x + 0.1 * torch.randn(n, 2, generator=generator)
 
 
+def _circles_log_prob(x: Tensor, centres, radii, std: float) -> Tensor:
+    """``log p(x)`` of an equal-weight mixture of circles (uniform angle) plus isotropic N(0, std^2) noise.
+
+    A circle of radius ``R`` has, at distance ``r`` from its centre, the density
+    ``exp(-(r^2 + R^2) / (2 s^2)) I0(r R / s^2) / (2 pi s^2)`` (I0: modified Bessel function; computed
+    with the scaled ``i0e`` for stability).
+    """
+    var = std**2
+    c, big_r = torch.tensor(centres, dtype=x.dtype), torch.tensor(radii, dtype=x.dtype)
+    r = (x[:, None, :] - c[None]).norm(dim=-1)
+    log_ring = -math.log(2 * math.pi * var) - (r - big_r) ** 2 / (2 * var) + torch.log(torch.special.i0e(r * big_r / var))
+    return torch.logsumexp(log_ring, 1) - math.log(len(radii))
+
+
+def _check_sigma(sigma: float) -> None:
+    if not sigma >= 0:
+        raise ArsmoothError(f"sigma must be >= 0, got {sigma}")
+
+
+def rings_log_prob(x: Tensor, sigma: float = 0.0) -> Tensor:
+    """Exact ``log p(x)`` of the rings data, convolved with N(0, sigma^2 I) when ``sigma > 0``, ``(N,)``.
+
+    Smoothing adds variances (``0.08^2 + sigma^2``). The test set's mean ``-log p`` is the NLL floor.
+    """
+    _check_sigma(sigma)
+    return _circles_log_prob(x, [(0.0, 0.0)] * 4, (3.0, 2.25, 1.5, 0.75), math.sqrt(0.08**2 + sigma**2))
+
+
 def olympics_log_prob(x: Tensor, sigma: float = 0.0) -> Tensor:
     """Exact ``log p(x)`` of the olympics data, convolved with N(0, sigma^2 I) when ``sigma > 0``, ``(N,)``.
 
-    A unit circle with uniform angle plus isotropic noise of std ``s`` has, at distance ``r`` from its
-    centre, the density ``exp(-(r^2 + 1) / (2 s^2)) I0(r / s^2) / (2 pi s^2)`` (I0: modified Bessel
-    function; computed with the scaled ``i0e`` for stability). Smoothing adds variances:
-    ``s^2 = 0.1^2 + sigma^2``. The test set's mean ``-log p`` is the NLL floor for every model.
+    Five unit circles with noise std 0.1; smoothing adds variances (``0.1^2 + sigma^2``). The test
+    set's mean ``-log p`` is the NLL floor for every model.
     """
-    if sigma < 0:
-        raise ArsmoothError(f"sigma must be >= 0, got {sigma}")
-    var = 0.1**2 + sigma**2
-    r = (x[:, None, :] - torch.tensor(OLYMPIC_CENTRES, dtype=x.dtype)[None]).norm(dim=-1)
-    log_ring = -math.log(2 * math.pi * var) - (r - 1) ** 2 / (2 * var) + torch.log(torch.special.i0e(r / var))
-    return torch.logsumexp(log_ring, 1) - math.log(len(OLYMPIC_CENTRES))
+    _check_sigma(sigma)
+    return _circles_log_prob(x, OLYMPIC_CENTRES, (1.0,) * len(OLYMPIC_CENTRES), math.sqrt(0.1**2 + sigma**2))
 
 
 def checkerboard(n: int, generator: torch.Generator) -> Tensor:
