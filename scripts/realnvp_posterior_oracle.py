@@ -31,6 +31,7 @@ from arsmooth.experiments import two_d as T
 from arsmooth.fit import evaluate
 from arsmooth.kernels import Gaussian
 from arsmooth.models.realnvp import CenteredConditional, RealNVP
+from arsmooth.smoothing import score
 
 EXACT = {"checkerboard": checkerboard_smoothed_log_prob, "olympics": olympics_log_prob}
 
@@ -50,11 +51,9 @@ sigma, kernel, exact_log_prob = a.sigma, Gaussian(a.sigma), EXACT[a.dataset]
 layers, prior_hidden, (post_layers, post_hidden) = 8, 89, T.POSTERIOR_SIZE
 
 
-@torch.enable_grad()
 def exact_feature(x_tilde):
-    xt = x_tilde.double().requires_grad_(True)
-    (g,) = torch.autograd.grad(exact_log_prob(xt, sigma).sum(), xt)
-    return (sigma * g).float().clamp(-10, 10)
+    """sigma * grad log p(x~) of the exact smoothed density, clamped as ``ScoreConditionedPair`` clamps its own."""
+    return (sigma * score(lambda z: exact_log_prob(z, sigma), x_tilde.double())).float().clamp(-10, 10)
 
 
 def context_fn(name, pair):
