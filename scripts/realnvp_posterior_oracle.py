@@ -31,6 +31,7 @@ from arsmooth.experiments import two_d as T
 from arsmooth.fit import evaluate
 from arsmooth.kernels import Gaussian
 from arsmooth.models.realnvp import CenteredConditional, RealNVP
+from arsmooth import smoothing as S
 from arsmooth.smoothing import score
 
 EXACT = {"checkerboard": checkerboard_smoothed_log_prob, "olympics": olympics_log_prob}
@@ -42,13 +43,26 @@ ap.add_argument("--steps", type=int, default=10_000, help="Adam steps per model"
 ap.add_argument("--seed", type=int, default=0, help="seed of the data")
 ap.add_argument("--train-seed", type=int, default=None, help="seed of initialisation, batches and noise (default: --seed)")
 ap.add_argument("--threads", type=int, default=1)
+ap.add_argument("--prior-hidden", type=int, default=89, help="width of p(x~)'s 8 coupling layers (full run: 89)")
+ap.add_argument("--post-size", type=int, nargs=2, default=list(T.POSTERIOR_SIZE), metavar=("LAYERS", "HIDDEN"),
+                help="p(x | x~)'s coupling layers and width (full run: %(default)s)")
+ap.add_argument("--embed", type=int, default=0,
+                help="p(x | x~) reads its context through a shared encoder with this many outputs (0: raw context)")
+ap.add_argument("--variants", nargs="+", default=["x_only", "learned_feature", "exact_feature"],
+                choices=["x_only", "learned_feature", "exact_feature"], help="which contexts of p(x | x~) to train")
+ap.add_argument("--skip-plain", action="store_true", help="do not train the plain RealNVP")
 a = ap.parse_args()
 ts = a.seed if a.train_seed is None else a.train_seed
 torch.set_num_threads(a.threads)
 train, _ = train_test(a.dataset, 20_000, 10_000, a.seed)
 fit_part, val = train[:-4000], train[-4000:]
 sigma, kernel, exact_log_prob = a.sigma, Gaussian(a.sigma), EXACT[a.dataset]
-layers, prior_hidden, (post_layers, post_hidden) = 8, 89, T.POSTERIOR_SIZE
+layers, prior_hidden, (post_layers, post_hidden) = 8, a.prior_hidden, a.post_size
+
+
+def posterior(context_dim):
+    flow = RealNVP(dim=2, n_layers=post_layers, hidden=post_hidden, context_dim=context_dim, context_embed=a.embed)
+    return CenteredConditional(flow, sigma)
 
 
 def exact_feature(x_tilde):
@@ -65,12 +79,15 @@ def context_fn(name, pair):
 
 
 out = {"dataset": a.dataset, "sigma": sigma, "steps": a.steps, "seed": a.seed, "train_seed": ts, "threads": a.threads}
-t = time.time()
+if (a.prior_hidden, tuple(a.post_size), a.embed) != (89, T.POSTERIOR_SIZE, 0):  # rows before these options lack them
+    out.update(prior_hidden=a.prior_hidden, posterior_size=a.post_size, embed=a.embed)
 torch.manual_seed(ts)
-pair = T._realnvp_pair(prior_hidden, layers, sigma, T.POSTERIOR_SIZE)
-base = RealNVP(dim=2, n_layers=layers, hidden=T._matching_hidden(T.n_params(pair), layers))
-T._train(base, lambda b: -base.log_prob(b).mean(), fit_part, a.steps, ts, "RealNVP", False)
-out["realnvp"] = {"nll": evaluate(lambda b: -base.log_prob(b), val), "params": T.n_params(base), "s": time.time() - t}
+pair = S.ScoreConditionedPair(RealNVP(dim=2, n_layers=layers, hidden=prior_hidden), posterior(4), sigma)
+if not a.skip_plain:
+    t = time.time()
+    base = RealNVP(dim=2, n_layers=layers, hidden=T._matching_hidden(T.n_params(pair), layers))
+    T._train(base, lambda b: -base.log_prob(b).mean(), fit_part, a.steps, ts, "RealNVP", False)
+    out["realnvp"] = {"nll": evaluate(lambda b: -base.log_prob(b), val), "params": T.n_params(base), "s": time.time() - t}
 
 t = time.time()
 g = torch.Generator().manual_seed(ts + 1)
@@ -89,11 +106,10 @@ out["exact"] = {"data_nll": exact_data, "prior_nll": exact_prior, "posterior_nll
 prior_nll = evaluate(lambda b: -pair.prior.log_prob(b), xt)
 out["prior"] = {"nll": prior_nll, "params": T.n_params(pair.prior), "s": time.time() - t}
 
-for name in ("x_only", "learned_feature", "exact_feature"):
+for name in a.variants:
     t = time.time()
     torch.manual_seed(ts)
-    flow = RealNVP(dim=2, n_layers=post_layers, hidden=post_hidden, context_dim=2 if name == "x_only" else 4)
-    post, ctx = CenteredConditional(flow, sigma), context_fn(name, pair)
+    post, ctx = posterior(2 if name == "x_only" else 4), context_fn(name, pair)
     g = torch.Generator().manual_seed(ts + 1)
     T._train(post, lambda b: -post.log_prob(b, ctx(kernel.sample(b, g))).mean(), fit_part, a.steps, ts, name, False)
     with torch.no_grad():

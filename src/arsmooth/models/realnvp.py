@@ -83,6 +83,7 @@ class RealNVP(nn.Module):
         n_hidden_layers: int = 2,
         context_dim: int = 0,
         max_log_scale: float = 2.0,
+        context_embed: int = 0,
     ):
         super().__init__()
         if dim < 2:
@@ -97,7 +98,15 @@ class RealNVP(nn.Module):
             )
         if max_log_scale <= 0:
             raise ValueError(f"max_log_scale must be positive; got {max_log_scale}")
+        if context_embed < 0 or (context_embed and not context_dim):
+            raise ValueError(f"context_embed needs a context and must be >= 0; got {context_embed} (context_dim={context_dim})")
         self.dim, self.context_dim = dim, context_dim
+        # optional context encoder shared by every coupling layer: an MLP (width ``hidden``) computed once per
+        # context, so the flow's conditioners read a learned feature of the context instead of the raw columns
+        self.embed = None
+        if context_embed:
+            self.embed = nn.Sequential(nn.Linear(context_dim, hidden), nn.SiLU(), nn.Linear(hidden, hidden), nn.SiLU(),
+                                       nn.Linear(hidden, context_embed))
         parity = torch.arange(dim) % 2
         layers = []
         for k in range(n_layers):
@@ -110,7 +119,7 @@ class RealNVP(nn.Module):
                     moved=moved,
                     hidden=hidden,
                     n_hidden_layers=n_hidden_layers,
-                    context_dim=context_dim,
+                    context_dim=context_embed or context_dim,
                     max_log_scale=max_log_scale,
                 )
             )
@@ -133,11 +142,14 @@ class RealNVP(nn.Module):
                 f"context must have shape ({x.shape[0]}, {self.context_dim}); got {tuple(context.shape)}"
             )
 
+    def _embed(self, context: Tensor | None) -> Tensor | None:
+        return context if self.embed is None else self.embed(context)
+
     def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """Data to latent: ``z`` ``(N, D)`` and ``log|det dz/dx|`` ``(N,)``."""
         self._check(x, context)
         logdet = x.new_zeros(x.shape[0])  # (N,)
-        z = x
+        z, context = x, self._embed(context)
         for layer in self.layers:
             z, ld = layer(z, context)
             logdet = logdet + ld
@@ -146,7 +158,7 @@ class RealNVP(nn.Module):
     def inverse(self, z: Tensor, context: Tensor | None = None) -> Tensor:
         """Latent to data, ``(N, D)``."""
         self._check(z, context, "z")
-        x = z
+        x, context = z, self._embed(context)
         for layer in reversed(self.layers):
             x = layer.inverse(x, context)
         return x
