@@ -21,12 +21,11 @@ terms, their exact values, and the -ELBO of the learned prior with each posterio
 
 import argparse
 import json
-import math
 import time
 
 import torch
 
-from arsmooth.data.synthetic import checkerboard_smoothed_log_prob, olympics_log_prob, train_test
+from arsmooth.data.synthetic import train_test
 from arsmooth.experiments import two_d as T
 from arsmooth.fit import evaluate
 from arsmooth.kernels import Gaussian
@@ -34,10 +33,8 @@ from arsmooth.models.realnvp import CenteredConditional, RealNVP
 from arsmooth import smoothing as S
 from arsmooth.smoothing import score
 
-EXACT = {"checkerboard": checkerboard_smoothed_log_prob, "olympics": olympics_log_prob}
-
 ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-ap.add_argument("dataset", choices=sorted(EXACT))
+ap.add_argument("dataset", choices=sorted(T.EXACT_LOG_PROB))
 ap.add_argument("--sigma", type=float, required=True)
 ap.add_argument("--steps", type=int, default=10_000, help="Adam steps per model")
 ap.add_argument("--seed", type=int, default=0, help="seed of the data")
@@ -49,14 +46,16 @@ ap.add_argument("--post-size", type=int, nargs=2, default=list(T.POSTERIOR_SIZE)
 ap.add_argument("--embed", type=int, default=0,
                 help="p(x | x~) reads its context through a shared encoder with this many outputs (0: raw context)")
 ap.add_argument("--variants", nargs="+", default=["x_only", "learned_feature", "exact_feature"],
-                choices=["x_only", "learned_feature", "exact_feature"], help="which contexts of p(x | x~) to train")
+                choices=["x_only", "learned_feature", "exact_feature", "end_to_end"],
+                help="which contexts of p(x | x~) to train; end_to_end: a fresh prior and p(x | x~) with the learned "
+                     "feature trained jointly, the bound's gradient also flowing through the feature into the prior")
 ap.add_argument("--skip-plain", action="store_true", help="do not train the plain RealNVP")
 a = ap.parse_args()
 ts = a.seed if a.train_seed is None else a.train_seed
 torch.set_num_threads(a.threads)
 train, _ = train_test(a.dataset, 20_000, 10_000, a.seed)
 fit_part, val = train[:-4000], train[-4000:]
-sigma, kernel, exact_log_prob = a.sigma, Gaussian(a.sigma), EXACT[a.dataset]
+sigma, kernel, exact_log_prob = a.sigma, Gaussian(a.sigma), T.EXACT_LOG_PROB[a.dataset]
 layers, prior_hidden, (post_layers, post_hidden) = 8, a.prior_hidden, a.post_size
 
 
@@ -94,19 +93,36 @@ g = torch.Generator().manual_seed(ts + 1)
 T._train(pair.prior, lambda b: -pair.prior.log_prob(kernel.sample(b, g)).mean(), fit_part, a.steps, ts, "prior", False)
 pair.prior.requires_grad_(False)
 xt = val + sigma * torch.randn(val.shape, generator=torch.Generator().manual_seed(ts + 2))
-entropy = kernel.entropy(2)
-exact_prior = -exact_log_prob(xt.double(), sigma).mean().item()
-exact_data = -exact_log_prob(val.double(), 0.0).mean().item() if a.dataset == "olympics" else math.log(32)
-# -log N(x; x~, sigma^2 I) = -log q(x~ | x) on these very draws (its mean is H(q) only up to sampling error), so the
-# exact and Gaussian posterior terms are paired with the models' terms, which are scored on the same draws
-neg_log_q = -kernel.log_prob(xt, val).mean().item()
-# exact posterior: -log p(x | x~) = -log p(x) - log q(x~ | x) + log p(x~), averaged over the same pairs
-out["exact"] = {"data_nll": exact_data, "prior_nll": exact_prior, "posterior_nll": exact_data + neg_log_q - exact_prior,
-                "entropy_q": entropy, "gaussian_posterior_nll": neg_log_q}
+# every exact term on these very draws, so the models' terms (scored on them too) are paired with them
+ex = T.exact_terms(a.dataset, sigma, val, xt)
+neg_log_q = ex["neg_log_q"]
+out["exact"] = {"data_nll": ex["data_nll_exact"], "prior_nll": ex["prior_nll_exact"],
+                "posterior_nll": ex["posterior_nll_exact"], "entropy_q": kernel.entropy(2), "gaussian_posterior_nll": neg_log_q}
 prior_nll = evaluate(lambda b: -pair.prior.log_prob(b), xt)
 out["prior"] = {"nll": prior_nll, "params": T.n_params(pair.prior), "s": time.time() - t}
 
+
+
+def end_to_end_loss(prior, post, x, g):
+    """-[log p(x~) + log p(x | x~, sigma * grad log p(x~))] with the feature's dependence on the prior kept."""
+    xt = kernel.sample(x, g).requires_grad_(True)
+    lp = prior.log_prob(xt)
+    (grad,) = torch.autograd.grad(lp.sum(), xt, create_graph=True)
+    return -(lp + post.log_prob(x, torch.cat([xt.detach(), (sigma * grad).clamp(-10, 10)], 1))).mean()
+
+
 for name in a.variants:
+    if name == "end_to_end":
+        t = time.time()
+        torch.manual_seed(ts)
+        e2e = S.ScoreConditionedPair(RealNVP(dim=2, n_layers=layers, hidden=prior_hidden), posterior(4), sigma)
+        g = torch.Generator().manual_seed(ts + 1)
+        T._train(e2e, lambda b: end_to_end_loss(e2e.prior, e2e.reverse, b, g), fit_part, a.steps, ts, name, False)
+        e2e_prior = evaluate(lambda b: -e2e.prior.log_prob(b), xt)
+        e2e_post = -e2e.log_prob_clean(val, xt).mean().item()
+        out["end_to_end"] = {"prior_nll": e2e_prior, "nll": e2e_post, "neg_elbo": e2e_prior + e2e_post - neg_log_q,
+                             "params": T.n_params(e2e), "s": time.time() - t}
+        continue
     t = time.time()
     torch.manual_seed(ts)
     post, ctx = posterior(2 if name == "x_only" else 4), context_fn(name, pair)

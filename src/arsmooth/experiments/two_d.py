@@ -168,27 +168,37 @@ EXACT_LOG_PROB = {"checkerboard": checkerboard_smoothed_log_prob, "olympics": ol
 
 
 @torch.no_grad()
-def split_bound(pair: S.SmoothedPair, dataset: str, sigma: float, test: torch.Tensor, seed: int) -> dict:
-    """-ELBO = E[-log p(x~)] + E[-log p(x | x~)] + E[log q(x~ | x)], each term beside its exact value.
+def exact_terms(dataset: str, sigma: float, x: torch.Tensor, x_tilde: torch.Tensor) -> dict:
+    """The terms of -ELBO for the exact p(x~) and p(x | x~) of a 2-d set with a closed form, on given pairs.
 
-    The exact values come from the closed-form densities (``data.synthetic``); with the exact p(x~) and
-    posterior the bound is tight, so the gaps show which stage loses. Every term, exact ones included, is
-    averaged over the same single noise draw per test point (paired), so their differences carry no
-    sampling error of q; ``entropy_q`` is the analytic H(q) for reference.
+    ``prior_nll_exact`` = E[-log p(x~)] (smoothed density); ``posterior_nll_exact`` = E[-log p(x | x~)] by
+    Bayes, -log p(x) - log q(x~ | x) + log p(x~); ``neg_log_q`` = E[-log q(x~ | x)], which is also the posterior
+    term of N(x~, sigma^2 I) (the posterior that ignores the data). All are averages over the same pairs, so a
+    model scored on those pairs compares with them without the sampling error of q.
     """
-    exact = EXACT_LOG_PROB[dataset]
+    exact, kernel = EXACT_LOG_PROB[dataset], Gaussian(sigma)
+    neg_log_q = -kernel.log_prob(x_tilde, x).mean().item()
+    # the checkerboard is uniform on area 32, and every point of it lies in the support
+    data_nll = math.log(32) if dataset == "checkerboard" else -exact(x.double(), 0.0).mean().item()
+    prior = -exact(x_tilde.double(), sigma).mean().item()
+    return {"data_nll_exact": data_nll, "prior_nll_exact": prior, "posterior_nll_exact": data_nll + neg_log_q - prior,
+            "neg_log_q": neg_log_q}
+
+
+@torch.no_grad()
+def split_bound(pair: S.SmoothedPair, dataset: str, sigma: float, test: torch.Tensor, seed: int) -> dict:
+    """-ELBO = E[-log p(x~)] + E[-log p(x | x~)] + E[log q(x~ | x)], each term beside its exact value
+    (:func:`exact_terms`), on one noise draw per test point; ``entropy_q`` is the analytic H(q) for reference.
+
+    With the exact p(x~) and posterior the bound is tight, so the gaps show which stage loses.
+    """
     kernel = Gaussian(sigma)
     xt = kernel.sample(test, torch.Generator().manual_seed(seed))
-    neg_log_q = -kernel.log_prob(xt, test).mean().item()
-    # the checkerboard is uniform on area 32, and every test point lies in it
-    data_nll = math.log(32) if dataset == "checkerboard" else -exact(test.double(), 0.0).mean().item()
-    prior_exact = -exact(xt.double(), sigma).mean().item()
+    ex = exact_terms(dataset, sigma, test, xt)
     prior_model = evaluate(lambda b: -pair.prior.log_prob(b), xt)
     post_model = -pair.log_prob_clean(test, xt).mean().item()
-    # exact posterior by Bayes: -log p(x | x~) = -log p(x) - log q(x~ | x) + log p(x~), on the same pairs
-    return {"prior_nll": prior_model, "prior_nll_exact": prior_exact, "posterior_nll": post_model,
-            "posterior_nll_exact": data_nll + neg_log_q - prior_exact, "neg_log_q": neg_log_q,
-            "entropy_q": kernel.entropy(2), "neg_elbo": prior_model + post_model - neg_log_q, "data_nll_exact": data_nll}
+    return {"prior_nll": prior_model, "posterior_nll": post_model, "neg_elbo": prior_model + post_model - ex["neg_log_q"],
+            "entropy_q": kernel.entropy(2), **ex}
 
 
 def realnvp(run: Run, out: Path, sigma: float | None, progress: bool) -> None:
