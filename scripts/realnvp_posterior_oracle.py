@@ -17,6 +17,10 @@ trains, with the optimiser and sizes of ``arsmooth reproduce realnvp``:
 same objective as the full run's joint training. Scored on the last fifth with one fixed noise draw per
 point, every term (exact ones included) on the same draws; prints one JSON line (nats per example): the
 terms, their exact values, and the -ELBO of the learned prior with each posterior.
+
+``--post-size`` and ``--embed`` change p(x | x~)'s size or give it a shared context encoder; ``--variants
+end_to_end`` also trains a fresh pair jointly with the bound's gradient flowing through the feature into p(x~)
+(the full run detaches the feature).
 """
 
 import argparse
@@ -100,7 +104,6 @@ out["exact"] = {"data_nll": ex["data_nll_exact"], "prior_nll": ex["prior_nll_exa
                 "posterior_nll": ex["posterior_nll_exact"], "entropy_q": kernel.entropy(2), "gaussian_posterior_nll": neg_log_q}
 prior_nll = evaluate(lambda b: -pair.prior.log_prob(b), xt)
 out["prior"] = {"nll": prior_nll, "params": T.n_params(pair.prior), "s": time.time() - t}
-
 
 
 def end_to_end_loss(prior, post, x, g):

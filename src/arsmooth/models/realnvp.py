@@ -72,6 +72,8 @@ class RealNVP(nn.Module):
     """Density on ``R^dim`` (``context_dim=0``) or conditional density given a ``(N, context_dim)`` context.
 
     ``forward`` maps data to latent (the density direction), ``inverse`` latent to data (sampling).
+    ``context_embed > 0`` passes the context through one MLP shared by all coupling layers (that many
+    outputs) instead of handing each layer the raw context.
     """
 
     def __init__(
