@@ -62,10 +62,15 @@ def _scatter(ax, pts: torch.Tensor, title: str, lim: float) -> None:
     ax.set_title(title, fontsize=9)
 
 
-def _bounds(model, kernel, test, seed, k_iw) -> tuple[float, float]:
-    """-ELBO (10 noise draws per point) and -IW_K on the test set, nats per example."""
+def _bounds(model, kernel, test, seed, k_iw: int | None) -> tuple[float, float | None]:
+    """-ELBO (10 noise draws per point) and -IW_K on the test set, nats per example (``k_iw=None``: no IW bound).
+
+    The ELBO's draws come first from the seeded generator, so they do not depend on ``k_iw``.
+    """
     g = torch.Generator().manual_seed(seed)
     neg_elbo = evaluate(lambda b: -S.elbo(model, kernel, b, n_draws=10, generator=g), test, 2048)
+    if k_iw is None:
+        return neg_elbo, None
     neg_iw = evaluate(lambda b: -S.iw_bound(model, kernel, b, k_iw, generator=g), test, 1024)
     return neg_elbo, neg_iw
 
@@ -157,6 +162,12 @@ SIGMA_GRID = (0.02, 0.05, 0.1, 0.2)
 POSTERIOR_SIZE = (4, 32)
 
 
+def _fit_plain(hidden, n_layers, train, steps, seed, desc, progress) -> RealNVP:
+    torch.manual_seed(seed)
+    base = RealNVP(dim=2, n_layers=n_layers, hidden=hidden)
+    return _train(base, lambda b: -base.log_prob(b).mean(), train, steps, seed, desc, progress)
+
+
 def _fit_pair(sigma, hidden, n_layers, train, steps, seed, desc, progress, build=_realnvp_pair) -> S.SmoothedPair:
     torch.manual_seed(seed)
     pair = build(hidden, n_layers, sigma)
@@ -237,16 +248,14 @@ def realnvp(run: Run, out: Path, sigma: float | None, progress: bool) -> None:
             for s in grid:
                 pair = _fit_pair(s, hidden, n_layers, fit_part, select_steps, run.seed, f"{ds} select sigma {s}",
                                  progress, build)
-                sweeps[ds][s] = _bounds(pair, Gaussian(s), val, run.seed + 2, k_iw)[0]
+                sweeps[ds][s] = _bounds(pair, Gaussian(s), val, run.seed + 2, None)[0]
             chosen[ds] = min(sweeps[ds], key=sweeps[ds].get)
         else:
             chosen[ds] = sigma
         kernel = Gaussian(chosen[ds])
         per_seed[ds] = {"realnvp": [], "smoothed_realnvp": [], "smoothed_realnvp_iw": []}
         for seed in seeds:
-            torch.manual_seed(seed)
-            base = RealNVP(dim=2, n_layers=n_layers, hidden=base_hidden)
-            _train(base, lambda b: -base.log_prob(b).mean(), train, steps, seed, f"{ds} RealNVP, seed {seed}", progress)
+            base = _fit_plain(base_hidden, n_layers, train, steps, seed, f"{ds} RealNVP, seed {seed}", progress)
             pair = _fit_pair(chosen[ds], hidden, n_layers, train, steps, seed, f"{ds} smoothed RealNVP, seed {seed}",
                              progress, build)
             params = {"realnvp": n_params(base), "smoothed_realnvp": n_params(pair)}
