@@ -33,7 +33,7 @@ torch.set_num_threads(a.threads)
 seed, sigma = a.train_seed, FULL_RUN_SIGMA[a.dataset]
 train, test = train_test(a.dataset, 20_000, 10_000, 0)  # the full run's data (--seed 0)
 build = partial(T._realnvp_pair, posterior=T.POSTERIOR_SIZE)
-hidden, layers = 89, 8
+layers, hidden = T.PRIOR_SIZE
 base_hidden = T._matching_hidden(T.n_params(build(hidden, layers, 0.3)), layers)
 
 out = {"dataset": a.dataset, "sigma": sigma, "steps": a.steps, "train_seed": seed, "threads": a.threads}

@@ -44,7 +44,8 @@ ap.add_argument("--steps", type=int, default=10_000, help="Adam steps per model"
 ap.add_argument("--seed", type=int, default=0, help="seed of the data")
 ap.add_argument("--train-seed", type=int, default=None, help="seed of initialisation, batches and noise (default: --seed)")
 ap.add_argument("--threads", type=int, default=1)
-ap.add_argument("--prior-hidden", type=int, default=89, help="width of p(x~)'s 8 coupling layers (full run: 89)")
+ap.add_argument("--prior-hidden", type=int, default=T.PRIOR_SIZE[1],
+                help=f"width of p(x~)'s {T.PRIOR_SIZE[0]} coupling layers (full run: %(default)s)")
 ap.add_argument("--post-size", type=int, nargs=2, default=list(T.POSTERIOR_SIZE), metavar=("LAYERS", "HIDDEN"),
                 help="p(x | x~)'s coupling layers and width (full run: %(default)s)")
 ap.add_argument("--embed", type=int, default=0,
@@ -60,7 +61,7 @@ torch.set_num_threads(a.threads)
 train, _ = train_test(a.dataset, 20_000, 10_000, a.seed)
 fit_part, val = train[:-4000], train[-4000:]
 sigma, kernel, exact_log_prob = a.sigma, Gaussian(a.sigma), T.EXACT_LOG_PROB[a.dataset]
-layers, prior_hidden, (post_layers, post_hidden) = 8, a.prior_hidden, a.post_size
+layers, prior_hidden, (post_layers, post_hidden) = T.PRIOR_SIZE[0], a.prior_hidden, a.post_size
 
 
 def posterior(context_dim):
@@ -82,7 +83,7 @@ def context_fn(name, pair):
 
 
 out = {"dataset": a.dataset, "sigma": sigma, "steps": a.steps, "seed": a.seed, "train_seed": ts, "threads": a.threads}
-if (a.prior_hidden, tuple(a.post_size), a.embed) != (89, T.POSTERIOR_SIZE, 0):  # rows before these options lack them
+if (a.prior_hidden, tuple(a.post_size), a.embed) != (T.PRIOR_SIZE[1], T.POSTERIOR_SIZE, 0):  # rows before these options lack them
     out.update(prior_hidden=a.prior_hidden, posterior_size=a.post_size, embed=a.embed)
 torch.manual_seed(ts)
 pair = S.ScoreConditionedPair(RealNVP(dim=2, n_layers=layers, hidden=prior_hidden), posterior(4), sigma)

@@ -159,6 +159,7 @@ SIGMA_GRID = (0.02, 0.05, 0.1, 0.2)
 # to N(x~, sigma^2 I) and costs a few hundredths of a nat, while p(x~) loses tenths, so most of the
 # parameter budget goes to p(x~) (8 layers, width 89): on validation data this beat two equal flows at every
 # seed tried (results/synthetic/README.md).
+PRIOR_SIZE = (8, 89)  # p(x~) of the full run: (coupling layers, hidden width)
 POSTERIOR_SIZE = (4, 32)
 
 
@@ -224,7 +225,7 @@ def realnvp(run: Run, out: Path, sigma: float | None, progress: bool) -> None:
     quick = run.quick
     n_train, n_test, steps, select_steps, hidden, n_layers, posterior, k_iw, n_show, n_seeds = (
         (2000, 500, 60, 30, 16, 4, (2, 8), 5, 1000, 2) if quick
-        else (20_000, 10_000, 30_000, 5_000, 89, 8, POSTERIOR_SIZE, 100, 5000, 3)
+        else (20_000, 10_000, 30_000, 5_000, PRIOR_SIZE[1], PRIOR_SIZE[0], POSTERIOR_SIZE, 100, 5000, 3)
     )
     build = partial(_realnvp_pair, posterior=posterior)
     seeds = [run.seed + i for i in range(n_seeds)]
