@@ -44,9 +44,12 @@ def nonneg_int(text: str) -> int:
 
 
 def positive_int(text: str) -> int:
-    v = nonneg_int(text)
-    if v == 0:
-        raise argparse.ArgumentTypeError("must be >= 1, got 0")
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {v}")
     return v
 
 
