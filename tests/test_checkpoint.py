@@ -77,6 +77,9 @@ def test_errors_are_one_line(tmp_path):
     half = tmp_path / "half.pt"
     half.write_bytes(path.read_bytes()[: len(path.read_bytes()) // 2])
     cases["truncated or corrupt"] = lambda: C.load_checkpoint(half)
+    junk = tmp_path / "junk.pt"
+    junk.write_text("not a checkpoint\n")
+    cases["corrupt: not a zip archive"] = lambda: C.load_checkpoint(junk)
     newer = tmp_path / "newer.pt"
     ck = torch.load(path, weights_only=True)
     ck["format_version"] = 99

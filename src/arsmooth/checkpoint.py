@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import random
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -89,6 +90,8 @@ def load_checkpoint(path, *, expect_kind: str | tuple[str, ...] | None = None, m
         raise ArsmoothError(f"no checkpoint at {path}")
     if path.is_dir():
         raise ArsmoothError(f"{path} is a folder; give the checkpoint file (e.g. {path}/last.pt)")
+    if not zipfile.is_zipfile(path):  # torch.save writes a zip archive; torch.load's own error here is cryptic
+        raise ArsmoothError(f"{path} is not a readable arsmooth checkpoint (truncated or corrupt: not a zip archive)")
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # noqa: BLE001 - every failure to read is the same user-facing error
