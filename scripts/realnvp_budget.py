@@ -13,6 +13,7 @@ import argparse
 import json
 import time
 from functools import partial
+from pathlib import Path
 
 import torch
 
@@ -21,17 +22,18 @@ from arsmooth.experiments import two_d as T
 from arsmooth.fit import evaluate
 from arsmooth.kernels import Gaussian
 
-FULL_RUN_SIGMA = {"checkerboard": 0.05, "olympics": 0.02}  # chosen on validation by the full run
+# the committed full run: its data (seed, sizes) and the noise level it chose on validation
+FULL_RUN = json.loads((Path(__file__).resolve().parents[1] / "results/synthetic/realnvp.run.json").read_text())
 
 ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-ap.add_argument("dataset", choices=sorted(FULL_RUN_SIGMA))
+ap.add_argument("dataset", choices=T.REALNVP_DATASETS)
 ap.add_argument("--steps", type=int, default=90_000, help="Adam steps per model (full run: 30000)")
 ap.add_argument("--train-seed", type=int, default=0, help="training seed (the full run used 0, 1, 2)")
 ap.add_argument("--threads", type=int, default=1)
 a = ap.parse_args()
 torch.set_num_threads(a.threads)
-seed, sigma = a.train_seed, FULL_RUN_SIGMA[a.dataset]
-train, test = train_test(a.dataset, 20_000, 10_000, 0)  # the full run's data (--seed 0)
+seed, sigma, st = a.train_seed, FULL_RUN["settings"]["chosen_sigma"][a.dataset], FULL_RUN["settings"]
+train, test = train_test(a.dataset, st["n_train"], st["n_test"], FULL_RUN["seed"])  # the full run's data
 build = partial(T._realnvp_pair, posterior=T.POSTERIOR_SIZE)
 layers, hidden = T.PRIOR_SIZE
 base_hidden = T._matching_hidden(T.n_params(build(hidden, layers, 0.3)), layers)
