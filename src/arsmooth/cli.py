@@ -73,7 +73,7 @@ def cmd_reproduce(a) -> int:
 
     _threads(a.threads)
     rec = reproduce(a.name, a.out, quick=a.quick, seed=a.seed, sigma=a.sigma, force=a.force,
-                    progress=not a.no_progress)
+                    progress=not a.no_progress, stage2=a.stage2)
     print(f"{a.name}: {rec['result']}")
     print(f"wrote {a.out}/{a.name}.json and {a.out}/{a.name}.md in {rec['wall_time_s']} s")
     return 0
@@ -295,6 +295,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--quick", action="store_true", help="tiny budgets: the same code path in seconds")
     r.add_argument("--sigma", type=positive_float, default=None,
                    help="noise std (fig3, denoise1d, table1, realnvp; fig4 adds it to its sweep)")
+    r.add_argument("--stage2", choices=("stacked", "spatial"), default=None,
+                   help="stage-2 design of mnist / fashion: the paper's stacked [x~ ; x] image or x~ through a "
+                   "spatial encoder (default: see README, 'Two designs of stage 2')")
     common(r)
     r.set_defaults(func=cmd_reproduce)
 

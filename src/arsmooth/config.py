@@ -114,7 +114,7 @@ def _is_num(v) -> bool:
 
 def validate(cfg: dict) -> None:
     """Types and ranges of every setting; one clear message for the first bad one."""
-    from .models.image import KINDS, STAGE2_LIKELIHOODS
+    from .models.image import KINDS, STAGE2_CONDITIONINGS, STAGE2_LIKELIHOODS
 
     _need(cfg["kind"] in KINDS, f"kind must be one of {', '.join(KINDS)}, got {cfg['kind']!r}")
     d, m, s, t = cfg["data"], cfg["model"], cfg["smoothing"], cfg["train"]
@@ -127,6 +127,8 @@ def validate(cfg: dict) -> None:
     _need(_is_num(m["dropout"]) and 0 <= m["dropout"] < 1, f"model.dropout must be in [0, 1), got {m['dropout']!r}")
     _need(m["stage2_likelihood"] in STAGE2_LIKELIHOODS,
           f"model.stage2_likelihood must be one of {', '.join(STAGE2_LIKELIHOODS)}, got {m['stage2_likelihood']!r}")
+    _need(m.get("stage2_conditioning", "stacked") in STAGE2_CONDITIONINGS,
+          f"model.stage2_conditioning must be one of {', '.join(STAGE2_CONDITIONINGS)}, got {m.get('stage2_conditioning')!r}")
     _need(isinstance(m.get("fused", True), bool), f"model.fused must be true or false, got {m.get('fused')!r}")
     _need(s["kernel"] in ("gaussian", "laplace", "uniform"), f"smoothing.kernel must be gaussian, laplace or uniform, got {s['kernel']!r}")
     _need(_is_num(s["sigma"]) and s["sigma"] > 0, f"smoothing.sigma must be a positive number, got {s['sigma']!r}")

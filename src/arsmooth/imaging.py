@@ -39,7 +39,7 @@ def load_pair(stage1_path, stage2_path, device="cpu") -> tuple[S.SmoothedPair, o
     return S.SmoothedPair(m1, m2), make_kernel(k1, c1["sigma"])
 
 
-def _check_finite(x: Tensor, what: str) -> Tensor:
+def check_finite(x: Tensor, what: str) -> Tensor:
     if not torch.isfinite(x).all():
         raise ArsmoothError(f"{what} produced non-finite values; no images were written")
     return x
@@ -68,7 +68,7 @@ def sample_images(method: str, n: int, *, baseline: ImageModel | None = None, pa
             xt = pair.prior.sample(b, generator=generator, progress=progress, fast=fast)
             x = S.denoise(pair, kernel, xt, method, generator) if method != "two-step" else \
                 pair.reverse.sample(context=xt, generator=generator, progress=progress, fast=fast)
-        out.append(_check_finite(x.detach(), f"sampling ({method})"))
+        out.append(check_finite(x.detach(), f"sampling ({method})"))
     return torch.cat(out)
 
 
@@ -79,8 +79,8 @@ def two_step_columns(pair, kernel, n: int, generator=None, batch_size: int = 64,
     single = torch.cat([S.denoise(pair, kernel, xt[i : i + batch_size], "single-step") for i in range(0, n, batch_size)])
     two = torch.cat([pair.reverse.sample(context=xt[i : i + batch_size], generator=generator, progress=progress)
                      for i in range(0, n, batch_size)])
-    return {"smoothed": xt, "single-step": _check_finite(single.detach(), "single-step denoising"),
-            "two-step": _check_finite(two, "two-step sampling")}
+    return {"smoothed": xt, "single-step": check_finite(single.detach(), "single-step denoising"),
+            "two-step": check_finite(two, "two-step sampling")}
 
 
 @torch.no_grad()
@@ -111,7 +111,7 @@ def inpaint(pair, kernel, x: Tensor, generator=None, progress: bool = False) -> 
     out = pair.reverse.sample(context=xt, known=x, start_row=h, generator=generator, progress=progress)
     masked = x.clone()
     masked[..., h:, :] = 0.0
-    return {"observed": masked, "x_tilde": xt, "completed": _check_finite(out, "inpainting")}
+    return {"observed": masked, "x_tilde": xt, "completed": check_finite(out, "inpainting")}
 
 
 def psnr(a: Tensor, b: Tensor) -> float:
@@ -138,7 +138,7 @@ def clean_model_single_step(baseline: ImageModel, x: Tensor, sigmas=(0.01, 0.05,
     for s in sigmas:
         noisy = x + s * torch.randn(x.shape, generator=generator, dtype=x.dtype)
         den = noisy + s**2 * S.score(log_p, noisy)
-        out[str(s)] = {"noisy": psnr(noisy, x), "single_step": psnr(_check_finite(den.detach(), "denoising"), x)}
+        out[str(s)] = {"noisy": psnr(noisy, x), "single_step": psnr(check_finite(den.detach(), "denoising"), x)}
     return out
 
 
@@ -151,3 +151,39 @@ def denoise(pair, kernel, x: Tensor, generator=None, progress: bool = False) -> 
     out["two_step"] = pair.reverse.sample(context=noisy, generator=generator, progress=progress)
     scores = {k: psnr(v, x) for k, v in out.items() if k != "clean"}
     return {"images": out, "psnr": scores}
+
+
+def causal_neighbours(i: int, j: int, w: int) -> list[tuple[int, int]]:
+    """The clean pixels next to ``(i, j)`` that come before it in raster order (up-left, up, up-right, left)."""
+    cand = [(i - 1, j - 1), (i - 1, j), (i - 1, j + 1), (i, j - 1)]
+    return [(a, b) for a, b in cand if a >= 0 and 0 <= b < w]
+
+
+def stage2_sensitivity(model: ImageModel, x: Tensor, x_tilde: Tensor, positions: list[tuple[int, int]]) -> dict:
+    """How much stage 2's output at a pixel listens to x~ there, against its causal clean neighbours.
+
+    For each position ``p`` and image, the Frobenius norm of the Jacobian of the mixture parameters at
+    ``p`` with respect to the clean neighbours (:func:`causal_neighbours`) and with respect to
+    ``x~(p)``; ``ratio`` is their quotient (neighbours / x~), averaged over images. A p(x | x~) that
+    ignores x~ has a huge ratio; a denoiser's is small.
+    """
+    if model.kind != "stage2":
+        raise ArsmoothError(f"the sensitivity diagnostic needs a stage-2 checkpoint, got {model.kind}")
+    model.eval()
+    w = x.shape[-1]
+    out = []
+    for i, j in positions:
+        xs, xts = x.clone().requires_grad_(), x_tilde.clone().requires_grad_()
+        theta = model.params(xs, context=xts)[:, :, i, j]  # (B, P)
+        sq_x, sq_xt = torch.zeros(x.shape[0]), torch.zeros(x.shape[0])
+        nb = causal_neighbours(i, j, w)
+        for k in range(theta.shape[1]):  # images are independent: one backward pass per parameter
+            gx, gxt = torch.autograd.grad(theta[:, k].sum(), (xs, xts), retain_graph=True)
+            sq_x += sum(gx[:, :, a, b].pow(2).sum(1) for a, b in nb)
+            sq_xt += gxt[:, :, i, j].pow(2).sum(1)
+        ratio = (sq_x.sqrt() / sq_xt.sqrt().clamp_min(1e-30))
+        out.append({"position": [i, j], "grad_neighbours": float(sq_x.sqrt().mean()),
+                    "grad_x_tilde_here": float(sq_xt.sqrt().mean()), "ratio": float(ratio.mean())})
+    ratios = [r["ratio"] for r in out]
+    return {"positions": out, "ratio_min": min(ratios), "ratio_max": max(ratios),
+            "ratio_geomean": float(torch.tensor(ratios).log().mean().exp()), "n_images": int(x.shape[0])}

@@ -3,7 +3,7 @@
 Every gated resnet block of the ``ul`` stream (down pass, then up pass) is hooked; its output is
 averaged over positions into one vector per image, and a multinomial logistic regression (L-BFGS on
 standardised features, small L2 penalty) is fit on training images and scored on test images.
-Stage 1 sees perturbed images x~; stage 2 the stacked ``[x~ ; x]``; the baseline clean x.
+Stage 1 sees perturbed images x~; stage 2 x with x~ (stacked or spatial); the baseline clean x.
 """
 
 from __future__ import annotations
@@ -11,8 +11,6 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-
-from .networks.stacked import stack_pair
 
 
 def _blocks(net) -> list[torch.nn.Module]:
@@ -31,10 +29,10 @@ def block_features(model, x: Tensor, kernel=None, generator=None, batch_size: in
         for i in range(0, len(x), batch_size):
             xb = x[i : i + batch_size]
             if model.kind == "baseline":
-                model.net(xb)
+                model.params(xb)
             else:
                 xt = kernel.sample(xb, generator)
-                model.net(xt if model.kind == "stage1" else stack_pair(xt, xb))
+                model.params(xt) if model.kind == "stage1" else model.params(xb, context=xt)
     finally:
         for h in hooks:
             h.remove()

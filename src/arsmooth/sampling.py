@@ -72,7 +72,8 @@ class _Graph:
     """PixelCNN++ on ``h x w`` images as cached nodes, with the per-pixel schedule."""
 
     def __init__(self, net: PixelCNNpp, h: int, w: int):
-        net._check(torch.zeros(1, net.in_channels, h, w))
+        probe = torch.zeros(1, net.in_channels, h, w)
+        net._check(probe, probe if net.encoder is not None else None)
         self.h, self.w, self.net = h, w, net
         self.nodes: list[_Node] = []
         with torch.no_grad():
@@ -98,35 +99,41 @@ class _Graph:
         return self._add(_Node("deconv", src, d.out_channels, (2 * h, 2 * w), d.weight.detach().clone(),
                                d.bias.detach().clone(), tuple(d.kernel_size), 2, col0=m.col0))
 
-    def _gated(self, x: int, block, aux: list[int]) -> int:
-        """A ``GatedResnet`` as two nodes: conv_in (+ the 1x1 of the auxiliary input), conv_out + gate."""
+    def _gated(self, x: int, block, aux: list[int], cond: int | None = None) -> int:
+        """A ``GatedResnet`` as two nodes: conv_in (+ the 1x1 of the auxiliary input), conv_out + gate
+        (+ the 1x1 of the conditioning map, a constant node)."""
         c = self._conv(x, block.conv_in, pre=_celu, post=_aux_adder(block.nin_aux) if aux else None, extra=aux)
-        return self._conv(c, block.conv_out, pre=_celu, post=_gate, extra=[x], channels=self.nodes[x].channels)
+        post, extra = (_gate, [x]) if cond is None else (_cond_gate(block.nin_cond), [x, cond])
+        return self._conv(c, block.conv_out, pre=_celu, post=post, extra=extra, channels=self.nodes[x].channels)
 
     def _build(self, net: PixelCNNpp) -> int:
+        """Nodes by :meth:`PixelCNNpp._walk`, the same data flow as the forward pass (``self`` is its ``ops``)."""
         x = self._add(_Node("input", -1, net.in_channels + 1, (self.h, self.w)))
+        self.cond: list[int] = []
+        if net.encoder is not None:  # the conditioning maps: known before any pixel, filled by set_cond
+            h, w = self.h, self.w
+            for _ in range(3):
+                self.cond.append(self._add(_Node("const", -1, net.nr_filters, (h, w))))
+                h, w = (h - 1) // 2 + 1, (w - 1) // 2 + 1
+        return net._walk(self, x)
+
+    # -- the ops of PixelCNNpp._walk, on node ids ----------------------------------------------
+    def init(self, net: PixelCNNpp, x: int) -> tuple[int, int]:
         u = self._conv(x, net.u_init, shift=(1, 0))
         above = self._conv(x, net.ul_init_above, shift=(1, 0))
         ul = self._conv(x, net.ul_init_left, shift=(0, 1), post=lambda out, a: out + a, extra=[above])
-        us, uls = [u], [ul]
-        for stage in range(3):
-            for block_u, block_ul in zip(net.down_u[stage], net.down_ul[stage]):
-                u = self._gated(u, block_u, [])
-                ul = self._gated(ul, block_ul, [u])
-                us.append(u)
-                uls.append(ul)
-            if stage < 2:
-                u, ul = self._conv(u, net.downsample_u[stage]), self._conv(ul, net.downsample_ul[stage])
-                us.append(u)
-                uls.append(ul)
-        u, ul = us.pop(), uls.pop()
-        for stage in range(3):
-            for block_u, block_ul in zip(net.up_u[stage], net.up_ul[stage]):
-                u = self._gated(u, block_u, [us.pop()])
-                ul = self._gated(ul, block_ul, [u, uls.pop()])
-            if stage < 2:
-                u, ul = self._deconv(u, net.upsample_u[stage]), self._deconv(ul, net.upsample_ul[stage])
-        n = net.nin_out
+        return u, ul
+
+    def gated(self, block, x: int, aux: list[int], level: int) -> int:
+        return self._gated(x, block, aux, self.cond[level] if self.cond else None)
+
+    def conv(self, m, x: int) -> int:
+        return self._conv(x, m)
+
+    def deconv(self, m, x: int) -> int:
+        return self._deconv(x, m)
+
+    def out(self, n, ul: int) -> int:
         return self._add(_Node("conv", ul, n.out_channels, (self.h, self.w), n.weight.detach().clone(),
                                n.bias.detach().clone(), pre=F.elu))
 
@@ -138,6 +145,8 @@ class _Graph:
             h, w = n.shape
             if n.op == "input":
                 d = np.arange(h * w).reshape(h, w)
+            elif n.op == "const":
+                d = np.full((h, w), -1)
             elif n.op == "conv":
                 src = deps[n.src]
                 (kh, kw), (pt, pl), s, (di, dj) = n.kernel, n.pad, n.stride, n.shift
@@ -172,7 +181,7 @@ class _Graph:
         sched: list[list[tuple[int, int, int, int]]] = [[] for _ in range(self.h * self.w + 1)]
         self.deps = self._deps()
         for k, d in enumerate(self.deps):
-            if self.nodes[k].op == "input":
+            if self.nodes[k].op in ("input", "const"):
                 continue
             for i in range(d.shape[0]):
                 row, j0 = d[i], 0
@@ -233,7 +242,7 @@ class _Graph:
         row of the node can be computed at once (far fewer, larger operations than pixel by pixel).
         """
         for k, d in enumerate(self.deps):
-            if k == 0:
+            if self.nodes[k].op in ("input", "const"):
                 continue
             for i in range(d.shape[0]):
                 ready = d[i] < known
@@ -251,9 +260,17 @@ class _Graph:
         """Write images ``(B, C, r, w)`` into rows ``row0 ..`` of the input."""
         bufs[0][:, M + row0 : M + row0 + x.shape[2], M:-M, :-1] = x.permute(0, 2, 3, 1)
 
-    def forward(self, x: Tensor) -> Tensor:
-        """The whole network through the cache (for tests): equals ``net(x)``, ``(B, P, H, W)``."""
+    def set_cond(self, bufs: list[Tensor], x_tilde: Tensor) -> None:
+        """The conditioning maps of x~, computed once by the network's encoder, into their constant nodes."""
+        for k, t in zip(self.cond, self.net.encoder(x_tilde)):
+            h, w = self.nodes[k].shape
+            bufs[k][:, M : M + h, M : M + w] = t.permute(0, 2, 3, 1)
+
+    def forward(self, x: Tensor, cond: Tensor | None = None) -> Tensor:
+        """The whole network through the cache (for tests): equals ``net(x, cond)``, ``(B, P, H, W)``."""
         bufs = self.buffers(x.shape[0], x)
+        if cond is not None:
+            self.set_cond(bufs, cond)
         self.set_rows(bufs, x, 0)
         self.run_prefix(bufs, self.h * self.w)
         return bufs[self.out][:, M:, M:-M].permute(0, 3, 1, 2)
@@ -267,6 +284,17 @@ def _celu(x: Tensor) -> Tensor:
 def _gate(out: Tensor, x: Tensor) -> Tensor:
     a, b = out.chunk(2, -1)
     return x + a * torch.sigmoid(b)
+
+
+def _cond_gate(nin) -> Callable[..., Tensor]:
+    """``_gate(out + nin(cond), x)`` on channels-last rows."""
+    wn = nin.weight.detach()[:, :, 0, 0].t().contiguous()  # (Cin, Cout)
+    bn = nin.bias.detach().clone()
+
+    def gate(out: Tensor, x: Tensor, cond: Tensor) -> Tensor:
+        return _gate(out + torch.matmul(cond, wn) + bn, x)
+
+    return gate
 
 
 def _aux_adder(nin) -> Callable[..., Tensor]:
@@ -291,22 +319,29 @@ def raster_sample(model, x: Tensor, start_row: int, context: Tensor | None, gene
                   fast: bool = True, limit: int | None = None) -> Tensor:
     """Fill rows ``>= start_row`` of ``x`` (B, C, H, W) in raster order from ``model`` (eval mode).
 
-    Stage 2 runs on the stacked image ``[context ; x]`` and only its bottom half is drawn.
+    A stacked stage 2 runs on the image ``[context ; x]`` and only its bottom half is drawn; a spatial
+    one runs on ``x`` with ``context`` through its encoder (computed once, up front).
     ``limit`` stops after that many pixels (benchmarks time the obvious sampler on a prefix).
     """
     b, _, h, w = x.shape
-    top = 0 if context is None else h  # rows of x~ above x in the stacked image
+    spatial = context is not None and model.net.encoder is not None
+    top = 0 if context is None or spatial else h  # rows of x~ above x in the stacked image
     positions = [(i, j) for i in range(start_row, h) for j in range(w)][:limit]
     bar = tqdm(positions, desc=f"sampling {model.kind}", disable=not progress, leave=False)
     if not fast:
         for i, j in bar:
-            inp = x if context is None else torch.cat([context, x], 2)
-            params = model.net(inp)[:, :, top + i : top + i + 1, j : j + 1]
+            if spatial:
+                params = model.net(x, cond=context)[:, :, i : i + 1, j : j + 1]
+            else:
+                inp = x if context is None else torch.cat([context, x], 2)
+                params = model.net(inp)[:, :, top + i : top + i + 1, j : j + 1]
             x[:, :, i, j] = _draw(model, params, i, j, generator)
         return x
     g = _Graph(model.net, top + h, w)  # copies the current weights; cheap next to sampling
     bufs = g.buffers(b, x)
-    if context is not None:
+    if spatial:
+        g.set_cond(bufs, context)
+    elif context is not None:
         g.set_rows(bufs, context, 0)
     if start_row:
         g.set_rows(bufs, x[:, :, :start_row], top)

@@ -47,7 +47,8 @@ def build_model(cfg: dict, image_shape: tuple[int, int, int]) -> ImageModel:
     return ImageModel(cfg["kind"], channels=image_shape[0], nr_resnet=m["nr_resnet"], nr_filters=m["nr_filters"],
                       nr_logistic_mix=m["nr_logistic_mix"], dropout=m["dropout"],
                       stage2_likelihood=m["stage2_likelihood"], image_size=tuple(image_shape[1:]),
-                      fused=m.get("fused", True))
+                      fused=m.get("fused", True),
+                      stage2_conditioning=m.get("stage2_conditioning", "stacked"))  # older configs: stacked
 
 
 def model_from_checkpoint(ckpt: dict, device: torch.device | str = "cpu", use_ema: bool = True) -> ImageModel:
@@ -55,6 +56,10 @@ def model_from_checkpoint(ckpt: dict, device: torch.device | str = "cpu", use_em
     shape = tuple(ckpt["extra"]["image_shape"])
     model = build_model(ckpt["config"], shape)
     state = ckpt["ema"] if (use_ema and ckpt.get("ema")) else ckpt["model"]
+    holds = "spatial" if any(k.startswith("net.encoder.") for k in state) else "stacked"
+    if model.kind == "stage2" and holds != model.conditioning:
+        raise ArsmoothError(f"the checkpoint holds a {holds} stage 2 but its config says "
+                            f"model.stage2_conditioning={model.conditioning}; the two designs do not share weights")
     try:
         model.load_state_dict(state)
     except RuntimeError as e:
@@ -220,7 +225,8 @@ def _train(ctx: D.Context, cfg, run_dir: Path, resume, overwrite, progress, trai
     torch.manual_seed(t_cfg["seed"])  # the same initial weights on every rank
     model = build_model(cfg, shape).to(device)
     model._check(train_images[:1])
-    model.net._check(train_images[:1])  # image size the network can take: refuse before writing anything
+    probe = train_images[:1]  # image size the network can take: refuse before writing anything
+    model.net._check(probe, probe if model.net.encoder is not None else None)
     opt = torch.optim.Adam(model.parameters(), lr=t_cfg["lr"])
     sched = torch.optim.lr_scheduler.ExponentialLR(opt, gamma=t_cfg["lr_decay"])
     ema = {k: v.detach().clone() for k, v in model.state_dict().items()} if t_cfg["ema"] else None
@@ -276,7 +282,8 @@ def _train(ctx: D.Context, cfg, run_dir: Path, resume, overwrite, progress, trai
                           extra={"image_shape": list(shape), "train_seconds": seconds_before + time.perf_counter() - t0,
                                  "test_bpd": test_bpd, "params": count_params(model), "stopped": stopped})
         last_ckpt_time, last_good = time.perf_counter(), step
-        _append_metric(run_dir, {"step": step, "test_bpd": test_bpd, "checkpoint": True})
+        _append_metric(run_dir, {"step": step, "images": step * bs, "test_bpd": test_bpd, "checkpoint": True,
+                                 "seconds": round(seconds_before + time.perf_counter() - t0, 2)})
 
     model.train()
     bar = tqdm(total=t_cfg["max_steps"], initial=step, desc=f"train {cfg['kind']}", disable=not (progress and ctx.main),

@@ -32,6 +32,9 @@ _IMAGE_FIGURES = ("samples_fig6.png", "samples_baseline.png", "samples_smoothed.
                   "samples_two_step.png", "inpainting.png", "denoising.png", "neighbours_pixels.png",
                   "neighbours_features.png", "probes.png")
 
+_DESIGN_FIGURES = ("denoising_designs.png", "two_step_stacked.png", "two_step_spatial.png")
+STAGE2_OPTION = ("mnist", "fashion")  # the experiments that take --stage2
+
 EXPERIMENTS = {
     e.name: e
     for e in (
@@ -47,6 +50,9 @@ EXPERIMENTS = {
         Experiment("mnist", "MNIST: PixelCNN++ baseline vs two-step smoothed model (Fig. 6, tasks)",
                    _IMAGE_FIGURES, "images", "mnist"),
         Experiment("fashion", "Fashion-MNIST: as mnist", _IMAGE_FIGURES, "images", "fashion"),
+        Experiment("stage2-mnist", "MNIST: the paper's stacked stage 2 against the spatially conditioned one",
+                   _DESIGN_FIGURES, "images", "stage2_mnist"),
+        Experiment("stage2-fashion", "Fashion-MNIST: as stage2-mnist", _DESIGN_FIGURES, "images", "stage2_fashion"),
     )
 }
 
@@ -67,8 +73,12 @@ def reproduce(
     force: bool = False,
     progress: bool = True,
     command: str | None = None,
+    stage2: str | None = None,
 ) -> dict:
-    """Run experiment ``name`` and write its outputs to ``out``; returns the run record."""
+    """Run experiment ``name`` and write its outputs to ``out``; returns the run record.
+
+    ``stage2`` (``stacked`` or ``spatial``) picks the stage-2 design of ``mnist`` / ``fashion``.
+    """
     from ..fileio import prepare_out_dir
     from .common import Run, command_line, output_names, write_run
 
@@ -77,9 +87,18 @@ def reproduce(
         raise ArsmoothError(f"sigma must be a positive noise standard deviation, got {sigma}")
     if seed < 0:
         raise ArsmoothError(f"seed must be >= 0, got {seed}")
+    opts = {}
+    if stage2 is not None:
+        from ..models.image import STAGE2_CONDITIONINGS
+
+        if name not in STAGE2_OPTION:
+            raise ArsmoothError(f"--stage2 applies to {' and '.join(STAGE2_OPTION)}, not {name}")
+        if stage2 not in STAGE2_CONDITIONINGS:
+            raise ArsmoothError(f"--stage2 must be one of {', '.join(STAGE2_CONDITIONINGS)}, got {stage2!r}")
+        opts["stage2"] = stage2
     out = prepare_out_dir(out, output_names(name, list(exp.figures)), force)
     run = Run(name=name, quick=quick, seed=seed)
-    exp.runner()(run, out, sigma, progress)
+    exp.runner()(run, out, sigma, progress, **opts)
     rec = write_run(run, out, command or command_line())
     rec["result"] = run.result
     return rec

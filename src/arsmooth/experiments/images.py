@@ -24,6 +24,8 @@ from .common import Run
 
 from . import _IMAGE_FIGURES as FIGURES
 
+DEFAULT_STAGE2 = "stacked"  # the design reproduce mnist / fashion trains unless --stage2 says otherwise
+
 
 def _budget(quick: bool) -> dict:
     """Samples per column, test images for bits/dim, K of the IW bound, test images for the tasks."""
@@ -50,22 +52,29 @@ def _load_samples(path: Path, n: int, seed: int) -> dict | None:
         return {k: torch.from_numpy(z[f"{k}.raw"]) for k in names}
 
 
-def _run(run: Run, out: Path, sigma: float | None, progress: bool, dataset: str) -> None:
+def _train_or_resume(cfg: dict, run_dir: Path, progress: bool) -> dict:
+    """Train ``cfg`` in ``run_dir``, resume it if it holds a checkpoint, or keep a finished run's record."""
+    if (run_dir / "summary.json").is_file():  # finished earlier: keep its record as it was
+        return json.loads((run_dir / "summary.json").read_text())
+    resume = (run_dir / "last.pt").exists()
+    return train(None if resume else cfg, run_dir, resume=resume, progress=progress)
+
+
+def _stage2_preset(prefix: str, design: str) -> str:
+    return f"{prefix}-stage2" + ("-spatial" if design == "spatial" else "")
+
+
+def _run(run: Run, out: Path, sigma: float | None, progress: bool, dataset: str,
+         stage2: str = DEFAULT_STAGE2) -> None:
     quick = run.quick
     budget = _budget(quick)
     prefix = "digits" if quick else f"{dataset}-cpu"
     overrides = [f"train.seed={run.seed}"] + ([f"smoothing.sigma={sigma}"] if sigma is not None else [])
-    cfgs = {k: load_config(f"{prefix}-{k}", overrides) for k in ("baseline", "stage1", "stage2")}
+    presets = {"baseline": f"{prefix}-baseline", "stage1": f"{prefix}-stage1", "stage2": _stage2_preset(prefix, stage2)}
+    cfgs = {k: load_config(p, overrides) for k, p in presets.items()}
     data_name = cfgs["baseline"]["data"]["dataset"]
     test = load_dataset(data_name, "test", cfgs["baseline"]["data"]["data_root"])[0]
-    summaries = {}
-    for kind, cfg in cfgs.items():
-        run_dir = out / "runs" / kind
-        if (run_dir / "summary.json").is_file():  # finished earlier: keep its record as it was
-            summaries[kind] = json.loads((run_dir / "summary.json").read_text())
-            continue
-        resume = (run_dir / "last.pt").exists()
-        summaries[kind] = train(None if resume else cfg, run_dir, resume=resume, progress=progress)
+    summaries = {kind: _train_or_resume(cfg, out / "runs" / kind, progress) for kind, cfg in cfgs.items()}
     base, _ = I.load_model(out / "runs" / "baseline" / "last.pt", "baseline")
     pair, kernel = I.load_pair(out / "runs" / "stage1" / "last.pt", out / "runs" / "stage2" / "last.pt")
     g = torch.Generator().manual_seed(run.seed + 100)
@@ -90,7 +99,7 @@ def _run(run: Run, out: Path, sigma: float | None, progress: bool, dataset: str)
     den = I.denoise(pair, kernel, xt, g, progress)
     ablation = I.clean_model_single_step(base, xt, generator=g)
     side_by_side(den["images"], out / "denoising.png", n=show)
-    run.settings = {"presets": {k: f"{prefix}-{k}" for k in cfgs}, **budget, "data": data_name,
+    run.settings = {"presets": presets, "stage2": stage2, **budget, "data": data_name,
                     "feature_extractor": clf_info}
     run.result = {
         "config": {k: v for k, v in cfgs.items()},
@@ -161,13 +170,7 @@ def _evaluate_samples(out: Path, cols: dict, test, cfgs: dict, pair, kernel, see
     from ..probes import probe_accuracies
 
     data_cfg = cfgs["baseline"]["data"]
-    path = out / "classifier.pt"
-    if path.is_file():
-        clf, info = K.load(path)
-    else:
-        clf, info = K.fit_dataset(data_cfg["dataset"], data_cfg["data_root"], seed=0, progress=progress)
-        K.save(clf, info, path)
-        info = K.load(path)[1]
+    clf, info = _classifier(out, data_cfg, progress)
     train_x, train_y = load_dataset(data_cfg["dataset"], "train", data_cfg["data_root"])
     test_y = load_dataset(data_cfg["dataset"], "test", data_cfg["data_root"])[1]
     n = len(next(iter(cols.values())))
@@ -194,6 +197,17 @@ def _evaluate_samples(out: Path, cols: dict, test, cfgs: dict, pair, kernel, see
     return metrics, probes, {k: info[k] for k in keep_info}
 
 
+def _classifier(out: Path, data_cfg: dict, progress: bool):
+    """The LeNet of ``OUT/classifier.pt``, fit (and saved there) when missing."""
+    from .. import classifier as K
+
+    path = out / "classifier.pt"
+    if not path.is_file():
+        clf, info = K.fit_dataset(data_cfg["dataset"], data_cfg["data_root"], seed=0, progress=progress)
+        K.save(clf, info, path)
+    return K.load(path)
+
+
 def _plot_probes(probes: dict, path: Path) -> None:
     from .common import pyplot, save_figure
 
@@ -207,11 +221,140 @@ def _plot_probes(probes: dict, path: Path) -> None:
     save_figure(fig, path)
 
 
-def mnist(run: Run, out: Path, sigma: float | None, progress: bool) -> None:
+def mnist(run: Run, out: Path, sigma: float | None, progress: bool, stage2: str = DEFAULT_STAGE2) -> None:
     """The paper's MNIST experiment (Fig. 6, inpainting, denoising) at a CPU budget."""
-    _run(run, out, sigma, progress, "mnist")
+    _run(run, out, sigma, progress, "mnist", stage2)
 
 
-def fashion(run: Run, out: Path, sigma: float | None, progress: bool) -> None:
+def fashion(run: Run, out: Path, sigma: float | None, progress: bool, stage2: str = DEFAULT_STAGE2) -> None:
     """As ``mnist``, on Fashion-MNIST."""
-    _run(run, out, sigma, progress, "fashion")
+    _run(run, out, sigma, progress, "fashion", stage2)
+
+
+# -- the two stage-2 designs side by side ------------------------------------------------------------
+
+DESIGNS = ("stacked", "spatial")
+SENSITIVITY_POSITIONS = ((7, 14), (14, 7), (14, 14), (21, 14))  # inside the digit area of 28 x 28 images
+
+
+def _designs_budget(quick: bool) -> dict:
+    if quick:
+        return {"n_samples": 8, "n_eval": 16, "k_iw": 2, "n_task": 8, "n_sensitivity": 2}
+    return {"n_samples": 1000, "n_eval": 1000, "k_iw": 4, "n_task": 500, "n_sensitivity": 8}
+
+
+def _stage2_designs(run: Run, out: Path, sigma: float | None, progress: bool, dataset: str) -> None:
+    """Stacked against spatial stage 2 with one shared stage 1, at about equal parameters and CPU time.
+
+    Both stage-2 models see the same test images, noise draws and x~ samples (one generator seed
+    per measurement, reset for each design), so every difference comes from the stage-2 model.
+    """
+    from .. import metrics as MT
+    from .. import smoothing as S
+
+    quick, budget = run.quick, _designs_budget(run.quick)
+    prefix = "digits" if quick else f"{dataset}-cpu"
+    overrides = [f"train.seed={run.seed}"] + ([f"smoothing.sigma={sigma}"] if sigma is not None else [])
+    presets = {"stage1": f"{prefix}-stage1", **{f"stage2-{d}": _stage2_preset(prefix, d) for d in DESIGNS}}
+    cfgs = {k: load_config(p, overrides) for k, p in presets.items()}
+    summaries = {k: _train_or_resume(cfg, out / "runs" / k, progress) for k, cfg in cfgs.items()}
+    data_cfg = cfgs["stage1"]["data"]
+    test = load_dataset(data_cfg["dataset"], "test", data_cfg["data_root"])[0]
+    clf, info = _classifier(out, data_cfg, progress)
+    pairs = {d: I.load_pair(out / "runs" / "stage1" / "last.pt", out / "runs" / f"stage2-{d}" / "last.pt") for d in DESIGNS}
+    kernel = pairs["stacked"][1]
+    prior = pairs["stacked"][0].prior
+    n = budget["n_samples"]
+    xt = I.sample_images("smoothed", n, pair=pairs["stacked"][0], kernel=kernel,
+                         generator=torch.Generator().manual_seed(run.seed + 100), progress=progress)
+    single = torch.cat([S.denoise(pairs["stacked"][0], kernel, xt[i : i + 64], "single-step") for i in range(0, n, 64)])
+    test_u8 = to_uint8(test[:n])
+    keep = ("fid", "kid", "kid_std", "is")
+
+    def sample_metrics(x):
+        return {q: v for q, v in MT.sample_metrics(to_uint8(x), test_u8, clf, run.seed).items() if q in keep}
+
+    res: dict = {"x_tilde": sample_metrics(xt), "single_step": sample_metrics(single.detach())}
+    x_eval, x_task = test[: budget["n_eval"]], test[: budget["n_task"]]
+    x_sens = test[: budget["n_sensitivity"]]
+    positions = [p for p in SENSITIVITY_POSITIONS if p[0] < test.shape[-2] and p[1] < test.shape[-1]] or [(1, 1)]
+    den_images = {}
+    for d in DESIGNS:
+        pair = S.SmoothedPair(prior, pairs[d][0].reverse)
+        summ = summaries[f"stage2-{d}"]
+        bs = cfgs[f"stage2-{d}"]["train"]["batch_size"]
+        two = torch.cat([pair.reverse.sample(context=xt[i : i + 64], generator=torch.Generator().manual_seed(run.seed + 300 + i),
+                                             progress=progress) for i in range(0, n, 64)])
+        two = I.check_finite(two, f"two-step sampling ({d})")
+        save_grid(two[:100], out / f"two_step_{d}.png")
+        g = torch.Generator().manual_seed(run.seed + 200)
+        bpd = I.likelihood(x_eval, pair=pair, kernel=kernel, n_draws=1, k_iw=budget["k_iw"], generator=g)
+        term = _stage2_term(pair.reverse, kernel, x_eval, torch.Generator().manual_seed(run.seed + 201))
+        den = I.denoise(pair, kernel, x_task, torch.Generator().manual_seed(run.seed + 202), progress)
+        den_images.setdefault("clean", den["images"]["clean"])
+        den_images.setdefault("noisy", den["images"]["noisy"])
+        den_images.setdefault("single-step", den["images"]["single_step"])
+        den_images[f"two-step {d}"] = den["images"]["two_step"]
+        g = torch.Generator().manual_seed(run.seed + 203)
+        sens = I.stage2_sensitivity(pair.reverse, x_sens, kernel.sample(x_sens, g), positions)
+        res[d] = {
+            "params": summ["params"], "steps": summ["steps"], "train_seconds": summ["train_seconds"],
+            "train_images_per_s": round(summ["steps"] * bs / summ["train_seconds"], 2),
+            "stage2_term_bpd": term, "two_step_elbo": bpd["two_step_elbo"], "two_step_iw": bpd["two_step_iw"],
+            "psnr": den["psnr"], "metrics": sample_metrics(two), "sensitivity": sens,
+        }
+    side_by_side(den_images, out / "denoising_designs.png", n=min(8, budget["n_task"]))
+    res["stage1"] = {k: summaries["stage1"][k] for k in ("params", "steps", "train_seconds")}
+    run.settings = {"presets": presets, **budget, "data": data_cfg["dataset"], "sigma": kernel.std,
+                    "feature_extractor": {k: info[k] for k in ("test_accuracy", "weights_sha256", "dataset")}}
+    run.result = res
+    run.figures += ["denoising_designs.png", "two_step_stacked.png", "two_step_spatial.png"]
+    run.summary += _designs_table(res, budget, data_cfg["dataset"], kernel.std)
+
+
+@torch.no_grad()
+def _stage2_term(reverse, kernel, x, generator, batch_size: int = 100) -> float:
+    """E_q[-log P(x | x~)] in bits/dim of 8-bit test images, one noise draw each."""
+    import math
+
+    total = 0.0
+    for i in range(0, len(x), batch_size):
+        c = x[i : i + batch_size]
+        total += float(-reverse.log_prob(c, context=kernel.sample(c, generator)).sum())
+    return total / len(x) / (x[0].numel() * math.log(2))
+
+
+def _designs_table(res: dict, budget: dict, data: str, sigma: float) -> list[str]:
+    rows = []
+    for d in DESIGNS:
+        r = res[d]
+        m, p, s = r["metrics"], r["psnr"], r["sensitivity"]
+        rows.append(f"| {d} | {r['params']:,} | {r['steps']} in {r['train_seconds']:.0f} s | {r['train_images_per_s']:.1f} | "
+                    f"{r['stage2_term_bpd']:.3f} | {r['two_step_elbo']:.3f} / {r['two_step_iw']:.3f} | "
+                    f"{p['two_step']:.2f} | {m['fid']:.1f} | {m['kid']:.2f} ± {m['kid_std']:.2f} | {m['is']:.2f} | "
+                    f"{s['ratio_min']:.3g} to {s['ratio_max']:.3g} |")
+    noisy, single = res["stacked"]["psnr"]["noisy"], res["stacked"]["psnr"]["single_step"]
+    return [
+        f"Data: {data}, sigma {sigma}. One stage 1 ({res['stage1']['params']:,} parameters) shared by both designs; "
+        f"the same test images, noise draws and x~ samples for both.",
+        "",
+        f"| stage 2 | parameters | training | images/s | E[-log P(x given x~)] bits/dim ({budget['n_eval']} test) | "
+        f"two-step -ELBO / IW (K={budget['k_iw']}) | two-step PSNR dB ({budget['n_task']} test) | FID | KID | IS | "
+        "sensitivity ratio (neighbours / x~ here) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+        *rows,
+        "",
+        f"Denoising PSNR of the noisy input {noisy:.2f} dB, single-step {single:.2f} dB (stage 1 only). Sample metrics: "
+        f"{budget['n_samples']} samples against as many test images, LeNet features and logits (not Inception); "
+        f"x~ itself: FID {res['x_tilde']['fid']:.1f}, single-step: FID {res['single_step']['fid']:.1f}.",
+    ]
+
+
+def stage2_mnist(run: Run, out: Path, sigma: float | None, progress: bool) -> None:
+    """MNIST: the paper's stacked stage 2 against the spatially conditioned one."""
+    _stage2_designs(run, out, sigma, progress, "mnist")
+
+
+def stage2_fashion(run: Run, out: Path, sigma: float | None, progress: bool) -> None:
+    """As ``stage2_mnist``, on Fashion-MNIST."""
+    _stage2_designs(run, out, sigma, progress, "fashion")

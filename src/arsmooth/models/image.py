@@ -2,10 +2,17 @@
 
 * ``baseline``: p(x) on clean 8-bit images, discretized logistic mixture (PixelCNN++);
 * ``stage1``: p(x~) on smoothed images, continuous logistic mixture, never clamped (paper sec. 4);
-* ``stage2``: p(x | x~) by the same network on the stacked image ``[x~ ; x]``, scored on the bottom
-  half only, with the discretized mixture so the two-step ELBO bounds the 8-bit likelihood
-  (METHOD.md sections 2-3). ``stage2_likelihood="continuous-jitter"`` is the official code's variant
-  (continuous density on x plus 0.01 Gaussian jitter): its numbers are not 8-bit bits/dim.
+* ``stage2``: p(x | x~) with the discretized mixture, so the two-step ELBO bounds the 8-bit
+  likelihood (paper eq. 5). Two designs (``stage2_conditioning``):
+
+  - ``stacked`` (the paper's): the same network on the stacked image ``[x~ ; x]``, scored on the
+    bottom half only; x~(i, j) then sits H rows above x(i, j), at the edge of the receptive field;
+  - ``spatial`` (ours): the network on x alone, causal as in PixelCNN++, with x~ through a non-causal
+    encoder whose maps are added, per position, inside every gated resnet block
+    (:class:`arsmooth.networks.pixelcnnpp.ConditionEncoder`).
+
+  ``stage2_likelihood="continuous-jitter"`` is the official code's variant (continuous density on x
+  plus 0.01 Gaussian jitter): its numbers are not 8-bit bits/dim.
 
 Samplers (:mod:`arsmooth.sampling`) fill pixels in raster order and draw each pixel exactly from its
 mixture (:func:`arsmooth.likelihoods.image_sample`). Nothing is clamped except on request.
@@ -25,6 +32,7 @@ from ..sampling import raster_sample
 
 KINDS = ("baseline", "stage1", "stage2")
 STAGE2_LIKELIHOODS = ("discretized", "continuous-jitter")
+STAGE2_CONDITIONINGS = ("stacked", "spatial")
 
 
 class ImageModel(nn.Module):
@@ -42,6 +50,7 @@ class ImageModel(nn.Module):
         stage2_likelihood: str = "discretized",
         image_size: tuple[int, int] = (28, 28),
         fused: bool = False,
+        stage2_conditioning: str = "stacked",
     ):
         super().__init__()
         if kind not in KINDS:
@@ -50,11 +59,16 @@ class ImageModel(nn.Module):
             raise ArsmoothError(
                 f"unknown stage-2 likelihood {stage2_likelihood!r}; choose one of {', '.join(STAGE2_LIKELIHOODS)}"
             )
+        if stage2_conditioning not in STAGE2_CONDITIONINGS:
+            raise ArsmoothError(f"unknown stage-2 conditioning {stage2_conditioning!r}; choose one of "
+                                f"{', '.join(STAGE2_CONDITIONINGS)}")
+        self.spatial = kind == "stage2" and stage2_conditioning == "spatial"
         self.kind, self.channels, self.nr_mix = kind, channels, nr_logistic_mix
         self.stage2_likelihood = stage2_likelihood
         self.image_size = tuple(image_size)
         self.net = PixelCNNpp(in_channels=channels, nr_resnet=nr_resnet, nr_filters=nr_filters,
-                              nr_logistic_mix=nr_logistic_mix, dropout=dropout, fused=fused)
+                              nr_logistic_mix=nr_logistic_mix, dropout=dropout, fused=fused,
+                              spatial_condition=self.spatial)
 
     @property
     def discretized(self) -> bool:
@@ -64,20 +78,33 @@ class ImageModel(nn.Module):
         if x.dim() != 4 or x.shape[1] != self.channels:
             raise ArsmoothError(f"{name} must be (B, {self.channels}, H, W), got {tuple(x.shape)}")
 
-    def pixel_log_prob(self, x: Tensor, context: Tensor | None = None, detach_params: bool = False) -> Tensor:
-        """Per-pixel log-probabilities ``(B, H, W)``; ``context`` is x~ for stage 2."""
+    @property
+    def conditioning(self) -> str | None:
+        """``stacked`` or ``spatial`` for stage 2, None otherwise."""
+        return ("spatial" if self.spatial else "stacked") if self.kind == "stage2" else None
+
+    def params(self, x: Tensor, context: Tensor | None = None) -> Tensor:
+        """Mixture parameters ``(B, P, H, W)`` for the pixels of ``x`` (given x~ ``context`` for stage 2)."""
         self._check(x)
         if self.kind == "stage2":
             if context is None:
                 raise ArsmoothError("a stage-2 model needs the smoothed image x~ as context")
             self._check(context, "x~")
-            stacked = stack_pair(context, x)
-            params = _at_least_fp32(bottom_half(self.net(stacked)))  # the likelihood in fp32 under autocast too
+            if self.spatial:
+                return self.net(x, cond=context)
+            return bottom_half(self.net(stack_pair(context, x)))
+        if context is not None:
+            raise ArsmoothError(f"a {self.kind} model takes no context")
+        return self.net(x)
+
+    def pixel_log_prob(self, x: Tensor, context: Tensor | None = None, detach_params: bool = False) -> Tensor:
+        """Per-pixel log-probabilities ``(B, H, W)``; ``context`` is x~ for stage 2."""
+        if self.kind == "stage2":
+            params = self.params(x, context)
         else:
-            if context is not None:
-                raise ArsmoothError(f"a {self.kind} model takes no context")
-            params = _at_least_fp32(self.net(x.detach() if detach_params else x))
-        return L.image_log_prob(x, params, self.nr_mix, self.discretized)
+            params = self.params(x.detach() if detach_params else x, context)
+        # the likelihood in fp32 under autocast too
+        return L.image_log_prob(x, _at_least_fp32(params), self.nr_mix, self.discretized)
 
     def log_prob(self, x: Tensor, context: Tensor | None = None, detach_params: bool = False) -> Tensor:
         """``log p(x)`` (or ``log p(x | x~)``) in nats per image, ``(B,)``."""

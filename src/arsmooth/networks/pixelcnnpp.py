@@ -241,31 +241,81 @@ class GatedResnet(nn.Module):
     ``padded_concat_elu``, the gate is one ``addcmul``. Same parameters, same random numbers.
     """
 
-    def __init__(self, nr_filters: int, conv: type[nn.Module], n_aux: int, dropout: float, fused: bool = False):
+    def __init__(self, nr_filters: int, conv: type[nn.Module], n_aux: int, dropout: float, fused: bool = False,
+                 n_cond: int = 0):
         super().__init__()
         self.fused = fused
         self.conv_in = conv(2 * nr_filters, nr_filters)
         self.nin_aux = _nin(2 * n_aux * nr_filters, nr_filters) if n_aux else None
         self.dropout = nn.Dropout(dropout)
         self.conv_out = conv(2 * nr_filters, 2 * nr_filters)
+        # a per-position conditioning map enters where PixelCNN++ adds its conditioning vector h
+        self.nin_cond = _nin(n_cond, 2 * nr_filters) if n_cond else None
 
-    def forward(self, x: Tensor, aux: list[Tensor] | None = None, masks: DropoutMasks | None = None) -> Tensor:
+    def forward(self, x: Tensor, aux: list[Tensor] | None = None, masks: DropoutMasks | None = None,
+                cond: Tensor | None = None) -> Tensor:
         if self.fused:
-            return self._fused_forward(x, aux, masks)
+            return self._fused_forward(x, aux, masks, cond)
         c = self.conv_in(concat_elu(x))  # (B, F, H, W)
         if aux is not None:
             c = c + self.nin_aux(concat_elu(torch.cat(aux, 1)))
         c = self.conv_out(self.dropout(concat_elu(c)))  # (B, 2F, H, W)
+        if cond is not None:
+            c = c + self.nin_cond(cond)
         a, b = c.chunk(2, 1)
         return x + a * torch.sigmoid(b)
 
-    def _fused_forward(self, x: Tensor, aux: list[Tensor] | None, masks: DropoutMasks | None) -> Tensor:
+    def _fused_forward(self, x: Tensor, aux: list[Tensor] | None, masks: DropoutMasks | None,
+                       cond: Tensor | None) -> Tensor:
         c = self.conv_in.conv(padded_concat_elu([x], self.conv_in.pad))  # (B, F, H, W)
         if aux is not None:
             c = c + self.nin_aux(padded_concat_elu(aux))
         h = padded_concat_elu([c], self.conv_out.pad, self.dropout.p, self.training, masks)
-        a, b = self.conv_out.conv(h).chunk(2, 1)  # (B, F, H, W) each
+        c = self.conv_out.conv(h)  # (B, 2F, H, W)
+        if cond is not None:
+            c = c + self.nin_cond(cond)
+        a, b = c.chunk(2, 1)  # (B, F, H, W) each
         return torch.addcmul(x, a, torch.sigmoid(b))
+
+
+class _PlainResnet(nn.Module):
+    """``h + conv(concat_elu(conv(concat_elu(h))))`` with ordinary 3x3 convolutions (not causal)."""
+
+    def __init__(self, nf: int):
+        super().__init__()
+        self.conv1 = weight_norm(nn.Conv2d(2 * nf, nf, 3, padding=1))
+        self.conv2 = weight_norm(nn.Conv2d(2 * nf, nf, 3, padding=1))
+
+    def forward(self, h: Tensor) -> Tensor:
+        return h + self.conv2(concat_elu(self.conv1(concat_elu(h))))
+
+
+class ConditionEncoder(nn.Module):
+    """The non-causal path of a spatially conditioned stage 2: x~ -> maps at H, H/2 and H/4.
+
+    Ordinary (unshifted) convolutions: the map at ``(i, j)`` sees x~ around ``(i, j)``, including
+    ``x~(i, j)`` itself, which the stacked ``[x~ ; x]`` image puts ``H`` rows away. x~ is known
+    before any x is drawn, so this path never breaks the causality of x; samplers compute it once.
+    One plain resnet block per resolution (receptive field 7x7 at full resolution, wider below).
+    """
+
+    def __init__(self, in_channels: int, nf: int, nr_block: int = 1):
+        super().__init__()
+        self.inp = weight_norm(nn.Conv2d(in_channels + 1, nf, 3, padding=1))
+        self.blocks = nn.ModuleList(nn.ModuleList(_PlainResnet(nf) for _ in range(nr_block)) for _ in range(3))
+        self.down = nn.ModuleList(weight_norm(nn.Conv2d(nf, nf, 3, stride=2, padding=1)) for _ in range(2))
+
+    def forward(self, x_tilde: Tensor) -> list[Tensor]:
+        b, _, h, w = x_tilde.shape
+        t = self.inp(torch.cat([x_tilde, x_tilde.new_ones(b, 1, h, w)], 1))  # (B, F, H, W)
+        maps = []
+        for level in range(3):
+            for block in self.blocks[level]:
+                t = block(t)
+            maps.append(t)  # level 0: (B, F, H, W); 1: H/2 (rounded up); 2: H/4
+            if level < 2:
+                t = self.down[level](F.elu(t))
+        return maps
 
 
 class PixelCNNpp(nn.Module):
@@ -287,6 +337,7 @@ class PixelCNNpp(nn.Module):
         nr_logistic_mix: int = 10,
         dropout: float = 0.5,
         fused: bool = False,
+        spatial_condition: bool = False,
     ):
         super().__init__()
         if in_channels not in (1, 3):
@@ -308,8 +359,12 @@ class PixelCNNpp(nn.Module):
         self.ul_init_above = DownShiftedConv2d(cin, nf, (1, 3))
         self.ul_init_left = DownRightShiftedConv2d(cin, nf, (2, 1))
 
+        # spatial_condition: forward(x, cond=x~) also takes an image x~ through ConditionEncoder
+        self.encoder = ConditionEncoder(in_channels, nf) if spatial_condition else None
+        n_cond = nf if spatial_condition else 0
+
         def blocks(n: int, conv: type[nn.Module], n_aux: int) -> nn.ModuleList:
-            return nn.ModuleList(GatedResnet(nf, conv, n_aux, dropout, fused) for _ in range(n))
+            return nn.ModuleList(GatedResnet(nf, conv, n_aux, dropout, fused, n_cond) for _ in range(n))
 
         # Down pass (resolution H -> H/4; the paper's code calls it the "up pass"): nr_resnet
         # blocks per stage; ul gets u as auxiliary input.
@@ -329,7 +384,7 @@ class PixelCNNpp(nn.Module):
         # the paper's code applies a plain ELU before the output layer
         self.nin_out = _nin(nf, self.out_channels)
 
-    def _check(self, x: Tensor) -> None:
+    def _check(self, x: Tensor, cond: Tensor | None = None) -> None:
         if x.dim() != 4 or x.shape[1] != self.in_channels:
             raise ArsmoothError(
                 f"PixelCNN++ expects images (B, {self.in_channels}, H, W), got shape {tuple(x.shape)}"
@@ -339,18 +394,25 @@ class PixelCNNpp(nn.Module):
             raise ArsmoothError(
                 f"PixelCNN++ needs H and W divisible by 4, got {h}x{w}; pad or resize the images"
             )
+        if (cond is None) != (self.encoder is None):
+            raise ArsmoothError("a spatially conditioned PixelCNN++ needs cond=x~; an unconditioned one takes none"
+                                if self.encoder is not None else "this PixelCNN++ takes no conditioning image")
+        if cond is not None and cond.shape != x.shape:
+            raise ArsmoothError(f"the conditioning image must have the shape of x, {tuple(x.shape)}, got {tuple(cond.shape)}")
 
-    def forward(self, x: Tensor) -> Tensor:
-        self._check(x)
+    def forward(self, x: Tensor, cond: Tensor | None = None) -> Tensor:
+        """Mixture parameters ``(B, P, H, W)``; ``cond`` is x~ for a spatially conditioned network."""
+        self._check(x, cond)
+        maps = None if cond is None else self.encoder(cond)
         if not (self.fused and self.training and self.dropout > 0 and x.device.type == "cpu"):
-            return self._forward(x, None)
+            return self._walk(_TensorOps(None, maps), x)
         threads = torch.get_num_threads()
         masks = DropoutMasks(x, self._mask_shapes(x.shape[0], *x.shape[2:]), self.dropout)
         # the mask thread takes one core for the forward pass (the backward pass draws nothing); measured
         # on 2 cores, this beats both a third thread competing with torch's two and drawing inline
         torch.set_num_threads(max(threads - 1, 1))
         try:
-            return self._forward(x, masks)
+            return self._walk(_TensorOps(masks, maps), x)
         finally:
             masks.close()
             torch.set_num_threads(threads)
@@ -362,30 +424,58 @@ class PixelCNNpp(nn.Module):
         up = [(b, f2, h >> (2 - s), w >> (2 - s)) for s, k in enumerate((n, n + 1, n + 1)) for _ in range(2 * k)]
         return down + up
 
-    def _forward(self, x: Tensor, masks: DropoutMasks | None) -> Tensor:
+    def _walk(self, ops, x):
+        """The network's data flow, written once.
+
+        ``ops`` supplies ``init``, ``gated``, ``conv``, ``deconv`` and ``out``: the forward pass runs it on
+        tensors (:class:`_TensorOps`), the fast sampler (``arsmooth.sampling._Graph``) on node ids, so
+        the two cannot drift apart. ``gated``'s last argument is the resolution level (0: H x W,
+        1: H/2, 2: H/4) of the block, which picks the conditioning map it adds.
+        """
+        u, ul = ops.init(self, x)
+        us, uls = [u], [ul]
+        for stage in range(3):  # down pass (resolution H -> H/4; the paper's code calls it the "up pass")
+            for block_u, block_ul in zip(self.down_u[stage], self.down_ul[stage]):
+                u = ops.gated(block_u, u, [], stage)
+                ul = ops.gated(block_ul, ul, [u], stage)
+                us.append(u)
+                uls.append(ul)
+            if stage < 2:
+                u, ul = ops.conv(self.downsample_u[stage], u), ops.conv(self.downsample_ul[stage], ul)
+                us.append(u)
+                uls.append(ul)
+        u, ul = us.pop(), uls.pop()  # H/4
+        for stage in range(3):
+            for block_u, block_ul in zip(self.up_u[stage], self.up_ul[stage]):
+                u = ops.gated(block_u, u, [us.pop()], 2 - stage)
+                ul = ops.gated(block_ul, ul, [u, uls.pop()], 2 - stage)
+            if stage < 2:
+                u, ul = ops.deconv(self.upsample_u[stage], u), ops.deconv(self.upsample_ul[stage], ul)
+        assert not us and not uls, "every skip connection is used exactly once"
+        return ops.out(self.nin_out, ul)
+
+
+class _TensorOps:
+    """:meth:`PixelCNNpp._walk` on tensors: the forward pass."""
+
+    def __init__(self, masks: DropoutMasks | None, maps: list[Tensor] | None):
+        self.masks, self.maps = masks, maps
+
+    def init(self, net: PixelCNNpp, x: Tensor) -> tuple[Tensor, Tensor]:
         b, _, h, w = x.shape
         # zero padding is then distinguishable from a pixel whose value is 0
         x = torch.cat([x, x.new_ones(b, 1, h, w)], 1)  # (B, C+1, H, W)
-        u = down_shift(self.u_init(x))  # (B, F, H, W): rows above
-        ul = down_shift(self.ul_init_above(x)) + right_shift(self.ul_init_left(x))  # + left in row
-        us, uls = [u], [ul]
-        for stage in range(3):
-            for block_u, block_ul in zip(self.down_u[stage], self.down_ul[stage]):
-                u = block_u(u, None, masks)
-                ul = block_ul(ul, [u], masks)
-                us.append(u)
-                uls.append(ul)
-            if stage < 2:
-                u, ul = self.downsample_u[stage](u), self.downsample_ul[stage](ul)  # (B, F, H/2, W/2)
-                us.append(u)
-                uls.append(ul)
+        u = down_shift(net.u_init(x))  # (B, F, H, W): rows above
+        ul = down_shift(net.ul_init_above(x)) + right_shift(net.ul_init_left(x))  # + left in row
+        return u, ul
 
-        u, ul = us.pop(), uls.pop()  # (B, F, H/4, W/4)
-        for stage in range(3):
-            for block_u, block_ul in zip(self.up_u[stage], self.up_ul[stage]):
-                u = block_u(u, [us.pop()], masks)
-                ul = block_ul(ul, [u, uls.pop()], masks)
-            if stage < 2:
-                u, ul = self.upsample_u[stage](u), self.upsample_ul[stage](ul)  # (B, F, 2H', 2W')
-        assert not us and not uls, "every skip connection is used exactly once"
-        return self.nin_out(F.elu(ul))  # (B, P, H, W)
+    def gated(self, block: GatedResnet, x: Tensor, aux: list[Tensor], level: int) -> Tensor:
+        return block(x, aux or None, self.masks, None if self.maps is None else self.maps[level])
+
+    def conv(self, m: nn.Module, x: Tensor) -> Tensor:
+        return m(x)  # down-sampling (B, F, H/2, W/2) or up-sampling (B, F, 2H, 2W)
+
+    deconv = conv
+
+    def out(self, nin: nn.Module, ul: Tensor) -> Tensor:
+        return nin(F.elu(ul))  # (B, P, H, W); the paper's code applies a plain ELU before the output layer

@@ -1,0 +1,137 @@
+"""The spatially conditioned stage 2: causal in x, non-causal in x~, exact fast sampling, normalised."""
+
+import pytest
+import torch
+
+from arsmooth import likelihoods as L
+from arsmooth.errors import ArsmoothError
+from arsmooth.models.image import ImageModel
+from arsmooth.sampling import _Graph
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _model(channels=1, nr_resnet=1, fused=False, dropout=0.0, seed=0, size=(8, 8)):
+    torch.manual_seed(seed)
+    m = ImageModel("stage2", channels=channels, nr_resnet=nr_resnet, nr_filters=6, nr_logistic_mix=3,
+                   dropout=dropout, image_size=size, fused=fused, stage2_conditioning="spatial").double()
+    g = torch.Generator().manual_seed(seed + 1)
+    with torch.no_grad():  # weights further from init, so every path matters
+        for p in m.parameters():
+            p.add_(0.1 * torch.randn(p.shape, generator=g, dtype=p.dtype))
+    return m.eval()
+
+
+def _pair(b, channels, h=8, w=8, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    x = L.quantize(torch.rand(b, channels, h, w, generator=g, dtype=torch.double) * 2 - 1)
+    xt = x + 0.5 * torch.randn(x.shape, generator=g, dtype=torch.double)
+    return x, xt
+
+
+@pytest.mark.parametrize("fused", [False, True])
+@pytest.mark.parametrize("channels", [1, 3])
+def test_outputs_see_only_the_past_of_x_and_x_tilde_around_them(channels, fused):
+    m = _model(channels, nr_resnet=2, fused=fused)
+    h = w = 8
+    n = h * w
+    x, xt = _pair(1, channels)
+    xs = x.expand(n, -1, -1, -1).clone().requires_grad_()
+    xts = xt.expand(n, -1, -1, -1).clone().requires_grad_()
+    params = m.params(xs, context=xts)  # (n, P, H, W), one output position per batch element
+    pos = torch.arange(n)
+    gx, gxt = torch.autograd.grad(params[pos, :, pos // w, pos % w].sum(), (xs, xts))
+    dep_x = gx.abs().sum(1).reshape(n, n) > 0
+    dep_xt = gxt.abs().sum(1).reshape(n, h, w) > 0
+    strict_past = torch.ones(n, n, dtype=torch.bool).tril(-1)
+    assert not (dep_x & ~strict_past).any(), "an output depends on x at its own position or later (must be exact zeros)"
+    assert torch.equal(dep_x, strict_past), "with 2 resnets per stage every earlier pixel of x is seen"
+    for p in range(n):  # x~ at the same position and all around it
+        i, j = divmod(p, w)
+        window = dep_xt[p, max(i - 1, 0) : i + 2, max(j - 1, 0) : j + 2]
+        assert window.all(), f"output {i, j} does not see x~ in its 3x3 neighbourhood"
+
+
+def test_x_tilde_later_in_raster_order_is_seen():
+    # the point of the design: x~ below and right of a pixel (after it in raster order) informs it
+    m = _model(1)
+    x, xt = _pair(1, 1)
+    xt = xt.clone().requires_grad_()
+    params = m.params(x, context=xt)
+    (g,) = torch.autograd.grad(params[0, :, 0, 0].sum(), xt)
+    assert g[0, 0, 1, 1].abs() > 0 and g[0, 0, 0, 0].abs() > 0
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_cached_graph_equals_network_with_conditioning(channels):
+    m = _model(channels, nr_resnet=1)
+    x, xt = _pair(3, channels, 8, 12)
+    with torch.no_grad():
+        torch.testing.assert_close(_Graph(m.net, 8, 12).forward(x, xt), m.net(x, cond=xt), rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("batch", [1, 5])
+@pytest.mark.parametrize("channels", [1, 3])
+def test_fast_sampler_gives_the_obvious_samples(channels, batch):
+    m = _model(channels, seed=2)
+    _, xt = _pair(batch, channels, seed=3)
+    out = [m.sample(context=xt, generator=torch.Generator().manual_seed(7), fast=f) for f in (False, True)]
+    assert out[0].abs().sum() > 0
+    torch.testing.assert_close(out[1], out[0], rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("batch", [1, 5])
+@pytest.mark.parametrize("channels", [1, 3])
+def test_fast_sampler_with_known_rows(channels, batch):
+    m = _model(channels, seed=4)
+    known, xt = _pair(batch, channels, seed=5)
+    out = [m.sample(context=xt, known=known, start_row=5, generator=torch.Generator().manual_seed(9), fast=f)
+           for f in (False, True)]
+    torch.testing.assert_close(out[1], out[0], rtol=0, atol=1e-12)
+    assert torch.equal(out[1][:, :, :5], known[:, :, :5])
+
+
+@pytest.mark.parametrize("p", [0, 13, 63])
+def test_grey_pixel_probabilities_sum_to_one(p):
+    m = _model(1, seed=6)
+    x, xt = _pair(1, 1, seed=7)
+    i, j = divmod(p, 8)
+    xs = x.repeat(256, 1, 1, 1)
+    xs[:, 0, i, j] = torch.linspace(-1, 1, 256, dtype=torch.double)  # every 8-bit value at pixel p
+    with torch.no_grad():
+        lp = m.pixel_log_prob(xs, context=xt.expand(256, -1, -1, -1))[:, i, j]
+    assert torch.logsumexp(lp, 0).item() == pytest.approx(0.0, abs=1e-9)
+
+
+def test_rgb_pixel_probabilities_sum_to_one_over_all_colours():
+    m = _model(3, seed=8)
+    x, xt = _pair(1, 3, seed=9)
+    x = x.repeat(2, 1, 1, 1)
+    x[1, :, 2, 3] = -x[0, :, 2, 3] - 0.1  # another colour at the pixel itself: its parameters must not move
+    with torch.no_grad():
+        params = m.params(x, context=xt.expand(2, -1, -1, -1))[:, :, 2:3, 3:4]  # (2, P, 1, 1)
+    torch.testing.assert_close(params[0], params[1], rtol=0, atol=0)
+    v = torch.linspace(-1, 1, 256, dtype=torch.double)
+    g, b = torch.meshgrid(v, v, indexing="ij")
+    total = 0.0
+    for r in v:
+        c = torch.stack([torch.full_like(g, r.item()), g, b], 0).reshape(3, -1).T.reshape(-1, 3, 1, 1)
+        total += L.image_log_prob(c, params[:1].expand(c.shape[0], -1, -1, -1), 3, True).exp().sum().item()
+    assert total == pytest.approx(1.0, abs=1e-6)
+
+
+def test_stage2_needs_its_context_and_other_kinds_have_no_encoder():
+    m = _model(1)
+    x, _ = _pair(1, 1)
+    with pytest.raises(ArsmoothError, match="x~"):
+        m.log_prob(x)
+    for kind in ("baseline", "stage1"):
+        assert ImageModel(kind, stage2_conditioning="spatial", nr_resnet=0, nr_filters=4).net.encoder is None
+    with pytest.raises(ArsmoothError, match="stage-2 conditioning"):
+        ImageModel("stage2", stage2_conditioning="diagonal")
