@@ -1,5 +1,33 @@
+"""Shared fixtures. Tests never need ../shared or a network: real MNIST / Fashion-MNIST files are read
+from ``$ARSMOOTH_DATA`` when it holds them (CI sets it), and every check made on them is also made on
+small files the fixtures write themselves."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import os
+from pathlib import Path
+
+import numpy as np
 import pytest
 import torch
+
+ENABLE = ("set ARSMOOTH_DATA to a folder holding MNIST/raw/ and FashionMNIST/raw/ with the official IDX .gz "
+          "files to run this on the real data")
+
+
+def real_data_root() -> Path | None:
+    """``$ARSMOOTH_DATA`` if it holds the official MNIST files, else None (the real-data tests skip)."""
+    root = os.environ.get("ARSMOOTH_DATA")
+    if root and (Path(root) / "MNIST" / "raw" / "t10k-images-idx3-ubyte.gz").is_file():
+        return Path(root)
+    return None
+
+
+def real_fashion_root() -> Path | None:
+    root = real_data_root()
+    return root if root and (root / "FashionMNIST" / "raw" / "t10k-images-idx3-ubyte.gz").is_file() else None
 
 
 @pytest.fixture(autouse=True)
@@ -8,3 +36,53 @@ def _seed_and_threads():
     torch.manual_seed(0)
     torch.set_num_threads(1)
     yield
+
+
+def digits28(split: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """scikit-learn's bundled 8x8 digits enlarged to 28x28 uint8 (a stand-in for MNIST that needs no file)."""
+    from arsmooth.data.images import load_digits
+
+    u8, y = load_digits(split)
+    big = torch.nn.functional.interpolate(u8.float(), size=(28, 28), mode="bilinear", align_corners=False)
+    return big.round().clamp(0, 255).to(torch.uint8), y
+
+
+def _idx_bytes(arr: np.ndarray) -> bytes:
+    magic = (0x0800 + arr.ndim).to_bytes(4, "big")
+    return magic + b"".join(int(d).to_bytes(4, "big") for d in arr.shape) + arr.astype(np.uint8).tobytes()
+
+
+@pytest.fixture(scope="session")
+def _fake_idx_files(tmp_path_factory) -> tuple[Path, dict]:
+    """MNIST-format test files (10,000 enlarged digits) under a temporary root, with their sizes and md5s."""
+    root = tmp_path_factory.mktemp("fake_idx")
+    u8, y = digits28("train")
+    reps = -(-10000 // len(y))
+    images = u8.repeat(reps, 1, 1, 1)[:10000, 0].numpy()
+    labels = y.repeat(reps)[:10000].numpy()
+    sums = {}
+    for folder in ("MNIST", "FashionMNIST"):
+        raw = root / folder / "raw"
+        raw.mkdir(parents=True)
+        for name, arr in (("t10k-images-idx3-ubyte.gz", images), ("t10k-labels-idx1-ubyte.gz", labels)):
+            data = gzip.compress(_idx_bytes(arr), mtime=0)
+            (raw / name).write_bytes(data)
+            sums[(folder, name)] = (len(data), hashlib.md5(data).hexdigest())
+    return root, sums
+
+
+@pytest.fixture(params=["fake", "real"])
+def idx_root(request, monkeypatch, _fake_idx_files) -> Path:
+    """A data root with MNIST / Fashion-MNIST test files: fixture-made ones (their md5s patched in), or the
+    real ones from ``$ARSMOOTH_DATA`` (skipped when absent)."""
+    if request.param == "real":
+        root = real_fashion_root()
+        if root is None:
+            pytest.skip(ENABLE)
+        return root
+    from arsmooth.data import images as im
+
+    root, sums = _fake_idx_files
+    monkeypatch.setattr(im, "_IDX_MD5", {**im._IDX_MD5, **sums})
+    monkeypatch.setattr(im, "_VERIFIED", set())  # md5s checked in this process: none of these files yet
+    return root

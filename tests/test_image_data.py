@@ -18,13 +18,10 @@ import torch
 from arsmooth.data import images as im
 from arsmooth.errors import ArsmoothError
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-needs_mnist = pytest.mark.skipif(
-    not (DATA / "MNIST" / "raw").is_dir(), reason=f"official MNIST files not found under {DATA}"
-)
-needs_fashion = pytest.mark.skipif(
-    not (DATA / "FashionMNIST" / "raw").is_dir(), reason=f"official Fashion-MNIST files not found under {DATA}"
-)
+from conftest import ENABLE, real_data_root, real_fashion_root
+
+needs_mnist = pytest.mark.skipif(real_data_root() is None, reason=ENABLE)
+needs_fashion = pytest.mark.skipif(real_fashion_root() is None, reason=ENABLE)
 TEST_FILES = ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")
 
 
@@ -33,11 +30,11 @@ def _on_grid(x: torch.Tensor) -> bool:
     return bool(((k - k.round()).abs() < 1e-4).all()) and x.min() >= -1 and x.max() <= 1
 
 
-def _copy_mnist_test(root: Path) -> Path:
+def _copy_mnist_test(src: Path, root: Path) -> Path:
     raw = root / "MNIST" / "raw"
     raw.mkdir(parents=True)
     for f in TEST_FILES:
-        shutil.copy(DATA / "MNIST" / "raw" / f, raw / f)
+        shutil.copy(src / "MNIST" / "raw" / f, raw / f)
     return raw
 
 
@@ -59,25 +56,31 @@ def test_resolve_data_root(monkeypatch, tmp_path):
     assert im.resolve_data_root(None) == Path("data")
 
 
+def test_idx_test_split_shapes_and_units(idx_root):
+    x, y = im.load_dataset("mnist", "test", idx_root, download=False)
+    assert x.shape == (10000, 1, 28, 28) and x.dtype == torch.float32
+    assert y.dtype == torch.int64 and 0 <= y.min() and y.max() <= 9
+    assert _on_grid(x) and x.min() == -1 and x.max() == 1
+    u8, _ = im.load_idx_dataset("fashion", "test", idx_root, download=False)
+    assert u8.dtype == torch.uint8 and torch.equal(u8.float() / 127.5 - 1, im.load_dataset("fashion", "test", idx_root)[0])
+
+
 @needs_mnist
 def test_mnist_test_split():
-    x, y = im.load_dataset("mnist", "test", DATA, download=False)
-    assert x.shape == (10000, 1, 28, 28) and x.dtype == torch.float32
-    assert y.dtype == torch.int64
+    x, y = im.load_dataset("mnist", "test", real_data_root(), download=False)
+    assert x.shape == (10000, 1, 28, 28)
     assert y.bincount().tolist() == [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
-    assert _on_grid(x) and x.min() == -1 and x.max() == 1
 
 
 @needs_fashion
 def test_fashion_test_split():
-    u8, y = im.load_idx_dataset("fashion", "test", DATA, download=False)
+    u8, y = im.load_idx_dataset("fashion", "test", real_fashion_root(), download=False)
     assert u8.shape == (10000, 1, 28, 28) and u8.dtype == torch.uint8
     assert y.bincount().tolist() == [1000] * 10
 
 
-@needs_mnist
-def test_md5_is_verified_once_per_file(monkeypatch, tmp_path):
-    raw = _copy_mnist_test(tmp_path)
+def test_md5_is_verified_once_per_file(monkeypatch, tmp_path, idx_root):
+    raw = _copy_mnist_test(idx_root, tmp_path)
     calls = []
     real = im._md5
     monkeypatch.setattr(im, "_md5", lambda p: calls.append(p) or real(p))
@@ -92,23 +95,25 @@ def test_md5_is_verified_once_per_file(monkeypatch, tmp_path):
     assert len(calls) == 3 and calls[-1] == labels
 
 
-@needs_mnist
-def test_corrupt_file_reports_md5(tmp_path):
-    raw = _copy_mnist_test(tmp_path)
+def test_corrupt_file_reports_md5(tmp_path, idx_root):
+    raw = _copy_mnist_test(idx_root, tmp_path)
     path = raw / TEST_FILES[0]
     data = bytearray(path.read_bytes())
     data[len(data) // 2] ^= 0xFF
     path.write_bytes(bytes(data))
     with pytest.raises(ArsmoothError, match="md5") as e:
         im.load_idx_dataset("mnist", "test", tmp_path, download=False)
-    assert TEST_FILES[0] in str(e.value) and "9fb629c4189551a2d022fa330f9573f3" in str(e.value)
+    assert TEST_FILES[0] in str(e.value) and im._IDX_MD5[("MNIST", TEST_FILES[0])][1] in str(e.value)
 
 
-@needs_mnist
-def test_truncated_file_is_refused(tmp_path):
-    raw = _copy_mnist_test(tmp_path)
+def test_official_md5_is_the_published_one():
+    assert im._IDX_MD5[("MNIST", TEST_FILES[0])][1] == "9fb629c4189551a2d022fa330f9573f3"
+
+
+def test_truncated_file_is_refused(tmp_path, idx_root):
+    raw = _copy_mnist_test(idx_root, tmp_path)
     path = raw / TEST_FILES[1]
-    path.write_bytes(path.read_bytes()[:1000])
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
     with pytest.raises(ArsmoothError, match="truncated") as e:
         im.load_idx_dataset("mnist", "test", tmp_path, download=False)
     assert TEST_FILES[1] in str(e.value) and "download" in str(e.value)
@@ -133,19 +138,18 @@ def test_missing_files_without_network(monkeypatch, tmp_path):
     msg = str(e.value)
     raw = tmp_path / "FashionMNIST" / "raw"
     assert all(f in msg for f in TEST_FILES) and str(raw) in msg and "download failed" in msg
-    assert list(raw.iterdir()) == []  # no partial downloads left behind
+    assert not raw.exists() and not raw.parent.exists()  # no partial downloads, no empty folders left behind
     with pytest.raises(ArsmoothError, match="download=False"):
         im.load_idx_dataset("mnist", "train", tmp_path, download=False)
 
 
-@needs_mnist
-def test_download_is_verified_and_atomic(monkeypatch, tmp_path):
+def test_download_is_verified_and_atomic(monkeypatch, tmp_path, idx_root):
     seen = []
 
     def from_shared(url, dest, timeout):  # a stand-in for the mirror
         seen.append(url)
         assert dest.parent == tmp_path / "MNIST" / "raw" and dest.name.endswith(".part")
-        shutil.copy(DATA / "MNIST" / "raw" / url.rsplit("/", 1)[1], dest)
+        shutil.copy(idx_root / "MNIST" / "raw" / url.rsplit("/", 1)[1], dest)
 
     monkeypatch.setattr(im, "_download_file", from_shared)
     x, y = im.load_idx_dataset("mnist", "test", tmp_path)
@@ -155,7 +159,7 @@ def test_download_is_verified_and_atomic(monkeypatch, tmp_path):
     monkeypatch.setattr(im, "_download_file", lambda url, dest, timeout: dest.write_bytes(b"garbage"))
     with pytest.raises(ArsmoothError, match="truncated or wrong"):
         im.load_idx_dataset("mnist", "test", tmp_path / "other")
-    assert list((tmp_path / "other" / "MNIST" / "raw").iterdir()) == []
+    assert not (tmp_path / "other" / "MNIST").exists()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -330,11 +334,31 @@ def test_load_dataset_errors(tmp_path):
         im.load_dataset("digits", "valid")
     with pytest.raises(ArsmoothError, match="no option.*size"):
         im.load_dataset("digits", "train", size=8)
-    with pytest.raises(ArsmoothError, match="needs channels"):
+    with pytest.raises(ArsmoothError, match="needs data.channels"):
         im.load_dataset(f"folder:{tmp_path}", "all", size=8)
     for i in range(10):
         _save(tmp_path / f"{i}.png", np.full((8, 8), i), "L")
     x, y = im.load_dataset(f"folder:{tmp_path}", "all", size=8, channels=1)
     assert x.shape == (10, 1, 8, 8) and y is None and _on_grid(x)
     x, _ = im.load_dataset(f"folder:{tmp_path}", "train", size=4, channels=1)
-    assert x.shape == (7, 1, 4, 4)
+    assert x.shape == (9, 1, 4, 4)  # every file is used: 10% test, the rest train
+
+
+@pytest.mark.parametrize("fraction,n_test", [(None, 1), (0.3, 3), (0.5, 5)])
+def test_folder_splits_use_every_file_once(tmp_path, fraction, n_test):
+    for i in range(10):
+        _save(tmp_path / f"{i}.png", np.full((8, 8), 20 * i), "L")
+    kw = {"size": 8, "channels": 1, **({"test_fraction": fraction} if fraction else {})}
+    values = {s: sorted(im.to_uint8(im.load_dataset(f"folder:{tmp_path}", s, **kw)[0])[:, 0, 0, 0].tolist())
+              for s in ("train", "test")}
+    assert len(values["test"]) == n_test and len(values["train"]) == 10 - n_test
+    assert sorted(values["train"] + values["test"]) == [20 * i for i in range(10)]  # disjoint, all files
+
+
+def test_truncated_png_is_named(tmp_path):
+    _save(tmp_path / "good.png", np.full((8, 8), 3), "L")
+    _save(tmp_path / "bad.png", np.random.RandomState(0).randint(0, 255, (64, 64)), "L")
+    data = (tmp_path / "bad.png").read_bytes()
+    (tmp_path / "bad.png").write_bytes(data[: len(data) // 2])
+    with pytest.raises(ArsmoothError, match=r"bad\.png is not a readable image"):
+        im.load_dataset(f"folder:{tmp_path}", "all", size=8, channels=1)

@@ -8,16 +8,26 @@ from arsmooth import metrics as MT
 from arsmooth.data.images import load_dataset, to_uint8
 from arsmooth.errors import ArsmoothError
 
-from test_image_data import DATA as SHARED_DATA
+from conftest import ENABLE, digits28, real_data_root
 
 
-@pytest.fixture(scope="module")
-def mnist_small():
-    tr, ytr = load_dataset("mnist", "train", SHARED_DATA)
-    te, yte = load_dataset("mnist", "test", SHARED_DATA)
+@pytest.fixture(scope="module", params=["digits28", "mnist"])
+def mnist_small(request):
+    """A quick LeNet and uint8 images: on real MNIST from $ARSMOOTH_DATA, and always on the bundled
+    digits enlarged to 28x28, so no check is lost on a machine without the files."""
+    if request.param == "mnist":
+        if real_data_root() is None:
+            pytest.skip(ENABLE)
+        tr, ytr = load_dataset("mnist", "train", real_data_root(), download=False)
+        te, yte = load_dataset("mnist", "test", real_data_root(), download=False)
+        tr, te = to_uint8(tr[:2000]), to_uint8(te[:1000])
+        ytr, yte = ytr[:2000], yte[:1000]
+    else:
+        (tr, ytr), (te, yte) = digits28("train"), digits28("test")
     torch.set_num_threads(2)
-    net, info = K.fit((tr[:2000], ytr[:2000]), (te[:1000], yte[:1000]), epochs=3, batch_size=64, lr=2e-3, progress=False)
-    return net, info, to_uint8(tr[:2000]), to_uint8(te[:400])
+    net, info = K.fit((tr, ytr), (te, yte), epochs=3, batch_size=64, lr=2e-3, progress=False)
+    torch.set_num_threads(1)
+    return net, info, tr, te[:400] if len(te) >= 400 else te
 
 
 def test_quick_classifier_learns(mnist_small):
@@ -28,16 +38,17 @@ def test_quick_classifier_learns(mnist_small):
 def test_metric_orderings(mnist_small):
     net, _, train, test = mnist_small
     same = MT.sample_metrics(test, test, net)
-    other = MT.sample_metrics(train[:400], test, net)
+    n = len(test)  # 400 MNIST images, or the 297 test digits
+    other = MT.sample_metrics(train[:n], test, net)
     g = torch.Generator().manual_seed(0)
     noisy = to_uint8(((test.float() / 127.5 - 1) + 1.5 * torch.randn(test.shape, generator=g)))
     bad = MT.sample_metrics(noisy, test, net)
-    halves = MT.sample_metrics(test[:200], test[200:], net)  # two independent draws of the same law
+    halves = MT.sample_metrics(test[: n // 2], test[n // 2 :], net)  # two independent draws of the same law
     assert abs(same["fid"]) < 1e-3  # (KID's unbiased estimate is not 0 on one set twice: pairs repeat)
     assert same["fid"] < other["fid"] < bad["fid"] / 5
     assert abs(halves["kid"]) < bad["kid"] / 20 and other["kid"] < bad["kid"] / 5
     assert bad["is"] < other["is"]
-    assert other["n_samples"] == 400 and other["kid_subset_size"] == 200
+    assert other["n_samples"] == n and other["kid_subset_size"] == n // 2
 
 
 def test_real_baseline_is_cached(mnist_small, tmp_path):

@@ -51,6 +51,9 @@ def positive_int(text: str) -> int:
     return _int_at_least(text, 1)
 
 
+UNLIMITED_STEPS = 10**9  # the step budget of a run given only --max-minutes
+
+
 def _threads(n: int | None) -> None:
     if n:
         import torch
@@ -74,8 +77,7 @@ def cmd_reproduce(a) -> int:
     _threads(a.threads)
     rec = reproduce(a.name, a.out, quick=a.quick, seed=a.seed, sigma=a.sigma, force=a.force,
                     progress=not a.no_progress, stage2=a.stage2)
-    print(f"{a.name}: {rec['result']}")
-    print(f"wrote {a.out}/{a.name}.json and {a.out}/{a.name}.md in {rec['wall_time_s']} s")
+    print(f"wrote {a.out}/{a.name}.md (the summary), {a.name}.json and {a.name}.run.json in {rec['wall_time_s']} s")
     return 0
 
 
@@ -91,6 +93,8 @@ def cmd_train(a) -> int:
         sets.append(f"train.max_steps={a.max_steps}")
     if a.max_minutes is not None:
         sets.append(f"train.max_minutes={a.max_minutes}")
+        if a.max_steps is None and not a.resume:  # a time budget alone: the preset's step budget does not cut it short
+            sets.append(f"train.max_steps={UNLIMITED_STEPS}")
     if a.seed is not None:
         sets.append(f"train.seed={a.seed}")
     if a.data_root is not None:
@@ -109,15 +113,28 @@ def cmd_train(a) -> int:
     s = train(cfg, a.out, resume=a.resume, overwrite=a.overwrite, progress=not a.no_progress)
     if "train_seconds" in s:  # rank 0 (or the only process)
         procs = f" on {s['processes']} processes" if s["processes"] > 1 else ""
+        bpd = "n/a" if s["test_bpd"] is None else f"{s['test_bpd']:.4f}"
+        note = " (of noisy images x~: a density, not 8-bit bits/dim)" if s["kind"] == "stage1" else ""
         print(f"{s['kind']}: {s['steps']} steps{procs} in {s['train_seconds']} s (stopped by {s['stopped']}); "
-              f"test bits/dim {s['test_bpd']}; run folder {a.out}")
+              f"test bits/dim {bpd}{note}; run folder {a.out}")
+        if s["stopped"] in ("SIGINT", "SIGTERM"):
+            print(f"checkpoint written; resume with: arsmooth train --out {a.out} --resume", file=sys.stderr)
+            return 130 if s["stopped"] == "SIGINT" else 143
     return 0
 
 
 def cmd_presets(a) -> int:
-    from .config import preset_names
+    from .config import load_config, preset_names, settings_help
 
-    print("\n".join(preset_names()))
+    if a.keys:
+        print(settings_help())
+    elif a.name is None:
+        print("\n".join(preset_names()))
+        print("(arsmooth presets NAME shows one preset's merged settings; arsmooth presets --keys lists every key)")
+    else:
+        import yaml
+
+        print(yaml.safe_dump(load_config(a.name, a.set), sort_keys=False), end="")
     return 0
 
 
@@ -140,10 +157,16 @@ def cmd_sample(a) -> int:
         if not a.baseline:
             raise ArsmoothError("--method baseline needs --baseline CKPT")
         base, _ = I.load_model(a.baseline, "baseline")
-    else:
+    elif a.method == "two-step":
         if not (a.stage1 and a.stage2):
-            raise ArsmoothError(f"--method {a.method} needs --stage1 CKPT and --stage2 CKPT")
+            raise ArsmoothError("--method two-step needs --stage1 CKPT and --stage2 CKPT")
         pair, kernel = I.load_pair(a.stage1, a.stage2)
+    else:  # smoothed and single-step use stage 1 alone
+        if not a.stage1:
+            raise ArsmoothError(f"--method {a.method} needs --stage1 CKPT")
+        if a.stage2:
+            raise ArsmoothError(f"--method {a.method} uses stage 1 only; drop --stage2 (it would be ignored)")
+        pair, kernel = I.load_prior(a.stage1)
     g = torch.Generator().manual_seed(a.seed)
     x = I.sample_images(a.method, a.n, baseline=base, pair=pair, kernel=kernel, generator=g,
                         batch_size=a.batch_size, progress=not a.no_progress, fast=not a.obvious)
@@ -158,23 +181,30 @@ def cmd_evaluate(a) -> int:
 
     import torch
 
+    from . import checkpoint as C
     from . import imaging as I
-    from .data.images import load_dataset
+    from .data.images import load_configured
 
     _threads(a.threads)
     base = pair = kernel = None
+    ckpts = []
     if a.baseline:
         base, ck = I.load_model(a.baseline, "baseline")
+        ckpts.append((a.baseline, ck))
     if a.stage1 or a.stage2:
         if not (a.stage1 and a.stage2):
             raise ArsmoothError("the two-step bound needs both --stage1 and --stage2")
         pair, kernel = I.load_pair(a.stage1, a.stage2)
+        ckpts.append((a.stage1, C.load_checkpoint(a.stage1)))
     if base is None and pair is None:
         raise ArsmoothError("give --baseline CKPT and/or --stage1 CKPT --stage2 CKPT")
-    x = load_dataset(a.dataset, "test", a.data_root)[0][: a.n_images]
+    data = I.test_data_of(ckpts, a.dataset, a.data_root)
+    x = load_configured(data, "test")[0][: a.n_images]
+    I.check_image_shape(x, ckpts)
     res = I.likelihood(x, baseline=base, pair=pair, kernel=kernel, n_draws=a.draws, k_iw=a.iw,
                        generator=torch.Generator().manual_seed(a.seed))
-    res["dataset"] = a.dataset
+    res = {k: round(v, 5) if isinstance(v, float) else v for k, v in res.items()}
+    res["dataset"] = data["dataset"]
     print(json.dumps(res, indent=2))
     return 0
 
@@ -311,42 +341,58 @@ def build_parser() -> argparse.ArgumentParser:
                    help="override a setting, e.g. --set train.batch_size=16 (repeatable)")
     t.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     t.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
-    t.add_argument("--max-steps", type=nonneg_int, help="training budget in steps")
-    t.add_argument("--max-minutes", type=positive_float, help="training budget in minutes")
+    t.add_argument("--max-steps", type=nonneg_int, help="training budget in steps (default: the preset's)")
+    t.add_argument("--max-minutes", type=positive_float,
+                   help="training budget in minutes; given alone, it replaces the preset's step budget")
     t.add_argument("--seed", type=nonneg_int, default=None, help="random seed (default: the preset's)")
     t.add_argument("--data-root", help="data folder (default $ARSMOOTH_DATA, else ./data)")
     t.add_argument("--threads", type=positive_int, default=None, help="CPU threads for torch")
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
     t.set_defaults(func=cmd_train)
 
-    pr = sub.add_parser("presets", help="list the training presets")
+    pr = sub.add_parser("presets", help="list the training presets, or show one's settings",
+                        description="Without NAME: the preset names. With NAME (a preset or a YAML file): its "
+                        "settings merged over the defaults, as arsmooth train would use them (with --set "
+                        "overrides applied). 'arsmooth presets --keys' lists every setting with its default.")
+    pr.add_argument("name", nargs="?", metavar="NAME", help="a preset name or YAML file")
+    pr.add_argument("--keys", action="store_true", help="list every setting with its default")
+    pr.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a setting (repeatable)")
     pr.set_defaults(func=cmd_presets)
 
     sm = sub.add_parser("sample", help="sample images from trained checkpoints",
                         description="Sample images; writes samples_METHOD.npz (uint8 and raw float) and a PNG grid.")
-    sm.add_argument("--method", choices=IMAGE_METHODS, default="two-step")
+    sm.add_argument("--method", choices=IMAGE_METHODS, default="two-step",
+                    help="baseline: the baseline's p(x) (--baseline); smoothed: x~ ~ p(x~) (--stage1); single-step: "
+                    "x~ denoised by x~ + sigma^2 grad log p(x~) (--stage1; -detached: the official code's variant); "
+                    "two-step: x ~ p(x | x~) (--stage1 and --stage2). Default two-step")
     sm.add_argument("--baseline", help="baseline checkpoint (method baseline)")
-    sm.add_argument("--stage1", help="stage-1 checkpoint p(x~)")
-    sm.add_argument("--stage2", help="stage-2 checkpoint p(x | x~)")
+    sm.add_argument("--stage1", help="stage-1 checkpoint p(x~) (every method but baseline)")
+    sm.add_argument("--stage2", help="stage-2 checkpoint p(x | x~) (method two-step)")
     sm.add_argument("-n", type=positive_int, default=64, help="number of samples (default 64)")
-    sm.add_argument("--batch-size", type=positive_int, default=64)
+    sm.add_argument("--batch-size", type=positive_int, default=64, help="images sampled at once (default 64)")
     sm.add_argument("--out", required=True, help="output folder")
     sm.add_argument("--obvious", action="store_true",
                     help="use the obvious sampler (a full network pass per pixel; same images, for checking)")
     common(sm)
     sm.set_defaults(func=cmd_sample)
 
-    ev = sub.add_parser("evaluate", help="test bits/dim: baseline (exact), two-step ELBO and IW bound")
+    ev = sub.add_parser("evaluate", help="test bits/dim: baseline (exact), two-step ELBO and IW bound",
+                        description="Score test images in bits per dimension of 8-bit images (lower is better): "
+                        "the baseline's exact -log p(x), and for a stage-1 + stage-2 pair the two-step -ELBO "
+                        "and the tighter importance-weighted bound, both upper bounds on -log p(x). (The "
+                        "'test bits/dim' that training logs for stage 1 alone is a density of noisy images x~, "
+                        "not comparable with these.) The test set is the checkpoint's own dataset and image "
+                        "size unless --dataset says otherwise; prints one JSON object.")
     ev.add_argument("--baseline", help="baseline checkpoint")
-    ev.add_argument("--stage1", help="stage-1 checkpoint")
-    ev.add_argument("--stage2", help="stage-2 checkpoint")
-    ev.add_argument("--dataset", default="mnist", help="dataset name (default mnist)")
-    ev.add_argument("--data-root", help="data folder (default $ARSMOOTH_DATA, else ./data)")
+    ev.add_argument("--stage1", help="stage-1 checkpoint (with --stage2)")
+    ev.add_argument("--stage2", help="stage-2 checkpoint (with --stage1)")
+    ev.add_argument("--dataset", default=None, help="dataset name (default: the one the checkpoints were trained on)")
+    ev.add_argument("--data-root", help="data folder (default: the checkpoint's, else $ARSMOOTH_DATA, else ./data)")
     ev.add_argument("--n-images", type=positive_int, default=1000, help="test images (default 1000)")
     ev.add_argument("--draws", type=positive_int, default=1, help="noise draws for the ELBO (default 1)")
-    ev.add_argument("--iw", type=nonneg_int, default=10, help="K of the importance-weighted bound (0: skip)")
-    ev.add_argument("--seed", type=nonneg_int, default=0)
-    ev.add_argument("--threads", type=positive_int, default=None)
+    ev.add_argument("--iw", type=nonneg_int, default=10, help="K of the importance-weighted bound (default 10; 0: skip)")
+    ev.add_argument("--seed", type=nonneg_int, default=0, help="seed of the noise draws (default 0)")
+    ev.add_argument("--threads", type=positive_int, default=None, help="CPU threads for torch")
     ev.set_defaults(func=cmd_evaluate)
 
     ex = sub.add_parser("export", help="export a checkpoint's weights as safetensors (no pickle)")
@@ -390,8 +436,9 @@ def build_parser() -> argparse.ArgumentParser:
     rp = sub.add_parser("report", help="one markdown report over image reproductions (paper Table 2 layout)",
                         description="Put the baseline, p(x~), single-step and two-step of one or more "
                         "'arsmooth reproduce mnist|fashion' folders side by side: metrics, bits/dim, grids, "
-                        "neighbours, probes, budgets.")
-    rp.add_argument("runs", nargs="+", help="output folders of arsmooth reproduce mnist / fashion")
+                        "neighbours, probes, budgets. 'arsmooth train' run folders (your own data too) get a "
+                        "table and a plot of their learning curves (REPORT_curves.png beside the report).")
+    rp.add_argument("runs", nargs="+", help="output folders of arsmooth reproduce mnist / fashion, or arsmooth train run folders")
     rp.add_argument("--out", default="report.md", help="the markdown file to write (default report.md)")
     rp.add_argument("--force", action="store_true", help="overwrite --out")
     rp.set_defaults(func=cmd_report)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import math
+import re
 from importlib import resources
 from pathlib import Path
 
@@ -28,9 +29,27 @@ def preset_names() -> list[str]:
     return names + sorted(n.replace("mnist", "fashion", 1) for n in names if n.startswith("mnist"))
 
 
+class _Loader(yaml.SafeLoader):
+    """YAML 1.1's safe loader, except that ``1e-3`` and ``2E+4`` are floats, as in YAML 1.2 and Python
+    (PyYAML reads a float without a dot in the mantissa as a string)."""
+
+
+_Loader.yaml_implicit_resolvers = {k: [r for r in v if r[0] != "tag:yaml.org,2002:float"]
+                                   for k, v in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+                 |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+                 |\.[0-9_]+(?:[eE][-+]?[0-9]+)?
+                 |[-+]?\.(?:inf|Inf|INF)
+                 |\.(?:nan|NaN|NAN))$""", re.X),
+    list("-+0123456789."),
+)
+
+
 def _read_yaml(text: str, where: str) -> dict:
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_Loader)
     except yaml.YAMLError as e:
         raise ArsmoothError(f"{where} is not valid YAML: {str(e).splitlines()[0]}") from None
     if data is None:
@@ -121,6 +140,17 @@ def validate(cfg: dict) -> None:
     _need(isinstance(d["dataset"], str) and d["dataset"], f"data.dataset must be a name, got {d['dataset']!r}")
     _need(d["data_root"] is None or isinstance(d["data_root"], str), "data.data_root must be a path")
     _need(d["limit"] is None or (_is_int(d["limit"]) and d["limit"] > 0), f"data.limit must be a positive integer, got {d['limit']!r}")
+    for k in ("size", "center_crop"):
+        _need(d.get(k) is None or (_is_int(d[k]) and d[k] > 0), f"data.{k} must be a positive integer or null, got {d.get(k)!r}")
+    _need(d.get("size") is None or d["size"] % 4 == 0,
+          f"data.size must be divisible by 4 (PixelCNN++ halves the image twice), got {d.get('size')!r}")
+    _need(d.get("channels") in (None, 1, 3), f"data.channels must be 1 or 3, got {d.get('channels')!r}")
+    tf = d.get("test_fraction", 0.1)
+    _need(_is_num(tf) and 0 < tf < 1, f"data.test_fraction must be in (0, 1), got {tf!r}")
+    if d["dataset"].startswith("folder:"):
+        missing = [k for k in ("size", "channels") if d.get(k) is None]
+        _need(not missing, f"data.dataset={d['dataset']} needs {' and '.join('data.' + k for k in missing)}, "
+              "e.g. --set data.size=32 --set data.channels=3")
     for k in ("nr_resnet", "nr_filters", "nr_logistic_mix"):
         low = 0 if k == "nr_resnet" else 1
         _need(_is_int(m[k]) and m[k] >= low, f"model.{k} must be an integer >= {low}, got {m[k]!r}")
@@ -149,3 +179,22 @@ def validate(cfg: dict) -> None:
     gpu = cfg.get("gpu") or {}  # configs written before the gpu section existed have none
     for k in ("bf16", "channels_last"):
         _need(isinstance(gpu.get(k, False), bool), f"gpu.{k} must be true or false, got {gpu.get(k)!r}")
+
+
+def settings_help() -> str:
+    """Every setting with its default and the comment ``_defaults.yaml`` gives it, one per line."""
+    lines, section = [], None
+    for raw in (_preset_dir() / "_defaults.yaml").read_text().splitlines():
+        if not raw.strip() or raw.lstrip().startswith("#"):
+            continue
+        indent = len(raw) - len(raw.lstrip())
+        key, _, rest = raw.strip().partition(":")
+        value, _, comment = rest.partition("#")
+        if indent == 0:
+            section = key if not value.strip() else None
+            name = key
+        else:
+            name = f"{section}.{key}"
+        if value.strip() or indent:
+            lines.append(f"{name:28s} {value.strip():14s} {comment.strip()}".rstrip())
+    return "\n".join(lines)

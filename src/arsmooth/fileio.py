@@ -50,6 +50,13 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
+def _default_mode() -> int:
+    """0666 minus the process umask (read without changing it for good)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
 def atomic_write(path: str | Path, write, suffix: str = ".tmp") -> Path:
     """Call ``write(tmp_path)`` on a temporary file beside ``path``, fsync it, then rename it onto ``path``.
 
@@ -62,6 +69,7 @@ def atomic_write(path: str | Path, write, suffix: str = ".tmp") -> Path:
         write(tmp)
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
+        os.chmod(tmp, _default_mode())  # mkstemp makes it 0600; give it the mode an ordinary open() would
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -39,6 +39,35 @@ def load_pair(stage1_path, stage2_path, device="cpu") -> tuple[S.SmoothedPair, o
     return S.SmoothedPair(m1, m2), make_kernel(k1, c1["sigma"])
 
 
+def load_prior(stage1_path, device="cpu") -> tuple[S.SmoothedPair, object]:
+    """Stage 1 alone (for x~ samples and single-step denoising), as a pair without p(x | x~)."""
+    m1, c1 = load_model(stage1_path, "stage1", device)
+    return S.SmoothedPair(m1, None), make_kernel(c1["config"]["smoothing"]["kernel"], c1["sigma"])
+
+
+def test_data_of(ckpts: list[tuple[str, dict]], dataset: str | None = None, data_root: str | None = None) -> dict:
+    """The ``data`` settings to score checkpoints on: their own dataset (all must agree), or ``dataset``."""
+    own = {(c["config"]["data"]["dataset"]) for _, c in ckpts}
+    if dataset is None and len(own) > 1:
+        raise ArsmoothError(f"the checkpoints were trained on different datasets ({', '.join(sorted(own))}); "
+                            "pass --dataset")
+    data = dict(ckpts[0][1]["config"]["data"])
+    if dataset is not None and dataset != data["dataset"]:
+        data = {"dataset": dataset, "data_root": None}
+    if data_root is not None:
+        data["data_root"] = data_root
+    return data
+
+
+def check_image_shape(x: Tensor, ckpts: list[tuple[str, dict]]) -> None:
+    """Refuse test images whose shape differs from the one a checkpoint was trained on."""
+    for path, c in ckpts:
+        want = tuple(c["extra"]["image_shape"])
+        if tuple(x.shape[1:]) != want:
+            raise ArsmoothError(f"{path} was trained on images {want}, the test images are {tuple(x.shape[1:])}; "
+                                "score it on its own dataset (omit --dataset)")
+
+
 def check_finite(x: Tensor, what: str) -> Tensor:
     if not torch.isfinite(x).all():
         raise ArsmoothError(f"{what} produced non-finite values; no images were written")

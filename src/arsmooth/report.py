@@ -3,7 +3,8 @@
 Reads what ``arsmooth reproduce mnist|fashion`` wrote (``NAME.json`` and ``NAME.run.json``) and puts
 the baseline, p(x~), single-step and two-step side by side: sample-quality metrics (named after our
 LeNet feature extractor), bits/dim, sample grids, nearest neighbours, linear probes, with the budgets
-and sample counts behind every number.
+and sample counts behind every number. Folders of ``arsmooth train`` (a user's own runs) get a table
+and their learning curves.
 """
 
 from __future__ import annotations
@@ -19,6 +20,71 @@ ROWS = {"real": "real (test vs training images)", "baseline": "baseline PixelCNN
 NAMES = ("mnist", "fashion")
 
 
+def _is_train_run(run_dir: Path) -> bool:
+    return (run_dir / "config.yaml").is_file() and (run_dir / "metrics.jsonl").is_file()
+
+
+def _train_run(run_dir: Path) -> dict:
+    """What an ``arsmooth train`` folder says about itself: config, summary and the test-bpd curve."""
+    import yaml
+
+    try:
+        cfg = yaml.safe_load((run_dir / "config.yaml").read_text())
+    except yaml.YAMLError as e:
+        raise ArsmoothError(f"{run_dir}/config.yaml is not valid YAML: {str(e).splitlines()[0]}") from None
+    curve, last = [], {}
+    for line in (run_dir / "metrics.jsonl").read_text().splitlines():
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:  # a line cut by a crash
+            continue
+        last = rec if "train_bpd" in rec else last
+        if "test_bpd" in rec and rec["test_bpd"] is not None:
+            bs = cfg["train"]["batch_size"]
+            curve.append((rec.get("images", rec["step"] * bs), rec.get("seconds"), rec["test_bpd"]))
+    summary = json.loads((run_dir / "summary.json").read_text()) if (run_dir / "summary.json").is_file() else None
+    return {"dir": run_dir, "config": cfg, "curve": curve, "last_train": last, "summary": summary}
+
+
+def _train_sections(runs: list[dict], out: Path) -> list[str]:
+    """A table of training runs and their learning curves (test bits/dim against images seen and time)."""
+    from .experiments.common import pyplot, save_figure
+
+    lines = ["## Training runs", "",
+             "Test bits/dim at each checkpoint (8-bit for baseline and stage 2; stage 1 scores noisy images x~, a "
+             "density that is not comparable with the others).", "",
+             "| run | kind | data | model (resnets / filters / logistics) | batch | steps | images seen | "
+             "seconds | last test bits/dim | finished |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in runs:
+        c, m = r["config"], r["config"]["model"]
+        images, secs, bpd = r["curve"][-1] if r["curve"] else (0, None, None)
+        steps = images // c["train"]["batch_size"]
+        design = f", {m['stage2_conditioning']}" if c["kind"] == "stage2" and m.get("stage2_conditioning") else ""
+        lines.append(f"| `{r['dir']}` | {c['kind']}{design} | {c['data']['dataset']} | {m['nr_resnet']} / "
+                     f"{m['nr_filters']} / {m['nr_logistic_mix']} | {c['train']['batch_size']} | {steps} | {images:,} | "
+                     f"{'' if secs is None else f'{secs:.0f}'} | {'' if bpd is None else f'{bpd:.4f}'} | "
+                     f"{'yes' if r['summary'] else 'no (resumable)'} |")
+    plt = pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+    for r in runs:
+        if not r["curve"]:
+            continue
+        images, secs, bpd = zip(*r["curve"])
+        label = f"{r['dir'].name} ({r['config']['kind']})"
+        axes[0].plot(images, bpd, marker=".", label=label)
+        if all(t is not None for t in secs):
+            axes[1].plot([t / 3600 for t in secs], bpd, marker=".", label=label)
+    axes[0].set_xlabel("training images seen")
+    axes[1].set_xlabel("training hours (wall time of the run)")
+    for ax in axes:
+        ax.set_ylabel("test bits/dim")
+        ax.grid(alpha=0.3)
+    axes[1].legend(fontsize=7)
+    png = out.with_name(out.stem + "_curves.png")
+    save_figure(fig, png)
+    return lines + ["", f"![learning curves]({png.name})", ""]
+
+
 def _load(run_dir: Path) -> tuple[str, dict, dict]:
     for name in NAMES:
         res, rec = run_dir / f"{name}.json", run_dir / f"{name}.run.json"
@@ -27,8 +93,8 @@ def _load(run_dir: Path) -> tuple[str, dict, dict]:
                 return name, json.loads(res.read_text()), json.loads(rec.read_text())
             except json.JSONDecodeError as e:
                 raise ArsmoothError(f"{res} is not valid JSON ({e.msg})") from None
-    raise ArsmoothError(f"{run_dir} holds no image reproduction (mnist.json or fashion.json with its .run.json); "
-                        "run: arsmooth reproduce mnist --out DIR")
+    raise ArsmoothError(f"{run_dir} holds neither an image reproduction (mnist.json or fashion.json with its "
+                        ".run.json) nor a training run (config.yaml and metrics.jsonl of arsmooth train)")
 
 
 def _section(run_dir: Path, out_dir: Path, name: str, res: dict, rec: dict) -> list[str]:
@@ -75,13 +141,21 @@ def write_report(run_dirs: list[str | Path], out: str | Path) -> Path:
     from .fileio import atomic_write_text
 
     out = Path(out)
-    loaded = [(Path(d), *_load(Path(d))) for d in run_dirs]
-    lines = ["# arsmooth: image results", "",
-             "Columns as in the paper's Table 2 (Meng et al. 2021): baseline PixelCNN++, samples of the smoothed "
-             "model p(x~), single-step denoising of those samples (eq. 7) and two-step samples x ~ p(x | x~). "
-             "Lower FID / KID and bits/dim are better, higher Inception-style score is better.", ""]
+    dirs = [Path(d) for d in run_dirs]
+    for d in dirs:
+        if not d.is_dir():
+            raise ArsmoothError(f"{d} is not a folder; pass reproduce or train output folders")
+    trains = [_train_run(d) for d in dirs if _is_train_run(d) and not any((d / f"{n}.json").is_file() for n in NAMES)]
+    loaded = [(d, *_load(d)) for d in dirs if not _is_train_run(d) or any((d / f"{n}.json").is_file() for n in NAMES)]
+    lines = ["# arsmooth: image results", ""]
+    if loaded:
+        lines += ["Columns as in the paper's Table 2 (Meng et al. 2021): baseline PixelCNN++, samples of the smoothed "
+                  "model p(x~), single-step denoising of those samples (eq. 7) and two-step samples x ~ p(x | x~). "
+                  "Lower FID / KID and bits/dim are better, higher Inception-style score is better.", ""]
     for d, name, res, rec in loaded:
         lines += _section(d, out.parent, name, res, rec)
     out.parent.mkdir(parents=True, exist_ok=True)
+    if trains:
+        lines += _train_sections(trains, out)
     atomic_write_text(out, "\n".join(lines))
     return out

@@ -13,6 +13,7 @@ import math
 import os
 import signal
 import time
+import warnings
 from pathlib import Path
 
 import torch
@@ -24,7 +25,7 @@ from tqdm.auto import tqdm
 from . import checkpoint as C
 from . import distributed as D
 from .config import validate
-from .data.images import load_dataset
+from .data.images import load_configured
 from .errors import ArsmoothError
 from .fileio import atomic_write_text
 from .kernels import make_kernel
@@ -211,9 +212,8 @@ def _train(ctx: D.Context, cfg, run_dir: Path, resume, overwrite, progress, trai
     if device.type == "cuda" and ctx.enabled:
         device = torch.device("cuda", ctx.local_rank)
     if train_images is None:
-        d = cfg["data"]
-        train_images = load_dataset(d["dataset"], "train", d["data_root"])[0]
-        test_images = load_dataset(d["dataset"], "test", d["data_root"])[0]
+        train_images = load_configured(cfg["data"], "train")[0]
+        test_images = load_configured(cfg["data"], "test")[0]
     if cfg["data"]["limit"]:
         train_images = train_images[: cfg["data"]["limit"]]
     if test_images is None:
@@ -222,6 +222,10 @@ def _train(ctx: D.Context, cfg, run_dir: Path, resume, overwrite, progress, trai
     train_images = train_images.to(device)
     shape = tuple(train_images.shape[1:])
 
+    n, bs = train_images.shape[0], min(t_cfg["batch_size"], train_images.shape[0])
+    if bs % ctx.world:  # refused before anything is written to the run folder
+        raise ArsmoothError(f"the global batch size {bs} must be divisible by the number of processes ({ctx.world}); "
+                            f"pick a train.batch_size that is")
     torch.manual_seed(t_cfg["seed"])  # the same initial weights on every rank
     model = build_model(cfg, shape).to(device)
     model._check(train_images[:1])
@@ -235,7 +239,7 @@ def _train(ctx: D.Context, cfg, run_dir: Path, resume, overwrite, progress, trai
     # draws from the global generator, seeded per rank
     noise_gen = torch.Generator(device).manual_seed(t_cfg["seed"] + 7919)
     torch.manual_seed(t_cfg["seed"] * 1000 + 1 + ctx.rank)
-    step, seconds_before = 0, 0.0
+    step, seconds_before, running = 0, 0.0, None
     if ckpt is not None:
         if tuple(ckpt["extra"]["image_shape"]) != shape:
             raise ArsmoothError(f"the run was trained on images {tuple(ckpt['extra']['image_shape'])}, these are {shape}")
@@ -245,6 +249,7 @@ def _train(ctx: D.Context, cfg, run_dir: Path, resume, overwrite, progress, trai
         if ema is not None and ckpt.get("ema"):
             ema = {k: v.to(device) for k, v in ckpt["ema"].items()}
         step, seconds_before = ckpt["step"], ckpt["extra"].get("train_seconds", 0.0)
+        running = ckpt["extra"].get("running_bpd")
         if ctx.main:
             C.restore_rng(ckpt["rng"])
             _truncate_metrics(run_dir / "metrics.jsonl", step)
@@ -254,9 +259,6 @@ def _train(ctx: D.Context, cfg, run_dir: Path, resume, overwrite, progress, trai
             noise_gen.set_state(ckpt["rng"]["noise"])
     elif ctx.main:
         atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(cfg, sort_keys=False))
-    n, bs = train_images.shape[0], min(t_cfg["batch_size"], train_images.shape[0])
-    if bs % ctx.world:
-        raise ArsmoothError(f"the global batch size {bs} must be divisible by the number of processes ({ctx.world})")
     gpu = cfg.get("gpu") or {}
     use_bf16 = device.type == "cuda" and gpu.get("bf16", False)  # GPU options never touch CPU runs
     if device.type == "cuda" and gpu.get("channels_last", False):
@@ -264,6 +266,9 @@ def _train(ctx: D.Context, cfg, run_dir: Path, resume, overwrite, progress, trai
         train_images = train_images.contiguous(memory_format=torch.channels_last)
     loss_module = _Loss(model)
     if ctx.enabled:
+        # DDP's hint that it copies gradients whose strides differ from its bucket (weight norm's (C, 1, 1, 1)
+        # magnitudes): a speed note, not a correctness issue, printed once per rank; keep the log clean
+        warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides")
         loss_module = DistributedDataParallel(loss_module, device_ids=[device.index] if device.type == "cuda" else None)
     dims = math.prod(shape)
     cache: dict = {}
@@ -280,67 +285,103 @@ def _train(ctx: D.Context, cfg, run_dir: Path, resume, overwrite, progress, trai
                           optimizer_state=opt.state_dict(), scheduler_state=sched.state_dict(), ema_state=ema,
                           rng_state={**C.capture_rng(), "noise": noise_gen.get_state()},
                           extra={"image_shape": list(shape), "train_seconds": seconds_before + time.perf_counter() - t0,
-                                 "test_bpd": test_bpd, "params": count_params(model), "stopped": stopped})
+                                 "test_bpd": test_bpd, "params": count_params(model), "stopped": stopped,
+                                 "running_bpd": running})
         last_ckpt_time, last_good = time.perf_counter(), step
         _append_metric(run_dir, {"step": step, "images": step * bs, "test_bpd": test_bpd, "checkpoint": True,
                                  "seconds": round(seconds_before + time.perf_counter() - t0, 2)})
 
+    start_step = step
     model.train()
     bar = tqdm(total=t_cfg["max_steps"], initial=step, desc=f"train {cfg['kind']}", disable=not (progress and ctx.main),
                dynamic_ncols=True)
-    running, stopped = None, "max_steps"
-    while step < t_cfg["max_steps"]:
-        out_of_time = max_s is not None and seconds_before + time.perf_counter() - t0 >= max_s
-        if D.agree(ctx, out_of_time, sync_dev):
-            stopped = "max_minutes"
-            break
-        x = train_images[_batch_indices(step, n, bs, t_cfg["seed"], cache, ctx)]
-        x_tilde = None
-        if model.kind != "baseline":  # the global batch's noise, this rank's rows
-            x_tilde = x + kernel.noise((bs, *shape), x, noise_gen)[ctx.rank :: ctx.world]
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_bf16):
-            loss = loss_module(x, x_tilde)
-        loss_all = D.mean(ctx, loss.detach())
-        if not torch.isfinite(loss_all):
-            bar.close()
-            raise ArsmoothError(f"the training loss became {loss_all.item()} at step {step + 1}; stopped. The last "
-                                f"good checkpoint (step {last_good}) is kept in {ckpt_path}; lower train.lr and --resume")
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sched.step()
-        if ema is not None:
-            with torch.no_grad():
-                for k, v in model.state_dict().items():
-                    if v.dtype.is_floating_point:
-                        ema[k].mul_(t_cfg["ema"]).add_(v, alpha=1 - t_cfg["ema"])
-                    else:
-                        ema[k].copy_(v)
-        step += 1
-        bpd = loss_all.item() / (dims * math.log(2))
-        running = bpd if running is None else 0.98 * running + 0.02 * bpd
-        bar.update(1)
-        if step % t_cfg["log_every"] == 0 and ctx.main:
-            bar.set_postfix(bpd=f"{running:.3f}")
-            _append_metric(run_dir, {"step": step, "train_bpd": running, "lr": sched.get_last_lr()[0],
-                                     "seconds": round(seconds_before + time.perf_counter() - t0, 2)})
-        now = time.perf_counter()
-        if step == t_cfg["max_steps"] or (max_s is not None and seconds_before + now - t0 >= max_s):
-            continue  # the loop head decides; the final checkpoint follows the loop
-        if ctx.main and (step % t_cfg["checkpoint_every"] == 0 or now - last_ckpt_time >= 60 * t_cfg["checkpoint_minutes"]):
-            save("running")
-        if kill_at and step == kill_at:
-            os.kill(os.getpid(), signal.SIGKILL)
+    stopped = "max_steps"
+    signals = _StopOnSignal()
+    try:
+        while step < t_cfg["max_steps"]:
+            out_of_time = max_s is not None and seconds_before + time.perf_counter() - t0 >= max_s
+            if D.agree(ctx, signals.received is not None, sync_dev):
+                stopped = signals.received or "signal"  # on another rank
+                break
+            if D.agree(ctx, out_of_time, sync_dev):
+                stopped = "max_minutes"
+                break
+            x = train_images[_batch_indices(step, n, bs, t_cfg["seed"], cache, ctx)]
+            x_tilde = None
+            if model.kind != "baseline":  # the global batch's noise, this rank's rows
+                x_tilde = x + kernel.noise((bs, *shape), x, noise_gen)[ctx.rank :: ctx.world]
+            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_bf16):
+                loss = loss_module(x, x_tilde)
+            loss_all = D.mean(ctx, loss.detach())
+            if not torch.isfinite(loss_all):
+                bar.close()
+                raise ArsmoothError(f"the training loss became {loss_all.item()} at step {step + 1}; stopped. The last "
+                                    f"good checkpoint (step {last_good}) is kept in {ckpt_path}; lower train.lr and --resume")
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            if ema is not None:
+                with torch.no_grad():
+                    for k, v in model.state_dict().items():
+                        if v.dtype.is_floating_point:
+                            ema[k].mul_(t_cfg["ema"]).add_(v, alpha=1 - t_cfg["ema"])
+                        else:
+                            ema[k].copy_(v)
+            step += 1
+            bpd = loss_all.item() / (dims * math.log(2))
+            running = bpd if running is None else 0.98 * running + 0.02 * bpd
+            bar.update(1)
+            if step % t_cfg["log_every"] == 0 and ctx.main:
+                bar.set_postfix(bpd=f"{running:.3f}")
+                _append_metric(run_dir, {"step": step, "train_bpd": running, "lr": sched.get_last_lr()[0],
+                                         "seconds": round(seconds_before + time.perf_counter() - t0, 2)})
+            now = time.perf_counter()
+            if step == t_cfg["max_steps"] or (max_s is not None and seconds_before + now - t0 >= max_s):
+                continue  # the loop head decides; the final checkpoint follows the loop
+            if ctx.main and (step % t_cfg["checkpoint_every"] == 0 or now - last_ckpt_time >= 60 * t_cfg["checkpoint_minutes"]):
+                save("running")
+            if kill_at and step == kill_at:
+                os.kill(os.getpid(), signal.SIGKILL)
+    finally:
+        signals.restore()
     bar.close()
     summary = {"kind": cfg["kind"], "steps": step, "stopped": stopped, "params": count_params(model),
                "eval_images": int(test_images.shape[0]), "device": str(device), "processes": ctx.world}
+    finished = stopped in ("max_steps", "max_minutes")
     if ctx.main:
-        save(stopped)
+        if step != start_step or ckpt is None:  # resuming a run with nothing left to do writes nothing new
+            save(stopped if finished else "running")
         summary = {**summary, "train_seconds": round(seconds_before + time.perf_counter() - t0, 1),
                    "test_bpd": _last_test_bpd(run_dir)}
-        atomic_write_text(run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
+        if finished:  # a run stopped by a signal is not finished: no summary, so --resume and reproduce go on
+            atomic_write_text(run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
     D.barrier(ctx)
     return summary
+
+
+class _StopOnSignal:
+    """SIGINT / SIGTERM ask the loop to stop after the current step, with a checkpoint, instead of
+    killing it (main thread only; elsewhere the default handlers stay)."""
+
+    def __init__(self):
+        self.received: str | None = None
+        self._old = {}
+        import threading
+
+        if threading.current_thread() is not threading.main_thread():
+            return
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            self._old[sig] = signal.signal(sig, self._handle)
+
+    def _handle(self, signum, _frame) -> None:
+        if self.received is not None:  # a second signal: stop now, the last checkpoint stays
+            raise KeyboardInterrupt
+        self.received = signal.Signals(signum).name
+
+    def restore(self) -> None:
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
 
 
 def _append_metric(run_dir: Path, rec: dict) -> None:

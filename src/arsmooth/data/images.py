@@ -115,6 +115,7 @@ def _download_file(url: str, dest: Path, timeout: float) -> None:
 def _fetch(folder: str, name: str, dest: Path) -> str | None:
     """Download one official file into ``dest`` atomically; ``None`` on success, else the reason."""
     size, md5 = _IDX_MD5[(folder, name)]
+    made = [p for p in (dest.parent.parent, dest.parent) if not p.exists()]  # removed again if nothing comes
     dest.parent.mkdir(parents=True, exist_ok=True)
     reason = None
     for base in _MIRRORS[folder]:
@@ -130,6 +131,11 @@ def _fetch(folder: str, name: str, dest: Path) -> str | None:
             reason = f"{base + name}: {e}"
         finally:
             tmp.unlink(missing_ok=True)
+    for p in reversed(made):  # no empty folders left behind by a failed download
+        try:
+            p.rmdir()
+        except OSError:
+            pass
     return reason
 
 
@@ -314,29 +320,35 @@ def _load_files(files: list[Path], size: int, channels: int, center_crop: int | 
     out = np.empty((len(files), size, size, channels), dtype=np.uint8)
     for i, p in enumerate(files):
         try:
-            im = Image.open(p)
-        except (UnidentifiedImageError, OSError) as e:
-            raise ArsmoothError(f"{p} is not a readable image ({e}); remove it from the folder") from e
-        with im:
-            if im.mode != mode:
-                raise ArsmoothError(
-                    f"{p} has mode {im.mode!r}, expected {mode!r} for channels={channels}; convert the "
-                    f"images (e.g. Pillow's Image.convert({mode!r})) or pass the matching channels"
-                )
-            w, h = im.size
-            if center_crop is not None:
-                if center_crop > min(w, h):
-                    msg = f"{p} is {w}x{h}, smaller than center_crop={center_crop}; pass a smaller crop"
-                    raise ArsmoothError(msg)
-                left, top = round((w - center_crop) / 2), round((h - center_crop) / 2)
-                im = im.crop((left, top, left + center_crop, top + center_crop))
-            elif w != h:
-                msg = f"{p} is {w}x{h}, not square: pass center_crop to crop it before resizing"
-                raise ArsmoothError(msg)
-            if im.size != (size, size):
-                im = im.resize((size, size), bilinear)
-            out[i] = np.asarray(im, dtype=np.uint8).reshape(size, size, channels)
+            out[i] = _read_one(p, size, channels, center_crop, mode, bilinear)
+        except (UnidentifiedImageError, OSError, ValueError) as e:  # e.g. a truncated PNG, when its pixels are read
+            raise ArsmoothError(f"{p} is not a readable image ({e or type(e).__name__}); "
+                                "remove or replace it") from None
     return torch.from_numpy(out).permute(0, 3, 1, 2).contiguous()  # (N, C, H, W)
+
+
+def _read_one(p: Path, size: int, channels: int, center_crop: int | None, mode: str, bilinear) -> np.ndarray:
+    from PIL import Image
+
+    with Image.open(p) as im:
+        if im.mode != mode:
+            raise ArsmoothError(
+                f"{p} has mode {im.mode!r}, expected {mode!r} for channels={channels}; convert the "
+                f"images (e.g. Pillow's Image.convert({mode!r})) or pass the matching channels"
+            )
+        w, h = im.size
+        if center_crop is not None:
+            if center_crop > min(w, h):
+                msg = f"{p} is {w}x{h}, smaller than center_crop={center_crop}; pass a smaller crop"
+                raise ArsmoothError(msg)
+            left, top = round((w - center_crop) / 2), round((h - center_crop) / 2)
+            im = im.crop((left, top, left + center_crop, top + center_crop))
+        elif w != h:
+            msg = f"{p} is {w}x{h}, not square: pass center_crop to crop it before resizing"
+            raise ArsmoothError(msg)
+        if im.size != (size, size):
+            im = im.resize((size, size), bilinear)
+        return np.asarray(im, dtype=np.uint8).reshape(size, size, channels)
 
 
 def load_image_folder(
@@ -350,11 +362,17 @@ def load_image_folder(
     return _load_files(_image_files(path), size, channels, center_crop)
 
 
-def _split_files(files: list[Path], split: str, seed: int) -> list[Path]:
-    """Seeded shuffle, then the first 70% are train and the next 10% test (METHOD.md section 5)."""
+FOLDER_TEST_FRACTION = 0.1
+
+
+def _split_files(files: list[Path], split: str, seed: int, train_fraction: float = 0.7,
+                 test_fraction: float = 0.1) -> list[Path]:
+    """Seeded shuffle of the sorted files, then the first ``train_fraction`` are train and the next
+    ``test_fraction`` test. CelebA uses the paper's 70% / 10%; a folder every file (1 - f / f)."""
     _check_split(split)
     order = np.random.RandomState(seed).permutation(len(files))
-    n_train, n_test = int(0.7 * len(files)), int(0.1 * len(files))
+    n_test = int(round(test_fraction * len(files)))
+    n_train = len(files) - n_test if train_fraction + test_fraction >= 1 else int(train_fraction * len(files))
     picked = order[:n_train] if split == "train" else order[n_train : n_train + n_test]
     if len(picked) == 0:
         msg = f"the {split} split of {len(files)} images is empty: the folder needs more images"
@@ -429,7 +447,7 @@ def load_dataset(
     elif name == "digits":
         accepted = ("seed",)
     elif name.startswith("folder:"):
-        accepted = ("size", "channels", "center_crop")
+        accepted = ("size", "channels", "center_crop", "test_fraction")
     unknown = sorted(set(kw) - set(accepted))
     if unknown:
         raise ArsmoothError(
@@ -449,12 +467,25 @@ def load_dataset(
         folder = name[len("celeba:") :] if ":" in name else default
         images = load_celeba(folder, split)
     else:  # folder:<path>
-        missing = [k for k in ("size", "channels") if k not in kw]
+        missing = [k for k in ("size", "channels") if kw.get(k) is None]
         if missing:
-            raise ArsmoothError(f"dataset {name!r} needs {' and '.join(missing)} (e.g. size=32, channels=3)")
+            raise ArsmoothError(f"dataset {name!r} needs {' and '.join('data.' + k for k in missing)} "
+                                "(e.g. --set data.size=32 --set data.channels=3)")
         files = _image_files(name[len("folder:") :])
         if split != "all":
             _check_split(split, SPLITS + ("all",))
-            files = _split_files(files, split, CELEBA_SEED)
+            f = kw.get("test_fraction") or FOLDER_TEST_FRACTION
+            files = _split_files(files, split, CELEBA_SEED, 1 - f, f)
         images = _load_files(files, kw["size"], kw["channels"], kw.get("center_crop"))
     return to_unit_range(images), labels
+
+
+FOLDER_KEYS = ("size", "channels", "center_crop", "test_fraction")  # data.* settings of folder:<path>
+
+
+def load_configured(data: dict, split: str) -> tuple[Tensor, Tensor | None]:
+    """The ``split`` of the dataset a config's ``data`` section names, with its folder settings."""
+    kw = {}
+    if data["dataset"].startswith("folder:"):
+        kw = {k: data[k] for k in FOLDER_KEYS if data.get(k) is not None}
+    return load_dataset(data["dataset"], split, data.get("data_root"), **kw)

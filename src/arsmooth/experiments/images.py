@@ -16,7 +16,7 @@ import torch
 
 from .. import imaging as I
 from ..config import load_config
-from ..data.images import load_dataset, to_uint8
+from ..data.images import load_configured, to_uint8
 from ..fileio import atomic_write
 from ..train import train
 from ..viz import save_grid, side_by_side
@@ -73,7 +73,7 @@ def _run(run: Run, out: Path, sigma: float | None, progress: bool, dataset: str,
     presets = {"baseline": f"{prefix}-baseline", "stage1": f"{prefix}-stage1", "stage2": _stage2_preset(prefix, stage2)}
     cfgs = {k: load_config(p, overrides) for k, p in presets.items()}
     data_name = cfgs["baseline"]["data"]["dataset"]
-    test = load_dataset(data_name, "test", cfgs["baseline"]["data"]["data_root"])[0]
+    test = load_configured(cfgs["baseline"]["data"], "test")[0]
     summaries = {kind: _train_or_resume(cfg, out / "runs" / kind, progress) for kind, cfg in cfgs.items()}
     base, _ = I.load_model(out / "runs" / "baseline" / "last.pt", "baseline")
     pair, kernel = I.load_pair(out / "runs" / "stage1" / "last.pt", out / "runs" / "stage2" / "last.pt")
@@ -171,8 +171,8 @@ def _evaluate_samples(out: Path, cols: dict, test, cfgs: dict, pair, kernel, see
 
     data_cfg = cfgs["baseline"]["data"]
     clf, info = _classifier(out, data_cfg, progress)
-    train_x, train_y = load_dataset(data_cfg["dataset"], "train", data_cfg["data_root"])
-    test_y = load_dataset(data_cfg["dataset"], "test", data_cfg["data_root"])[1]
+    train_x, train_y = load_configured(data_cfg, "train")
+    test_y = load_configured(data_cfg, "test")[1]
     n = len(next(iter(cols.values())))
     test_u8, train_u8 = to_uint8(test), to_uint8(train_x)
     keep = ("fid", "kid", "kid_std", "is")
@@ -259,7 +259,7 @@ def _stage2_designs(run: Run, out: Path, sigma: float | None, progress: bool, da
     cfgs = {k: load_config(p, overrides) for k, p in presets.items()}
     summaries = {k: _train_or_resume(cfg, out / "runs" / k, progress) for k, cfg in cfgs.items()}
     data_cfg = cfgs["stage1"]["data"]
-    test = load_dataset(data_cfg["dataset"], "test", data_cfg["data_root"])[0]
+    test = load_configured(data_cfg, "test")[0]
     clf, info = _classifier(out, data_cfg, progress)
     pairs = {d: I.load_pair(out / "runs" / "stage1" / "last.pt", out / "runs" / f"stage2-{d}" / "last.pt") for d in DESIGNS}
     kernel = pairs["stacked"][1]
