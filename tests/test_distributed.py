@@ -51,3 +51,14 @@ def test_resume_with_another_number_of_processes(tmp_path):
     assert rest.returncode == 0, rest.stderr[-2000:]
     a, b = load_checkpoint(tmp_path / "whole" / "last.pt"), load_checkpoint(tmp_path / "split" / "last.pt")
     _same_params(a["model"], b["model"])
+
+
+def test_a_failed_config_check_leaves_nothing_behind(tmp_path):
+    """3 processes cannot share a global batch of 8: one line, no config.yaml, and the folder stays usable."""
+    p = _run(3, tmp_path / "r")
+    assert p.returncode != 0 and "divisible by the number of processes (3)" in p.stderr
+    assert "Grad strides" not in p.stderr
+    assert not (tmp_path / "r" / "config.yaml").exists()
+    ok = _run(2, tmp_path / "r")
+    assert ok.returncode == 0, ok.stderr[-2000:]
+    assert "Grad strides do not match" not in ok.stderr

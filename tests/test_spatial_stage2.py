@@ -135,3 +135,44 @@ def test_stage2_needs_its_context_and_other_kinds_have_no_encoder():
         assert ImageModel(kind, stage2_conditioning="spatial", nr_resnet=0, nr_filters=4).net.encoder is None
     with pytest.raises(ArsmoothError, match="stage-2 conditioning"):
         ImageModel("stage2", stage2_conditioning="diagonal")
+
+
+def test_checkpoints_record_the_design_and_refuse_the_other(tmp_path):
+    from arsmooth import checkpoint as C
+    from arsmooth.config import load_config
+    from arsmooth.train import model_from_checkpoint, train
+
+    cfg = load_config("digits-stage2-spatial", ["train.max_steps=2", "train.eval_images=8"])
+    train(cfg, tmp_path / "r", progress=False)
+    ck = C.load_checkpoint(tmp_path / "r" / "last.pt", expect_kind="stage2")
+    assert ck["config"]["model"]["stage2_conditioning"] == "spatial"
+    assert model_from_checkpoint(ck).conditioning == "spatial"
+    ck["config"]["model"]["stage2_conditioning"] = "stacked"
+    with pytest.raises(ArsmoothError, match="holds a spatial stage 2 but its config says model.stage2_conditioning=stacked"):
+        model_from_checkpoint(ck)
+    other = load_config(str(tmp_path / "r" / "config.yaml"), ["model.stage2_conditioning=stacked"])
+    with pytest.raises(ArsmoothError, match="model.stage2_conditioning"):
+        train(other, tmp_path / "r", resume=True, progress=False)
+
+
+def test_quick_design_comparison_and_spatial_reproduce(tmp_path):
+    import json
+
+    from arsmooth.experiments import reproduce
+
+    reproduce("stage2-mnist", tmp_path / "d", quick=True, progress=False)
+    res = json.loads((tmp_path / "d" / "stage2-mnist.json").read_text())
+    for d in ("stacked", "spatial"):
+        r = res[d]
+        assert {"params", "stage2_term_bpd", "two_step_elbo", "two_step_iw", "psnr", "metrics", "sensitivity",
+                "train_images_per_s"} <= set(r)
+        assert 0 < r["stage2_term_bpd"] < r["two_step_elbo"] and r["two_step_iw"] > 0
+    assert res["stacked"]["psnr"]["noisy"] == res["spatial"]["psnr"]["noisy"]  # the same noisy images
+    # the stacked design barely listens to x~ at the pixel itself; the spatial one does
+    assert res["stacked"]["sensitivity"]["ratio_min"] > 10 * res["spatial"]["sensitivity"]["ratio_max"]
+    rec = reproduce("mnist", tmp_path / "m", quick=True, progress=False, stage2="spatial")
+    assert rec["settings"]["stage2"] == "spatial"
+    res = json.loads((tmp_path / "m" / "mnist.json").read_text())
+    assert res["config"]["stage2"]["model"]["stage2_conditioning"] == "spatial"
+    with pytest.raises(ArsmoothError, match="--stage2 applies to"):
+        reproduce("fig3", tmp_path / "f", quick=True, progress=False, stage2="spatial")

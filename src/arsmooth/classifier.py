@@ -1,6 +1,6 @@
 """A small LeNet-style digit / clothing classifier: the feature extractor of our sample metrics.
 
-Inception features mean little on 28x28 grey digits (METHOD.md section 7), so FID, KID and the
+Inception features mean little on 28x28 grey digits, so FID, KID and the
 Inception-style score of 1-channel datasets use this network instead: its penultimate layer
 (``num_features`` wide) for FID / KID, its class logits for the score. Every number computed with it
 is named after it ("FID (LeNet features)") and is not comparable with Inception-based figures.

@@ -1,6 +1,6 @@
 """Image-model tasks over checkpoints: sampling, likelihood bounds, inpainting and denoising.
 
-Units: bits per dimension of 8-bit images (METHOD.md section 2). The two-step bounds are
+Units: bits per dimension of 8-bit images (the paper reports bits/dim of the discrete 8-bit data). The two-step bounds are
 ``-ELBO / (D ln 2)`` and the importance-weighted ``-log (1/K) sum_k p(x~_k) P(x | x~_k) / q(x~_k | x)``.
 """
 

@@ -7,7 +7,7 @@ training loop call these. Conventions:
   ``(...)`` and the result has shape ``(...)``;
 * log-scales are clamped below at ``LOG_SCALE_MIN`` (-7), as in PixelCNN++ and the paper's code;
 * continuous log density of one logistic: ``z - log s - 2 softplus(z)``, ``z = (x - mu) / s``
-  (METHOD.md section 2); mixtures combine components with log-softmax and log-sum-exp.
+  (Salimans et al. 2017); mixtures combine components with log-softmax and log-sum-exp.
 
 Image parameters follow PixelCNN++ (Salimans et al. 2017): a tensor ``(B, P, H, W)`` with
 ``P = K * (1 + 3 C)`` for ``C = 1`` (logits, means, log-scales) and ``P = 10 K`` for ``C = 3``

@@ -1,7 +1,7 @@
 """Image datasets: MNIST, Fashion-MNIST, CIFAR-10, CelebA, a folder of images, sklearn's 8x8 digits.
 
 Every loader returns 8-bit images ``uint8 (N, C, H, W)``; ``load_dataset`` is the single entry point
-and returns them in [-1, 1] (METHOD.md section 2) with ``x = u8 / 127.5 - 1``, the centres of the
+and returns them in [-1, 1] (the units of the paper's sigmas) with ``x = u8 / 127.5 - 1``, the centres of the
 8-bit bins. Nothing is downloaded at import time. Only MNIST and Fashion-MNIST are ever downloaded,
 and only when their files are missing; CIFAR-10 and CelebA must be supplied by the user.
 """
@@ -115,7 +115,7 @@ def _download_file(url: str, dest: Path, timeout: float) -> None:
 def _fetch(folder: str, name: str, dest: Path) -> str | None:
     """Download one official file into ``dest`` atomically; ``None`` on success, else the reason."""
     size, md5 = _IDX_MD5[(folder, name)]
-    made = [p for p in (dest.parent.parent, dest.parent) if not p.exists()]  # removed again if nothing comes
+    made = [p for p in reversed(dest.parents) if not p.exists()]  # folders we create; removed if nothing comes
     dest.parent.mkdir(parents=True, exist_ok=True)
     reason = None
     for base in _MIRRORS[folder]:

@@ -1,6 +1,6 @@
 """Synthetic 1-d and 2-d datasets of the paper's sections 3.1, 4.1, 4.2, 5 and App. B.
 
-The paper does not publish its generators: these definitions are ours (METHOD.md section 6).
+The paper does not publish its generators: these definitions are ours.
 Train and test sets come from separate seeded generators, so they never share a point.
 """
 

@@ -4,7 +4,7 @@ MADE: Germain, Gregor, Murray, Larochelle, "MADE: Masked Autoencoder for Distrib
 Estimation", ICML 2015 (arXiv 1502.03509). Masks are applied as ``F.linear(x, W * mask)``; weights
 are never modified in place. Output ``i`` (in the natural order) sees inputs ``< i`` only.
 
-The smoothed model of the paper (sections 4.2 and 6.1 of METHOD.md) is one MADE over the stacked
+The smoothed model of the paper (the paper's sections 4.2 and 5.1) is one MADE over the stacked
 vector ``[x~, x]`` of ``2 D`` dimensions: its first ``D`` conditionals form p(x~), its last ``D``
 form p(x | x~).
 """
@@ -69,7 +69,7 @@ class MADE(nn.Module):
 
         ``detach_params=True`` computes the mixture parameters from a detached copy of ``x``, so a
         gradient w.r.t. ``x`` only flows through each conditional's own value (the official
-        single-step denoiser's "score"; METHOD.md section 4).
+        single-step denoiser's "score", paper eq. 7).
         """
         logit_pi, mu, log_s = self.params(x.detach() if detach_params else x)
         return L.mixture_log_prob(x, logit_pi, mu, log_s)

@@ -1,4 +1,4 @@
-"""The stacked image ``[x~ ; x]`` of stage 2 (METHOD.md section 3).
+"""The stacked image ``[x~ ; x]`` of stage 2 (the paper's section 3.2).
 
 Stacking the smoothed image on top of the clean one puts every x~ pixel before every x pixel in
 raster order, so an unchanged autoregressive image model on the ``(B, C, 2H, W)`` stack gives
