@@ -161,3 +161,37 @@ def test_gpu_options_do_not_change_cpu_runs(tmp_path):
     with pytest.raises(ArsmoothError, match="gpu.bf16 must be true or false"):
         _cfg("stage2", "gpu.bf16=3")
 
+
+
+def test_init_from_copies_the_weights_exactly_and_refuses_other_shapes(tmp_path):
+    train(_cfg("baseline"), tmp_path / "base", progress=False)
+    base = C.load_checkpoint(tmp_path / "base" / "last.pt")
+    s1 = _cfg("stage1", "train.max_steps=0")
+    train(s1, tmp_path / "warm", progress=False, init_from=tmp_path / "base" / "last.pt")
+    warm = C.load_checkpoint(tmp_path / "warm" / "last.pt")
+    assert all(torch.equal(warm["model"][k], base["model"][k]) for k in base["model"])  # exact copies
+    assert warm["extra"]["init_from"]["kind"] == "baseline" and warm["extra"]["init_from"]["step"] == 12
+    assert warm["optimizer"]["state"] == {}  # the optimizer starts fresh
+    # a few steps on: the record stays, the weights move
+    train(load_config(str(tmp_path / "warm" / "config.yaml"), ["train.max_steps=2"]), tmp_path / "warm",
+          resume=True, progress=False)
+    moved = C.load_checkpoint(tmp_path / "warm" / "last.pt")
+    assert moved["extra"]["init_from"]["path"].endswith("last.pt")
+    assert any(not torch.equal(moved["model"][k], base["model"][k]) for k in base["model"])
+    # a spatial stage 2 takes the body and keeps its own encoder at its initial values
+    sp = load_config("digits-stage2-spatial", ["train.max_steps=0", "model.nr_filters=8", "train.eval_images=8"])
+    train(sp, tmp_path / "sp", progress=False, init_from=tmp_path / "base" / "last.pt")
+    ck = C.load_checkpoint(tmp_path / "sp" / "last.pt")
+    assert ck["extra"]["init_from"]["kept_initial"] > 0
+    assert all(torch.equal(ck["model"][k], base["model"][k]) for k in base["model"])
+    for sets, msg in [(["model.nr_filters=9"], "model.nr_filters=8, this run model.nr_filters=9"),
+                      (["model.nr_resnet=2"], "model.nr_resnet=1, this run model.nr_resnet=2")]:
+        with pytest.raises(ArsmoothError, match=msg):
+            train(_cfg("stage1", *sets), tmp_path / "bad", progress=False, overwrite=True,
+                  init_from=tmp_path / "base" / "last.pt")
+        assert not (tmp_path / "bad" / "config.yaml").exists()
+    with pytest.raises(ArsmoothError, match="no place"):  # a spatial stage 2 cannot start a baseline
+        train(_cfg("baseline", "model.nr_filters=8"), tmp_path / "bad2", progress=False,
+              init_from=tmp_path / "sp" / "last.pt")
+    with pytest.raises(ArsmoothError, match="starts a new run"):
+        train(None, tmp_path / "warm", resume=True, progress=False, init_from=tmp_path / "base" / "last.pt")

@@ -186,3 +186,15 @@ def test_reproduce_prints_where_its_summary_is(tmp_path, capsys):
     assert main(["reproduce", "fig3", "--out", str(tmp_path), "--quick", "--no-progress", "--threads", "1"]) == 0
     out = capsys.readouterr().out
     assert "fig3.md" in out and len(out) < 300
+
+
+def test_sensitivity_command_on_both_designs(tmp_path):
+    for preset in ("digits-stage2", "digits-stage2-spatial"):
+        train(load_config(preset, ["train.max_steps=1", "train.eval_images=8"]), tmp_path / preset, progress=False)
+        p = _run(["sensitivity", str(tmp_path / preset / "last.pt"), "--n-images", "2", "--threads", "1"])
+        assert p.returncode == 0, p.stderr
+        res = json.loads(p.stdout)
+        assert res["design"] == ("spatial" if preset.endswith("spatial") else "stacked") and len(res["positions"]) == 4
+        assert all(r["grad_x_tilde_here"] > 0 and r["ratio"] > 0 for r in res["positions"])
+    p = _run(["sensitivity", str(tmp_path / "digits-stage2" / "nope.pt")])
+    assert p.returncode == 2 and len(p.stderr.strip().splitlines()) == 1

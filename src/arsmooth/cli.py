@@ -110,7 +110,7 @@ def cmd_train(a) -> int:
         if a.preset is None:
             raise ArsmoothError("give a preset (see arsmooth presets) or --resume an existing run")
         cfg = load_config(a.preset, sets)
-    s = train(cfg, a.out, resume=a.resume, overwrite=a.overwrite, progress=not a.no_progress)
+    s = train(cfg, a.out, resume=a.resume, overwrite=a.overwrite, progress=not a.no_progress, init_from=a.init_from)
     if "train_seconds" in s:  # rank 0 (or the only process)
         procs = f" on {s['processes']} processes" if s["processes"] > 1 else ""
         bpd = "n/a" if s["test_bpd"] is None else f"{s['test_bpd']:.4f}"
@@ -205,6 +205,29 @@ def cmd_evaluate(a) -> int:
                        generator=torch.Generator().manual_seed(a.seed))
     res = {k: round(v, 5) if isinstance(v, float) else v for k, v in res.items()}
     res["dataset"] = data["dataset"]
+    print(json.dumps(res, indent=2))
+    return 0
+
+
+def cmd_sensitivity(a) -> int:
+    import json
+
+    import torch
+
+    from . import imaging as I
+    from .data.images import load_configured
+    from .kernels import make_kernel
+
+    _threads(a.threads)
+    model, ck = I.load_model(a.stage2, "stage2")
+    data = I.test_data_of([(a.stage2, ck)], None, a.data_root)
+    x = load_configured(data, "test")[0][: a.n_images]
+    h, w = x.shape[-2:]
+    positions = [(h // 4, w // 2), (h // 2, w // 4), (h // 2, w // 2), (3 * h // 4, w // 2)]
+    kernel = make_kernel(ck["config"]["smoothing"]["kernel"], ck["sigma"])
+    xt = kernel.sample(x, torch.Generator().manual_seed(a.seed))
+    res = I.stage2_sensitivity(model, x, xt, positions)
+    res = {"checkpoint": a.stage2, "design": model.conditioning, "sigma": ck["sigma"], **res}
     print(json.dumps(res, indent=2))
     return 0
 
@@ -341,6 +364,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="override a setting, e.g. --set train.batch_size=16 (repeatable)")
     t.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     t.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
+    t.add_argument("--init-from", metavar="CKPT", help="start from the network weights of this checkpoint (e.g. stage 1 "
+                   "from a baseline trained on clean data); the optimizer starts fresh, the run records where it began")
     t.add_argument("--max-steps", type=nonneg_int, help="training budget in steps (default: the preset's)")
     t.add_argument("--max-minutes", type=positive_float,
                    help="training budget in minutes; given alone, it replaces the preset's step budget")
@@ -394,6 +419,18 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--seed", type=nonneg_int, default=0, help="seed of the noise draws (default 0)")
     ev.add_argument("--threads", type=positive_int, default=None, help="CPU threads for torch")
     ev.set_defaults(func=cmd_evaluate)
+
+    se = sub.add_parser("sensitivity", help="how much a stage-2 model listens to x~ at each pixel",
+                        description="For test images x and x~ = x + noise, the gradient norm of stage 2's output "
+                        "parameters at four pixels with respect to the causal clean neighbours of each pixel, "
+                        "against the gradient norm with respect to x~ at the pixel itself, and their ratio "
+                        "(neighbours / x~). A p(x | x~) that ignores x~ has a huge ratio. Prints one JSON object.")
+    se.add_argument("stage2", metavar="CKPT", help="a stage-2 checkpoint")
+    se.add_argument("--n-images", type=positive_int, default=8, help="test images (default 8)")
+    se.add_argument("--data-root", help="data folder (default: the checkpoint's, else $ARSMOOTH_DATA, else ./data)")
+    se.add_argument("--seed", type=nonneg_int, default=0, help="seed of the noise (default 0)")
+    se.add_argument("--threads", type=positive_int, default=None, help="CPU threads for torch")
+    se.set_defaults(func=cmd_sensitivity)
 
     ex = sub.add_parser("export", help="export a checkpoint's weights as safetensors (no pickle)")
     ex.add_argument("checkpoint", help="a checkpoint written by arsmooth train (e.g. RUN/last.pt)")

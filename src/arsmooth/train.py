@@ -68,6 +68,40 @@ def model_from_checkpoint(ckpt: dict, device: torch.device | str = "cpu", use_em
     return model.to(device).eval()
 
 
+SHAPE_KEYS = ("nr_resnet", "nr_filters", "nr_logistic_mix")  # model.* settings that fix the weights' shapes
+
+
+def init_weights_from(model: ImageModel, cfg: dict, path: str | Path) -> dict:
+    """Copy the network weights of checkpoint ``path`` into ``model`` (a warm start, e.g. stage 1 from a
+    baseline trained on clean data, as in the KTH reproduction of the paper); returns what was done.
+
+    Every weight of the source must fit the target; weights only the target has (a spatial stage 2's
+    encoder and conditioning projections) keep their initial values. Refuses a different network shape,
+    naming the setting. The optimizer is not copied.
+    """
+    src = C.load_checkpoint(path)
+    sm, tm = src["config"]["model"], cfg["model"]
+    for k in SHAPE_KEYS:
+        if sm[k] != tm[k]:
+            raise ArsmoothError(f"--init-from {path} has model.{k}={sm[k]}, this run model.{k}={tm[k]}; "
+                                "a warm start needs the same network shape")
+    src_ch, own_ch = src["extra"]["image_shape"][0], model.channels
+    if src_ch != own_ch:
+        raise ArsmoothError(f"--init-from {path} was trained on {src_ch}-channel images, this run has {own_ch}")
+    state, own = src["model"], model.state_dict()
+    extra_keys = [k for k in state if k not in own]
+    if extra_keys:
+        raise ArsmoothError(f"--init-from {path} holds weights this model has no place for ({extra_keys[0]}, ...); "
+                            "a spatial stage 2 cannot start a stacked one or another kind")
+    for k, v in state.items():
+        if own[k].shape != v.shape:
+            raise ArsmoothError(f"--init-from {path}: weight {k} is {tuple(v.shape)} there, {tuple(own[k].shape)} here")
+    own.update(state)
+    model.load_state_dict(own)
+    return {"path": str(path), "kind": src["kind"], "step": src["step"], "copied": len(state),
+            "kept_initial": len([k for k in own if k not in state])}
+
+
 def loss_of(model: ImageModel, kernel, x: torch.Tensor, generator=None) -> torch.Tensor:
     """Training loss (mean nats per image) of a batch of clean images, by model kind."""
     return loss_given_noise(model, x, None if model.kind == "baseline" else kernel.sample(x, generator))
@@ -161,16 +195,20 @@ def train(
     progress: bool = True,
     train_images: torch.Tensor | None = None,
     test_images: torch.Tensor | None = None,
+    init_from: str | Path | None = None,
 ) -> dict:
     """Train the model of ``cfg`` in ``run_dir``; returns the summary (also written to ``summary.json``).
 
     ``train_images``/``test_images`` (in [-1, 1]) bypass the dataset loader (tests, notebooks).
+    ``init_from``: a checkpoint whose network weights start a new run (:func:`init_weights_from`).
     Under ``torchrun`` every rank trains its share of each global batch (DDP); rank 0 alone writes.
     """
     wants = (cfg or {}).get("device", "auto")
     ctx = D.setup("cuda" if torch.cuda.is_available() and wants != "cpu" else "cpu")
     try:
-        summary = _train(ctx, cfg, Path(run_dir), resume, overwrite, progress, train_images, test_images)
+        if init_from is not None and resume:
+            raise ArsmoothError("--init-from starts a new run; a resumed run already has its weights")
+        summary = _train(ctx, cfg, Path(run_dir), resume, overwrite, progress, train_images, test_images, init_from)
     except BaseException:
         D.shutdown(ctx, clean=False)
         raise
@@ -178,7 +216,8 @@ def train(
     return summary
 
 
-def _train(ctx: D.Context, cfg, run_dir: Path, resume, overwrite, progress, train_images, test_images) -> dict:
+def _train(ctx: D.Context, cfg, run_dir: Path, resume, overwrite, progress, train_images, test_images,
+           init_from=None) -> dict:
     sync_dev = torch.device("cuda", ctx.local_rank) if ctx.enabled and torch.cuda.is_available() and \
         (cfg or {}).get("device", "auto") != "cpu" else torch.device("cpu")
     err = None
@@ -228,6 +267,7 @@ def _train(ctx: D.Context, cfg, run_dir: Path, resume, overwrite, progress, trai
                             f"pick a train.batch_size that is")
     torch.manual_seed(t_cfg["seed"])  # the same initial weights on every rank
     model = build_model(cfg, shape).to(device)
+    warm = init_weights_from(model, cfg, init_from) if init_from is not None and ckpt is None else None
     model._check(train_images[:1])
     probe = train_images[:1]  # image size the network can take: refuse before writing anything
     model.net._check(probe, probe if model.net.encoder is not None else None)
@@ -249,7 +289,7 @@ def _train(ctx: D.Context, cfg, run_dir: Path, resume, overwrite, progress, trai
         if ema is not None and ckpt.get("ema"):
             ema = {k: v.to(device) for k, v in ckpt["ema"].items()}
         step, seconds_before = ckpt["step"], ckpt["extra"].get("train_seconds", 0.0)
-        running = ckpt["extra"].get("running_bpd")
+        running, warm = ckpt["extra"].get("running_bpd"), ckpt["extra"].get("init_from")
         if ctx.main:
             C.restore_rng(ckpt["rng"])
             _truncate_metrics(run_dir / "metrics.jsonl", step)
@@ -286,7 +326,7 @@ def _train(ctx: D.Context, cfg, run_dir: Path, resume, overwrite, progress, trai
                           rng_state={**C.capture_rng(), "noise": noise_gen.get_state()},
                           extra={"image_shape": list(shape), "train_seconds": seconds_before + time.perf_counter() - t0,
                                  "test_bpd": test_bpd, "params": count_params(model), "stopped": stopped,
-                                 "running_bpd": running})
+                                 "running_bpd": running, "init_from": warm})
         last_ckpt_time, last_good = time.perf_counter(), step
         _append_metric(run_dir, {"step": step, "images": step * bs, "test_bpd": test_bpd, "checkpoint": True,
                                  "seconds": round(seconds_before + time.perf_counter() - t0, 2)})
