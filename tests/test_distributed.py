@@ -12,10 +12,10 @@ SETTINGS = ["--set", "train.batch_size=8", "--set", "train.eval_images=4", "--se
             "--max-steps", "4", "--no-progress", "--threads", "1"]
 
 
-def _run(nproc: int, out, extra=()):
+def _run(nproc: int, out, extra=(), preset="digits-stage1"):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-           "-m", "arsmooth", "train", "digits-stage1", "--out", str(out), *SETTINGS, *extra]
+           "-m", "arsmooth", "train", preset, "--out", str(out), *SETTINGS, *extra]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
 
 
@@ -62,3 +62,12 @@ def test_a_failed_config_check_leaves_nothing_behind(tmp_path):
     ok = _run(2, tmp_path / "r")
     assert ok.returncode == 0, ok.stderr[-2000:]
     assert "Grad strides do not match" not in ok.stderr
+
+
+def test_spatial_stage2_two_processes_match_one(tmp_path):
+    one = _run(1, tmp_path / "one", preset="digits-stage2-spatial")
+    two = _run(2, tmp_path / "two", preset="digits-stage2-spatial")
+    assert one.returncode == 0 and two.returncode == 0, two.stderr[-2000:]
+    a, b = load_checkpoint(tmp_path / "one" / "last.pt"), load_checkpoint(tmp_path / "two" / "last.pt")
+    assert any(k.startswith("net.encoder.") for k in a["model"])  # the encoder is trained under DDP too
+    _same_params(a["model"], b["model"])
