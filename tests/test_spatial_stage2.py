@@ -9,14 +9,6 @@ from arsmooth.models.image import ImageModel
 from arsmooth.sampling import _Graph
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _model(channels=1, nr_resnet=1, fused=False, dropout=0.0, seed=0, size=(8, 8)):
     torch.manual_seed(seed)
     m = ImageModel("stage2", channels=channels, nr_resnet=nr_resnet, nr_filters=6, nr_logistic_mix=3,

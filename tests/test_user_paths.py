@@ -10,7 +10,6 @@ import time
 
 import numpy as np
 import pytest
-import torch
 
 from arsmooth import checkpoint as C
 from arsmooth.cli import main

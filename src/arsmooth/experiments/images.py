@@ -165,7 +165,6 @@ _COLUMNS = {"real": "real (test vs training images)", "baseline": "baseline Pixe
 def _evaluate_samples(out: Path, cols: dict, test, cfgs: dict, pair, kernel, seed: int, quick: bool,
                       progress: bool) -> tuple[dict, dict, dict]:
     """FID / KID / IS of every column with our LeNet, the real-vs-real floor, neighbours, probes."""
-    from .. import classifier as K
     from .. import metrics as MT
     from ..probes import probe_accuracies
 

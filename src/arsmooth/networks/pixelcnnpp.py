@@ -10,8 +10,11 @@ weight-normalised; padding is done with ``F.pad`` on each call, so nothing depen
 
 The network only outputs parameters ``(B, P, H, W)`` in the layout of
 ``arsmooth.likelihoods.split_image_params``; ``likelihoods.image_log_prob`` scores them. For stage 2
-of the smoothing method the same network runs unchanged on the stacked image ``[x~ ; x]``
-(see ``arsmooth.networks.stacked``).
+of the smoothing method either the same network runs unchanged on the stacked image ``[x~ ; x]``
+(the paper's design, ``arsmooth.networks.stacked``), or ``spatial_condition=True`` adds a non-causal
+encoder of x~ (:class:`ConditionEncoder`) whose maps enter every gated resnet block per position, as
+PixelCNN++ adds a conditioning vector ``h``. ``PixelCNNpp._walk`` writes the data flow once, for the
+forward pass and for the fast sampler of ``arsmooth.sampling``.
 """
 
 from __future__ import annotations
