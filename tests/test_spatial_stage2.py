@@ -162,6 +162,10 @@ def test_quick_design_comparison_and_spatial_reproduce(tmp_path):
     assert res["stacked"]["psnr"]["noisy"] == res["spatial"]["psnr"]["noisy"]  # the same noisy images
     # the stacked design barely listens to x~ at the pixel itself; the spatial one does
     assert res["stacked"]["sensitivity"]["ratio_min"] > 10 * res["spatial"]["sensitivity"]["ratio_max"]
+    from arsmooth.report import write_report
+
+    rep = write_report([tmp_path / "d"], tmp_path / "rep.md").read_text()
+    assert "| stacked |" in rep and "| spatial |" in rep and "denoising_designs.png" in rep
     rec = reproduce("mnist", tmp_path / "m", quick=True, progress=False, stage2="spatial")
     assert rec["settings"]["stage2"] == "spatial"
     res = json.loads((tmp_path / "m" / "mnist.json").read_text())

@@ -18,6 +18,7 @@ from .errors import ArsmoothError
 ROWS = {"real": "real (test vs training images)", "baseline": "baseline PixelCNN++", "smoothed": "p(x~) samples x~",
         "single_step": "single-step denoised", "two_step": "two-step (ours)"}
 NAMES = ("mnist", "fashion")
+DESIGN_NAMES = ("stage2-mnist", "stage2-fashion")  # reproduce's comparisons of the two stage-2 designs
 
 
 def _is_train_run(run_dir: Path) -> bool:
@@ -85,8 +86,19 @@ def _train_sections(runs: list[dict], out: Path) -> list[str]:
     return lines + ["", f"![learning curves]({png.name})", ""]
 
 
+def _designs_section(run_dir: Path, out_dir: Path, name: str, res: dict, rec: dict) -> list[str]:
+    from .experiments.images import designs_table
+
+    rel = Path(os.path.relpath(run_dir, out_dir))
+    st = rec["settings"]
+    return [f"## {name}: `{run_dir}`", "", f"Command: `{rec['command']}` (seed {rec['seed']}).", "",
+            *designs_table(res, st, st["data"], st["sigma"]), "",
+            *[f"![{f}]({(rel / f).as_posix()})" for f in ("denoising_designs.png", "two_step_stacked.png",
+                                                           "two_step_spatial.png") if (run_dir / f).is_file()], ""]
+
+
 def _load(run_dir: Path) -> tuple[str, dict, dict]:
-    for name in NAMES:
+    for name in NAMES + DESIGN_NAMES:
         res, rec = run_dir / f"{name}.json", run_dir / f"{name}.run.json"
         if res.is_file() and rec.is_file():
             try:
@@ -145,15 +157,18 @@ def write_report(run_dirs: list[str | Path], out: str | Path) -> Path:
     for d in dirs:
         if not d.is_dir():
             raise ArsmoothError(f"{d} is not a folder; pass reproduce or train output folders")
-    trains = [_train_run(d) for d in dirs if _is_train_run(d) and not any((d / f"{n}.json").is_file() for n in NAMES)]
-    loaded = [(d, *_load(d)) for d in dirs if not _is_train_run(d) or any((d / f"{n}.json").is_file() for n in NAMES)]
+    def reproduced(d: Path) -> bool:
+        return any((d / f"{n}.json").is_file() for n in NAMES + DESIGN_NAMES)
+
+    trains = [_train_run(d) for d in dirs if _is_train_run(d) and not reproduced(d)]
+    loaded = [(d, *_load(d)) for d in dirs if not _is_train_run(d) or reproduced(d)]
     lines = ["# arsmooth: image results", ""]
     if loaded:
         lines += ["Columns as in the paper's Table 2 (Meng et al. 2021): baseline PixelCNN++, samples of the smoothed "
                   "model p(x~), single-step denoising of those samples (eq. 7) and two-step samples x ~ p(x | x~). "
                   "Lower FID / KID and bits/dim are better, higher Inception-style score is better.", ""]
     for d, name, res, rec in loaded:
-        lines += _section(d, out.parent, name, res, rec)
+        lines += (_designs_section if name in DESIGN_NAMES else _section)(d, out.parent, name, res, rec)
     out.parent.mkdir(parents=True, exist_ok=True)
     if trains:
         lines += _train_sections(trains, out)

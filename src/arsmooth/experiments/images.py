@@ -308,7 +308,7 @@ def _stage2_designs(run: Run, out: Path, sigma: float | None, progress: bool, da
                     "feature_extractor": {k: info[k] for k in ("test_accuracy", "weights_sha256", "dataset")}}
     run.result = res
     run.figures += ["denoising_designs.png", "two_step_stacked.png", "two_step_spatial.png"]
-    run.summary += _designs_table(res, budget, data_cfg["dataset"], kernel.std)
+    run.summary += designs_table(res, budget, data_cfg["dataset"], kernel.std)
 
 
 @torch.no_grad()
@@ -323,7 +323,7 @@ def _stage2_term(reverse, kernel, x, generator, batch_size: int = 100) -> float:
     return total / len(x) / (x[0].numel() * math.log(2))
 
 
-def _designs_table(res: dict, budget: dict, data: str, sigma: float) -> list[str]:
+def designs_table(res: dict, budget: dict, data: str, sigma: float) -> list[str]:
     rows = []
     for d in DESIGNS:
         r = res[d]
