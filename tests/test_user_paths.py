@@ -197,3 +197,15 @@ def test_sensitivity_command_on_both_designs(tmp_path):
         assert all(r["grad_x_tilde_here"] > 0 and r["ratio"] > 0 for r in res["positions"])
     p = _run(["sensitivity", str(tmp_path / "digits-stage2" / "nope.pt")])
     assert p.returncode == 2 and len(p.stderr.strip().splitlines()) == 1
+
+
+def test_sigma_command_matches_the_heuristic(capsys):
+    from arsmooth.data.images import load_dataset
+    from arsmooth.kernels import sigma_heuristic
+
+    assert main(["sigma", "--dataset", "digits", "-n", "300", "--subsets", "3"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    x = load_dataset("digits", "train")[0]
+    expect = [sigma_heuristic(x, 300, s) for s in range(3)]
+    assert res["sigma"] == pytest.approx(sum(expect) / 3, abs=1e-4) and res["sd_over_subsets"] > 0
+    assert main(["sigma", "--dataset", "nope"]) == 2
