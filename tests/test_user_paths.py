@@ -131,6 +131,11 @@ def test_resuming_a_finished_run_writes_nothing_new(tmp_path):
     before = (tmp_path / "r" / "metrics.jsonl").read_text()
     train(None, tmp_path / "r", resume=True, progress=False)
     assert (tmp_path / "r" / "metrics.jsonl").read_text() == before
+    # a finished run resumed with a larger budget and killed on the way holds no stale summary
+    p = subprocess.run(CLI + ["train", "--out", str(tmp_path / "r"), "--resume", "--max-steps", "10", "--no-progress"],
+                       env={**os.environ, "ARSMOOTH_KILL_AT_STEP": "6"}, capture_output=True, text=True, timeout=300)
+    assert p.returncode == -signal.SIGKILL
+    assert not (tmp_path / "r" / "summary.json").exists()
 
 
 def test_outputs_follow_the_umask(tmp_path):

@@ -1,6 +1,7 @@
 """``arsmooth demo``: a baseline MADE and a smoothed MADE trained side by side on the olympics data.
 
-About a minute on two CPU cores (16,000 steps: 69 s measured); writes ``report.md`` with the test NLL table and sample plots.
+About 40 seconds on one thread (16,000 steps: 38 to 42 s measured on a 2-core machine, the other core idle
+or busy); writes ``report.md`` with the test NLL table and sample plots.
 """
 
 from __future__ import annotations

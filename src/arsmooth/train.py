@@ -332,6 +332,8 @@ def _train(ctx: D.Context, cfg, run_dir: Path, resume, overwrite, progress, trai
                                  "seconds": round(seconds_before + time.perf_counter() - t0, 2)})
 
     start_step = step
+    if ctx.main and ckpt is not None and step < t_cfg["max_steps"]:
+        (run_dir / "summary.json").unlink(missing_ok=True)  # the run goes on: its old summary no longer holds
     model.train()
     bar = tqdm(total=t_cfg["max_steps"], initial=step, desc=f"train {cfg['kind']}", disable=not (progress and ctx.main),
                dynamic_ncols=True)
