@@ -223,11 +223,9 @@ def cmd_sensitivity(a) -> int:
     model, ck = I.load_model(a.stage2, "stage2")
     data = I.test_data_of([(a.stage2, ck)], None, a.data_root)
     x = load_configured(data, "test")[0][: a.n_images]
-    h, w = x.shape[-2:]
-    positions = [(h // 4, w // 2), (h // 2, w // 4), (h // 2, w // 2), (3 * h // 4, w // 2)]
     kernel = make_kernel(ck["config"]["smoothing"]["kernel"], ck["sigma"])
     xt = kernel.sample(x, torch.Generator().manual_seed(a.seed))
-    res = I.stage2_sensitivity(model, x, xt, positions)
+    res = I.stage2_sensitivity(model, x, xt, I.sensitivity_positions(*x.shape[-2:]))
     res = {"checkpoint": a.stage2, "design": model.conditioning, "sigma": ck["sigma"], **res}
     print(json.dumps(res, indent=2))
     return 0

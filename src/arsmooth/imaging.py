@@ -182,6 +182,11 @@ def denoise(pair, kernel, x: Tensor, generator=None, progress: bool = False) -> 
     return {"images": out, "psnr": scores}
 
 
+def sensitivity_positions(h: int, w: int) -> list[tuple[int, int]]:
+    """Four pixels inside the object area of an ``h x w`` image (for 28 x 28: (7, 14), (14, 7), (14, 14), (21, 14))."""
+    return [(h // 4, w // 2), (h // 2, w // 4), (h // 2, w // 2), (3 * h // 4, w // 2)]
+
+
 def causal_neighbours(i: int, j: int, w: int) -> list[tuple[int, int]]:
     """The clean pixels next to ``(i, j)`` that come before it in raster order (up-left, up, up-right, left)."""
     cand = [(i - 1, j - 1), (i - 1, j), (i - 1, j + 1), (i, j - 1)]

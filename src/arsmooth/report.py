@@ -33,18 +33,16 @@ def _train_run(run_dir: Path) -> dict:
         cfg = yaml.safe_load((run_dir / "config.yaml").read_text())
     except yaml.YAMLError as e:
         raise ArsmoothError(f"{run_dir}/config.yaml is not valid YAML: {str(e).splitlines()[0]}") from None
-    curve, last = [], {}
+    curve, bs = [], cfg["train"]["batch_size"]
     for line in (run_dir / "metrics.jsonl").read_text().splitlines():
         try:
             rec = json.loads(line)
         except json.JSONDecodeError:  # a line cut by a crash
             continue
-        last = rec if "train_bpd" in rec else last
         if "test_bpd" in rec and rec["test_bpd"] is not None:
-            bs = cfg["train"]["batch_size"]
             curve.append((rec.get("images", rec["step"] * bs), rec.get("seconds"), rec["test_bpd"]))
     summary = json.loads((run_dir / "summary.json").read_text()) if (run_dir / "summary.json").is_file() else None
-    return {"dir": run_dir, "config": cfg, "curve": curve, "last_train": last, "summary": summary}
+    return {"dir": run_dir, "config": cfg, "curve": curve, "summary": summary}
 
 
 def _train_sections(runs: list[dict], out: Path) -> list[str]:

@@ -72,8 +72,7 @@ class _Graph:
     """PixelCNN++ on ``h x w`` images as cached nodes, with the per-pixel schedule."""
 
     def __init__(self, net: PixelCNNpp, h: int, w: int):
-        probe = torch.zeros(1, net.in_channels, h, w)
-        net._check(probe, probe if net.encoder is not None else None)
+        net.check_size(torch.zeros(1, net.in_channels, h, w))
         self.h, self.w, self.net = h, w, net
         self.nodes: list[_Node] = []
         with torch.no_grad():

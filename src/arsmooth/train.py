@@ -269,8 +269,7 @@ def _train(ctx: D.Context, cfg, run_dir: Path, resume, overwrite, progress, trai
     model = build_model(cfg, shape).to(device)
     warm = init_weights_from(model, cfg, init_from) if init_from is not None and ckpt is None else None
     model._check(train_images[:1])
-    probe = train_images[:1]  # image size the network can take: refuse before writing anything
-    model.net._check(probe, probe if model.net.encoder is not None else None)
+    model.net.check_size(train_images[:1])  # image size the network can take: refuse before writing anything
     opt = torch.optim.Adam(model.parameters(), lr=t_cfg["lr"])
     sched = torch.optim.lr_scheduler.ExponentialLR(opt, gamma=t_cfg["lr_decay"])
     ema = {k: v.detach().clone() for k, v in model.state_dict().items()} if t_cfg["ema"] else None

@@ -18,7 +18,7 @@ from .. import imaging as I
 from ..config import load_config
 from ..data.images import load_configured, to_uint8
 from ..fileio import atomic_write
-from ..train import train
+from ..train import evaluate_bpd, train
 from ..viz import save_grid, side_by_side
 from .common import Run
 
@@ -235,7 +235,6 @@ def fashion(run: Run, out: Path, sigma: float | None, progress: bool, stage2: st
 # -- the two stage-2 designs side by side ------------------------------------------------------------
 
 DESIGNS = ("stacked", "spatial")
-SENSITIVITY_POSITIONS = ((7, 14), (14, 7), (14, 14), (21, 14))  # inside the digit area of 28 x 28 images
 
 
 def _designs_budget(quick: bool) -> dict:
@@ -278,7 +277,7 @@ def _stage2_designs(run: Run, out: Path, sigma: float | None, progress: bool, da
     res: dict = {"x_tilde": sample_metrics(xt), "single_step": sample_metrics(single.detach())}
     x_eval, x_task = test[: budget["n_eval"]], test[: budget["n_task"]]
     x_sens = test[: budget["n_sensitivity"]]
-    positions = [p for p in SENSITIVITY_POSITIONS if p[0] < test.shape[-2] and p[1] < test.shape[-1]] or [(1, 1)]
+    positions = I.sensitivity_positions(*test.shape[-2:])
     den_images = {}
     for d in DESIGNS:
         pair = S.SmoothedPair(prior, pairs[d][0].reverse)
@@ -290,7 +289,7 @@ def _stage2_designs(run: Run, out: Path, sigma: float | None, progress: bool, da
         save_grid(two[:100], out / f"two_step_{d}.png")
         g = torch.Generator().manual_seed(run.seed + 200)
         bpd = I.likelihood(x_eval, pair=pair, kernel=kernel, n_draws=1, k_iw=budget["k_iw"], generator=g)
-        term = _stage2_term(pair.reverse, kernel, x_eval, torch.Generator().manual_seed(run.seed + 201))
+        term = evaluate_bpd(pair.reverse, kernel, x_eval, seed=run.seed + 201)  # E_q[-log P(x | x~)], bits/dim
         den = I.denoise(pair, kernel, x_task, torch.Generator().manual_seed(run.seed + 202), progress)
         den_images.setdefault("clean", den["images"]["clean"])
         den_images.setdefault("noisy", den["images"]["noisy"])
@@ -311,18 +310,6 @@ def _stage2_designs(run: Run, out: Path, sigma: float | None, progress: bool, da
     run.result = res
     run.figures += ["denoising_designs.png", "two_step_stacked.png", "two_step_spatial.png"]
     run.summary += designs_table(res, budget, data_cfg["dataset"], kernel.std)
-
-
-@torch.no_grad()
-def _stage2_term(reverse, kernel, x, generator, batch_size: int = 100) -> float:
-    """E_q[-log P(x | x~)] in bits/dim of 8-bit test images, one noise draw each."""
-    import math
-
-    total = 0.0
-    for i in range(0, len(x), batch_size):
-        c = x[i : i + batch_size]
-        total += float(-reverse.log_prob(c, context=kernel.sample(c, generator)).sum())
-    return total / len(x) / (x[0].numel() * math.log(2))
 
 
 def designs_table(res: dict, budget: dict, data: str, sigma: float) -> list[str]:

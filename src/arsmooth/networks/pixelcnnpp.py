@@ -403,6 +403,10 @@ class PixelCNNpp(nn.Module):
         if cond is not None and cond.shape != x.shape:
             raise ArsmoothError(f"the conditioning image must have the shape of x, {tuple(x.shape)}, got {tuple(cond.shape)}")
 
+    def check_size(self, x: Tensor) -> None:
+        """Refuse images ``x`` (any batch) this network cannot take, with or without its conditioning image."""
+        self._check(x, x if self.encoder is not None else None)
+
     def forward(self, x: Tensor, cond: Tensor | None = None) -> Tensor:
         """Mixture parameters ``(B, P, H, W)``; ``cond`` is x~ for a spatially conditioned network."""
         self._check(x, cond)
