@@ -82,8 +82,8 @@ def test_fashion_test_split():
 def test_md5_is_verified_once_per_file(monkeypatch, tmp_path, idx_root):
     raw = _copy_mnist_test(idx_root, tmp_path)
     calls = []
-    real = im._md5
-    monkeypatch.setattr(im, "_md5", lambda p: calls.append(p) or real(p))
+    real = im.digest
+    monkeypatch.setattr(im, "digest", lambda p, algorithm: calls.append(p) or real(p, algorithm))
     im.load_idx_dataset("mnist", "test", tmp_path, download=False)
     assert len(calls) == 2
     im.load_idx_dataset("mnist", "test", tmp_path, download=False)

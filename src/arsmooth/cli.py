@@ -66,7 +66,7 @@ def cmd_demo(a) -> int:
 
     _threads(a.threads)
     path = run_demo(a.out, steps=a.steps, sigma=a.sigma, hidden=a.hidden, seed=a.seed, force=a.force,
-                    progress=not a.no_progress)
+                    progress=not a.no_progress, images=not a.no_images)
     print(f"report written to {path}")
     return 0
 
@@ -150,6 +150,7 @@ def cmd_sample(a) -> int:
     from .viz import save_grid
 
     _threads(a.threads)
+    _use_pretrained(a)
     stem = f"samples_{a.method.replace('-', '_')}"
     out = prepare_out_dir(a.out, [f"{stem}.npz", f"{stem}.png"], a.force)
     base = pair = kernel = None
@@ -177,6 +178,26 @@ def cmd_sample(a) -> int:
     return 0
 
 
+def _use_pretrained(a) -> None:
+    """``--pretrained NAME``: the shipped checkpoints (SHA-256 checked) in place of --baseline / --stage1 / --stage2."""
+    if not a.pretrained:
+        return
+    from . import pretrained as P
+
+    given = [f"--{k}" for k in ("baseline", "stage1", "stage2") if getattr(a, k)]
+    if given:
+        raise ArsmoothError(f"--pretrained replaces {', '.join(given)}; give one or the other")
+    need = {"baseline": ["baseline"], "two-step": ["stage1", "stage2"]}.get(getattr(a, "method", None), ["stage1"])
+    if not hasattr(a, "method"):  # evaluate: every model that ships
+        need = [k for k in P.KINDS if k in P.manifest().get(a.pretrained, {})] or ["baseline"]
+    for kind in need:
+        setattr(a, kind, P.checkpoint(a.pretrained, kind))
+
+
+def _label(src) -> str:
+    return f"pretrained {src['kind']}" if isinstance(src, dict) else str(src)
+
+
 def cmd_evaluate(a) -> int:
     import json
 
@@ -187,16 +208,17 @@ def cmd_evaluate(a) -> int:
     from .data.images import load_configured
 
     _threads(a.threads)
+    _use_pretrained(a)
     base = pair = kernel = None
     ckpts = []
     if a.baseline:
         base, ck = I.load_model(a.baseline, "baseline")
-        ckpts.append((a.baseline, ck))
+        ckpts.append((_label(a.baseline), ck))
     if a.stage1 or a.stage2:
         if not (a.stage1 and a.stage2):
             raise ArsmoothError("the two-step bound needs both --stage1 and --stage2")
         pair, kernel = I.load_pair(a.stage1, a.stage2)
-        ckpts.append((a.stage1, C.load_checkpoint(a.stage1)))
+        ckpts.append((_label(a.stage1), a.stage1 if isinstance(a.stage1, dict) else C.load_checkpoint(a.stage1)))
     if base is None and pair is None:
         raise ArsmoothError("give --baseline CKPT and/or --stage1 CKPT --stage2 CKPT")
     data = I.test_data_of(ckpts, a.dataset, a.data_root)
@@ -327,6 +349,25 @@ def cmd_report(a) -> int:
     return 0
 
 
+def cmd_pretrained(a) -> int:
+    from . import pretrained as P
+
+    m = P.manifest()
+    if not m:
+        print("no pretrained models ship with this installation")
+        return 0
+    for name in sorted(m):
+        for kind in P.KINDS:
+            e = m[name].get(kind)
+            if e:
+                size = "/".join(str(e["model"][k]) for k in ("nr_resnet", "nr_filters", "nr_logistic_mix"))
+                imgs = f"{e['images_seen']:,}" if e.get("images_seen") else "?"
+                print(f"{name:8s} {kind:8s} resnets/filters/logistics {size:8s} sigma {e['sigma']}  "
+                      f"{imgs} training images  sha256 {e['sha256'][:12]}...")
+    print("(arsmooth sample --pretrained NAME --method two-step --out DIR; arsmooth evaluate --pretrained NAME)")
+    return 0
+
+
 def cmd_list(a) -> int:
     from .experiments import EXPERIMENTS
 
@@ -356,6 +397,8 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--steps", type=positive_int, default=16000, help="training steps (default 16000)")
     d.add_argument("--sigma", type=positive_float, default=0.3, help="noise std of q(x~|x) (default 0.3)")
     d.add_argument("--hidden", type=positive_int, default=128, help="hidden units per layer (default 128)")
+    d.add_argument("--no-images", action="store_true",
+                   help="skip the image part (MNIST digits sampled from the pretrained models that ship)")
     common(d)
     d.set_defaults(func=cmd_demo, threads=1)
 
@@ -415,6 +458,8 @@ def build_parser() -> argparse.ArgumentParser:
     sm.add_argument("--baseline", help="baseline checkpoint (method baseline)")
     sm.add_argument("--stage1", help="stage-1 checkpoint p(x~) (every method but baseline)")
     sm.add_argument("--stage2", help="stage-2 checkpoint p(x | x~) (method two-step)")
+    sm.add_argument("--pretrained", metavar="NAME", help="use the models that ship with arsmooth (e.g. mnist; "
+                    "'arsmooth pretrained' lists them) instead of --baseline / --stage1 / --stage2")
     sm.add_argument("-n", type=positive_int, default=64, help="number of samples (default 64)")
     sm.add_argument("--batch-size", type=positive_int, default=64, help="images sampled at once (default 64)")
     sm.add_argument("--out", required=True, help="output folder")
@@ -433,6 +478,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--baseline", help="baseline checkpoint")
     ev.add_argument("--stage1", help="stage-1 checkpoint (with --stage2)")
     ev.add_argument("--stage2", help="stage-2 checkpoint (with --stage1)")
+    ev.add_argument("--pretrained", metavar="NAME", help="score the models that ship with arsmooth (e.g. mnist)")
     ev.add_argument("--dataset", default=None, help="dataset name (default: the one the checkpoints were trained on)")
     ev.add_argument("--data-root", help="data folder (default: the checkpoint's, else $ARSMOOTH_DATA, else ./data)")
     ev.add_argument("--n-images", type=positive_int, default=1000, help="test images (default 1000)")
@@ -515,6 +561,12 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--out", default="report.md", help="the markdown file to write (default report.md)")
     rp.add_argument("--force", action="store_true", help="overwrite --out")
     rp.set_defaults(func=cmd_report)
+
+    pt = sub.add_parser("pretrained", help="list the pretrained models that ship with arsmooth",
+                        description="The CPU-scale models inside the package (safetensors, SHA-256 checked on "
+                        "every load): dataset, kind, size, sigma and training images. Use them with "
+                        "'arsmooth sample --pretrained NAME' and 'arsmooth evaluate --pretrained NAME'.")
+    pt.set_defaults(func=cmd_pretrained)
 
     ls = sub.add_parser("list", help="list the experiments")
     ls.set_defaults(func=cmd_list)

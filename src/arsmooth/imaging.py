@@ -21,8 +21,15 @@ from .train import model_from_checkpoint
 IMAGE_METHODS = ("baseline", "smoothed", "single-step", "single-step-detached", "two-step")
 
 
-def load_model(path, kind: str | tuple[str, ...], device="cpu") -> tuple[ImageModel, dict]:
-    ckpt = C.load_checkpoint(path, expect_kind=kind, map_location=device)
+def load_model(src, kind: str | tuple[str, ...], device="cpu") -> tuple[ImageModel, dict]:
+    """A model from a checkpoint path, or from an already loaded checkpoint dict (e.g. a pretrained one)."""
+    if isinstance(src, dict):
+        kinds = (kind,) if isinstance(kind, str) else tuple(kind)
+        if src["kind"] not in kinds:
+            raise ArsmoothError(f"a {src['kind']} model was given where a {' or '.join(kinds)} model is expected")
+        ckpt = src
+    else:
+        ckpt = C.load_checkpoint(src, expect_kind=kind, map_location=device)
     return model_from_checkpoint(ckpt, device), ckpt
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import codecs
 import gzip
-import hashlib
 import io
 import os
 import pickle
@@ -25,6 +24,7 @@ import torch
 from torch import Tensor
 
 from ..errors import ArsmoothError
+from ..fileio import digest
 
 SPLITS = ("train", "test")
 DATASETS = ("mnist", "fashion", "cifar10", "digits", "celeba", "celeba:<folder>", "folder:<folder>")
@@ -78,14 +78,6 @@ DOWNLOAD_TIMEOUT_S = 20.0
 _VERIFIED: set[tuple[str, int, int]] = set()
 
 
-def _md5(path: Path) -> str:
-    h = hashlib.md5()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _verify(path: Path, size: int, md5: str) -> None:
     st = path.stat()
     key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
@@ -96,7 +88,7 @@ def _verify(path: Path, size: int, md5: str) -> None:
             f"{path} has {st.st_size} bytes, expected {size} (md5 {md5}): the file is truncated "
             "or wrong; delete it and download it again"
         )
-    got = _md5(path)
+    got = digest(path, "md5")
     if got != md5:
         raise ArsmoothError(
             f"{path} has md5 {got}, expected {md5}: the file is corrupt or wrong; "
