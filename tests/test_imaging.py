@@ -95,7 +95,7 @@ def test_quick_mnist_path_end_to_end(tmp_path):
     assert set(res["metrics"]) == cols | {"n_samples"} and res["metrics"]["n_samples"] == 8
     assert all(set(res["metrics"][c]) == {"fid", "kid", "kid_std", "is"} for c in cols)
     assert all(1 <= res["metrics"][c]["is"] <= 10 for c in cols)  # a score over 10 classes
-    assert set(res["probe_accuracy"]) == {"stage1", "stage2"}
+    assert set(res["probe_accuracy"]) == {f"{m}{g}" for m in ("baseline", "stage1", "stage2") for g in ("", ", 4x4 cells")}
     assert all(0 <= a <= 1 for v in res["probe_accuracy"].values() for a in v)
     from arsmooth.report import write_report
 
@@ -107,9 +107,41 @@ def test_quick_mnist_path_end_to_end(tmp_path):
     again = reproduce("mnist", tmp_path, quick=True, progress=False, force=True)
     assert json.loads((tmp_path / "mnist.json").read_text()) == res and again["wall_time_s"] < rec["wall_time_s"] * 2
     assert set(res["params"]) == {"baseline", "stage1", "stage2"}
-    assert set(res["bpd"]) == {"baseline", "two_step_elbo", "two_step_iw"}
+    bounds = ("baseline", "two_step_elbo", "two_step_iw", "two_step_elbo_on_iw_images")
+    assert set(res["bpd"]) == {*bounds, "n_images", "iw_k", "iw_images"}
+    assert (res["bpd"]["n_images"], res["bpd"]["iw_k"], res["bpd"]["iw_images"]) == (32, 2, 16)
     assert set(res["denoise_psnr"]) == {"noisy", "single_step", "two_step"}
-    assert all(0 < v < 16 for v in res["bpd"].values())
+    assert all(0 < res["bpd"][k] < 16 for k in bounds)
     for f in res["figures"].values():
         assert (tmp_path / f).stat().st_size > 100
     assert rec["wall_time_s"] < 120
+
+
+def test_fig6_columns_resume_exactly_and_depend_on_batch_index_only(tmp_path, monkeypatch):
+    pair, k = _pair()
+    base = ImageModel("baseline", channels=1, nr_resnet=1, nr_filters=8, nr_logistic_mix=2, dropout=0.0,
+                      image_size=(8, 8)).double()
+    whole = I.fig6_columns(base, pair, k, 5, seed=3, batch_size=2)
+    assert list(whole) == list(I.FIG6_COLUMNS) and all(v.shape == (5, 1, 8, 8) for v in whole.values())
+    assert not torch.equal(whole["smoothed"][:2], whole["smoothed"][2:4])  # batches are not repeats
+    # interrupted after two batches, then resumed from the partial file: the same images
+    real, calls = I.two_step_columns, []
+
+    def dying(*a, **kw):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(*a, **kw)
+
+    monkeypatch.setattr(I, "two_step_columns", dying)
+    part = tmp_path / "partial.npz"
+    with pytest.raises(KeyboardInterrupt):
+        I.fig6_columns(base, pair, k, 5, seed=3, batch_size=2, partial=part)
+    monkeypatch.setattr(I, "two_step_columns", real)
+    resumed = I.fig6_columns(base, pair, k, 5, seed=3, batch_size=2, partial=part)
+    assert all(torch.equal(resumed[c], whole[c]) for c in I.FIG6_COLUMNS)
+    # batch i depends on (seed, i) only: a longer run starts with the same images
+    longer = I.fig6_columns(base, pair, k, 6, seed=3, batch_size=2)
+    assert all(torch.equal(longer[c][:4], whole[c][:4]) for c in I.FIG6_COLUMNS)
+    other = I.fig6_columns(base, pair, k, 2, seed=4, batch_size=2)
+    assert not torch.equal(other["baseline"], whole["baseline"][:2])

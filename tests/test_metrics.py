@@ -97,8 +97,12 @@ def test_block_features_one_per_ul_block():
     from arsmooth.probes import block_features
 
     m = ImageModel("stage2", nr_resnet=2, nr_filters=4, nr_logistic_mix=2, image_size=(8, 8))
-    f = block_features(m, torch.rand(5, 1, 8, 8) * 2 - 1, Gaussian(0.3), torch.Generator().manual_seed(0))
-    assert len(f) == 3 * 2 + (2 + 3 + 3) and all(t.shape == (5, 4) for t in f)
+    x = torch.rand(5, 1, 8, 8) * 2 - 1
+    f = block_features(m, x, Gaussian(0.3), torch.Generator().manual_seed(0), grids=(1, 2))
+    assert len(f[1]) == 3 * 2 + (2 + 3 + 3) and all(t.shape == (5, 4) for t in f[1])
+    assert len(f[2]) == len(f[1]) and all(t.shape == (5, 4 * 2 * 2) for t in f[2])
+    # the 2x2 cells average to the position average (every block here keeps an even-sized map)
+    assert all(torch.allclose(b.view(5, 4, 4).mean(2), a, atol=1e-6) for a, b in zip(f[1], f[2]))
 
 
 def test_inception_metrics_say_what_is_missing():

@@ -7,6 +7,7 @@ Units: bits per dimension of 8-bit images (the paper reports bits/dim of the dis
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import torch
 from torch import Tensor
@@ -106,6 +107,55 @@ def sample_images(method: str, n: int, *, baseline: ImageModel | None = None, pa
                 pair.reverse.sample(context=xt, generator=generator, progress=progress, fast=fast)
         out.append(check_finite(x.detach(), f"sampling ({method})"))
     return torch.cat(out)
+
+
+def batch_seed(seed: int, index: int) -> int:
+    """The seed of sample batch ``index``: samples then depend on (seed, batch size, n) only, not on the
+    process, the session or the order in which batches were drawn."""
+    import numpy as np
+
+    return int(np.random.SeedSequence([seed, index]).generate_state(1, np.uint64)[0] >> 1)
+
+
+FIG6_COLUMNS = ("baseline", "smoothed", "single-step", "two-step")
+
+
+def fig6_columns(baseline, pair, kernel, n: int, seed: int, batch_size: int = 64, partial=None,
+                 progress: bool = False) -> dict:
+    """The paper's Fig. 6 columns: baseline samples, and from the same x~ ~ p(x~) the smoothed, single-step
+    and two-step images; ``n`` of each as 8-bit images (uint8, what is saved and scored), batch ``i``
+    drawn from :func:`batch_seed` ``(seed, i)``.
+
+    With ``partial`` (a ``.npz`` path), the batches done so far are saved there after each batch, and a
+    later call with the same ``seed``, ``batch_size`` and ``n`` continues from them: the result is the
+    same as one uninterrupted call.
+    """
+    import numpy as np
+    from tqdm.auto import tqdm
+
+    from .data.images import to_uint8
+    from .fileio import atomic_write
+
+    key = np.array([seed, batch_size, n])
+    done: dict[str, list[Tensor]] = {k: [] for k in FIG6_COLUMNS}
+    if partial is not None and Path(partial).is_file():
+        with np.load(partial) as z:
+            if "key" in z.files and np.array_equal(z["key"], key):
+                done = {k: list(torch.from_numpy(z[k]).split(batch_size)) for k in FIG6_COLUMNS}
+    n_batches = -(-n // batch_size)
+    bar = tqdm(range(len(done["baseline"]), n_batches), desc="sampling the Fig. 6 columns", unit="batch",
+               disable=not progress, dynamic_ncols=True)
+    for i in bar:
+        b = min(batch_size, n - i * batch_size)
+        g = torch.Generator().manual_seed(batch_seed(seed, i))
+        done["baseline"].append(to_uint8(sample_images("baseline", b, baseline=baseline, generator=g, batch_size=b)))
+        cols = two_step_columns(pair, kernel, b, generator=g, batch_size=b)
+        for k, v in cols.items():
+            done[k].append(to_uint8(v))
+        if partial is not None:
+            arrays = {k: torch.cat(v).numpy() for k, v in done.items()}
+            atomic_write(partial, lambda tmp: np.savez_compressed(tmp, key=key, **arrays), suffix=".npz")
+    return {k: torch.cat(v) for k, v in done.items()}
 
 
 def two_step_columns(pair, kernel, n: int, generator=None, batch_size: int = 64, progress: bool = False) -> dict:

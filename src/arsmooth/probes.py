@@ -1,7 +1,8 @@
 """Linear probes on PixelCNN++ blocks: how much class information each block's features hold.
 
 Every gated resnet block of the ``ul`` stream (down pass, then up pass) is hooked; its output is
-averaged over positions into one vector per image, and a multinomial logistic regression (L-BFGS on
+averaged over positions into one vector per image (``grid=1``), or over each cell of a ``grid x grid``
+partition of the image (which keeps where a stroke is), and a multinomial logistic regression (L-BFGS on
 standardised features, small L2 penalty) is fit on training images and scored on test images.
 Stage 1 sees perturbed images x~; stage 2 x with x~ (stacked or spatial); the baseline clean x.
 """
@@ -18,12 +19,18 @@ def _blocks(net) -> list[torch.nn.Module]:
 
 
 @torch.no_grad()
-def block_features(model, x: Tensor, kernel=None, generator=None, batch_size: int = 100) -> list[Tensor]:
-    """Position-averaged output of every ``ul`` block, a list of ``(N, F)`` tensors."""
+def block_features(model, x: Tensor, kernel=None, generator=None, batch_size: int = 100,
+                   grids: tuple[int, ...] = (1,)) -> dict[int, list[Tensor]]:
+    """Output of every ``ul`` block averaged over each cell of a ``g x g`` grid, for each ``g`` in ``grids``:
+    ``{g: [(N, F * g * g) per block]}`` (``g = 1``: the position average)."""
     blocks = _blocks(model.net)
-    store: list[list[Tensor]] = [[] for _ in blocks]
-    hooks = [b.register_forward_hook(lambda _m, _i, out, k=k: store[k].append(out.mean((2, 3))))
-             for k, b in enumerate(blocks)]
+    store: dict[int, list[list[Tensor]]] = {g: [[] for _ in blocks] for g in grids}
+
+    def hook(k, out):
+        for g in grids:
+            store[g][k].append(F.adaptive_avg_pool2d(out, g).flatten(1))
+
+    hooks = [b.register_forward_hook(lambda _m, _i, out, k=k: hook(k, out)) for k, b in enumerate(blocks)]
     model.eval()
     try:
         for i in range(0, len(x), batch_size):
@@ -36,7 +43,7 @@ def block_features(model, x: Tensor, kernel=None, generator=None, batch_size: in
     finally:
         for h in hooks:
             h.remove()
-    return [torch.cat(s) for s in store]
+    return {g: [torch.cat(s) for s in per_block] for g, per_block in store.items()}
 
 
 def linear_probe(f_train: Tensor, y_train: Tensor, f_test: Tensor, y_test: Tensor, l2: float = 1e-3,
@@ -61,9 +68,9 @@ def linear_probe(f_train: Tensor, y_train: Tensor, f_test: Tensor, y_test: Tenso
 
 
 def probe_accuracies(model, train: tuple[Tensor, Tensor], test: tuple[Tensor, Tensor], kernel=None,
-                     seed: int = 0) -> list[float]:
-    """Probe accuracy of every ``ul`` block of ``model``, in network order."""
+                     seed: int = 0, grids: tuple[int, ...] = (1,)) -> dict[int, list[float]]:
+    """Probe accuracy of every ``ul`` block of ``model``, in network order, for each pooling grid."""
     g = torch.Generator().manual_seed(seed)
-    ftr = block_features(model, train[0], kernel, g)
-    fte = block_features(model, test[0], kernel, g)
-    return [linear_probe(a, train[1], b, test[1]) for a, b in zip(ftr, fte)]
+    ftr = block_features(model, train[0], kernel, g, grids=grids)
+    fte = block_features(model, test[0], kernel, g, grids=grids)
+    return {k: [linear_probe(a, train[1], b, test[1]) for a, b in zip(ftr[k], fte[k])] for k in grids}

@@ -30,16 +30,16 @@ DEFAULT_STAGE2 = "spatial"
 
 
 def _budget(quick: bool) -> dict:
-    """Samples per column, test images for bits/dim, K of the IW bound, test images for the tasks."""
+    """Samples per column; test images for bits/dim (exact and -ELBO) and for the IW bound with its K; test
+    images for denoising and inpainting; training / test images for the linear probes (None: the full set)."""
     if quick:
-        return {"n_samples": 8, "n_eval": 32, "k_iw": 2, "n_task": 4}
-    return {"n_samples": 1000, "n_eval": 1000, "k_iw": 4, "n_task": 100}
+        return {"n_samples": 8, "n_eval": 32, "n_iw": 16, "k_iw": 2, "n_task": 4, "n_probe": (200, 100)}
+    return {"n_samples": 5000, "n_eval": 10000, "n_iw": 2000, "k_iw": 16, "n_task": 500, "n_probe": (None, None)}
 
 
 def _save_samples(cols: dict, path: Path, seed: int) -> None:
-    """All samples of every column: uint8 (for metrics and reports) and raw floats (to resume from)."""
+    """All samples of every column as uint8 (what the metrics and reports use)."""
     arrays = {f"{k}.uint8": to_uint8(v).numpy() for k, v in cols.items()}
-    arrays.update({f"{k}.raw": v.numpy() for k, v in cols.items()})
     atomic_write(path, lambda tmp: np.savez_compressed(tmp, seed=np.array(seed), **arrays), suffix=".npz")
 
 
@@ -48,10 +48,11 @@ def _load_samples(path: Path, n: int, seed: int) -> dict | None:
     if not path.is_file():
         return None
     with np.load(path) as z:
-        names = [k[: -len(".raw")] for k in z.files if k.endswith(".raw")]
-        if int(z["seed"]) != seed or not names or any(z[f"{k}.raw"].shape[0] != n for k in names):
+        names = [k[: -len(".uint8")] for k in z.files if k.endswith(".uint8")]
+        if int(z["seed"]) != seed or sorted(names) != sorted(I.FIG6_COLUMNS) or \
+                any(z[f"{k}.uint8"].shape[0] != n for k in names):
             return None
-        return {k: torch.from_numpy(z[f"{k}.raw"]) for k in names}
+        return {k: torch.from_numpy(z[f"{k}.uint8"]).float() / 127.5 - 1 for k in I.FIG6_COLUMNS}
 
 
 def _train_or_resume(cfg: dict, run_dir: Path, progress: bool) -> dict:
@@ -79,20 +80,24 @@ def _run(run: Run, out: Path, sigma: float | None, progress: bool, dataset: str,
     summaries = {kind: _train_or_resume(cfg, out / "runs" / kind, progress) for kind, cfg in cfgs.items()}
     base, _ = I.load_model(out / "runs" / "baseline" / "last.pt", "baseline")
     pair, kernel = I.load_pair(out / "runs" / "stage1" / "last.pt", out / "runs" / "stage2" / "last.pt")
-    g = torch.Generator().manual_seed(run.seed + 100)
     n = budget["n_samples"]
     cols = _load_samples(out / "samples.npz", n, run.seed)
-    if cols is None:
-        cols = {"baseline": I.sample_images("baseline", n, baseline=base, generator=g, progress=progress)}
-        cols.update(I.two_step_columns(pair, kernel, n, generator=g, progress=progress))  # one x~, three outputs
+    if cols is None:  # batch by batch, each from its own seed; an interrupted run continues from samples.partial.npz
+        u8 = I.fig6_columns(base, pair, kernel, n, run.seed + 100, partial=out / "samples.partial.npz",
+                            progress=progress)
+        cols = {k: v.float() / 127.5 - 1 for k, v in u8.items()}
         _save_samples(cols, out / "samples.npz", run.seed)
+        (out / "samples.partial.npz").unlink()
     g = torch.Generator().manual_seed(run.seed + 200)  # the rest does not depend on whether samples were reused
     for method, x in cols.items():
         save_grid(x[:100], out / f"samples_{method.replace('-', '_')}.png")
     side_by_side(cols, out / "samples_fig6.png", n=min(n, 10))
-    x = test[: budget["n_eval"]]
-    bpd = I.likelihood(x, baseline=base, pair=pair, kernel=kernel, n_draws=1, k_iw=budget["k_iw"], generator=g)
-    metrics, probes, clf_info = _evaluate_samples(out, cols, test, cfgs, pair, kernel, run.seed, quick, progress)
+    bpd = I.likelihood(test[: budget["n_eval"]], baseline=base, pair=pair, kernel=kernel, n_draws=1, generator=g)
+    iw = I.likelihood(test[: budget["n_iw"]], pair=pair, kernel=kernel, n_draws=1, k_iw=budget["k_iw"], generator=g)
+    bpd.update(two_step_iw=iw["two_step_iw"], iw_k=iw["iw_k"], iw_images=iw["n_images"],
+               two_step_elbo_on_iw_images=iw["two_step_elbo"])
+    metrics, probes, clf_info = _evaluate_samples(out, cols, test, cfgs, base, pair, kernel, run.seed, quick,
+                                                  progress)
     xt = test[: budget["n_task"]]
     inp = I.inpaint(pair, kernel, xt, g, progress)
     show = min(8, budget["n_task"])
@@ -107,7 +112,8 @@ def _run(run: Run, out: Path, sigma: float | None, progress: bool, dataset: str,
         "config": {k: v for k, v in cfgs.items()},
         "train_seconds": {k: s["train_seconds"] for k, s in summaries.items()},
         "params": {k: s["params"] for k, s in summaries.items()},
-        "bpd": {"baseline": bpd["baseline"], "two_step_elbo": bpd["two_step_elbo"], "two_step_iw": bpd["two_step_iw"]},
+        "bpd": {k: bpd[k] for k in ("baseline", "two_step_elbo", "two_step_iw", "n_images", "iw_k", "iw_images",
+                                    "two_step_elbo_on_iw_images")},
         "denoise_psnr": {"noisy": den["psnr"]["noisy"], "single_step": den["psnr"]["single_step"],
                          "two_step": den["psnr"]["two_step"]},
         "figures": {"fig6": "samples_fig6.png", "baseline": "samples_baseline.png", "smoothed": "samples_smoothed.png",
@@ -130,7 +136,8 @@ def _run(run: Run, out: Path, sigma: float | None, progress: bool, dataset: str,
         f"Data: {data_name}; presets {', '.join(run.settings['presets'].values())}; sigma {kernel.std}.",
         f"Test bits/dim on {bpd['n_images']} test images (8-bit; lower is better): baseline (exact) "
         f"{r['bpd']['baseline']:.3f}; two-step -ELBO ({bpd['elbo_noise_draws']} noise draw) {r['bpd']['two_step_elbo']:.3f}; "
-        f"two-step IW bound (K={bpd['iw_k']}) {r['bpd']['two_step_iw']:.3f}.",
+        f"two-step IW bound (K={bpd['iw_k']}, the first {bpd['iw_images']} test images; -ELBO on those "
+        f"{bpd['two_step_elbo_on_iw_images']:.3f}) {r['bpd']['two_step_iw']:.3f}.",
         "",
         "| model | parameters | training steps | training seconds | stopped by |",
         "|---|---|---|---|---|",
@@ -155,7 +162,7 @@ def _run(run: Run, out: Path, sigma: float | None, progress: bool, dataset: str,
         + "; ".join(f"sigma {k}: noisy {v['noisy']:.2f}, denoised {v['single_step']:.2f}" for k, v in ablation.items())
         + ".",
         "",
-        "Linear-probe test accuracy per ul block (down pass, then up pass): "
+        f"Linear-probe test accuracy per ul block (down pass, then up pass; {_probe_sizes(quick)}): "
         + "; ".join(f"{k}: " + ", ".join(f"{a:.2f}" for a in v) for k, v in probes.items()) + ".",
     ]
 
@@ -164,7 +171,15 @@ _COLUMNS = {"real": "real (test vs training images)", "baseline": "baseline Pixe
             "single_step": "single-step denoised", "two_step": "two-step (ours)"}
 
 
-def _evaluate_samples(out: Path, cols: dict, test, cfgs: dict, pair, kernel, seed: int, quick: bool,
+def _probe_sizes(quick: bool) -> str:
+    tr, te = _budget(quick)["n_probe"]
+    return f"fit on {tr or 'all'} training images, scored on {te or 'all'} test images"
+
+
+PROBE_GRIDS = (1, 4)  # probe features: the position average, and the average over each cell of a 4x4 grid
+
+
+def _evaluate_samples(out: Path, cols: dict, test, cfgs: dict, base, pair, kernel, seed: int, quick: bool,
                       progress: bool) -> tuple[dict, dict, dict]:
     """FID / KID / IS of every column with our LeNet, the real-vs-real floor, neighbours, probes."""
     from .. import metrics as MT
@@ -189,10 +204,13 @@ def _evaluate_samples(out: Path, cols: dict, test, cfgs: dict, pair, kernel, see
             for i in range(len(s)):
                 rows += [s[i : i + 1], train_u8[idx[i]]]
         save_grid(torch.cat(rows).float() / 127.5 - 1, out / f"neighbours_{space}.png", nrow=6)
-    n_probe = (200, 100) if quick else (2000, 1000)
-    probes = {stage: probe_accuracies(model, (train_x[: n_probe[0]], train_y[: n_probe[0]]),
-                                      (test[: n_probe[1]], test_y[: n_probe[1]]), kernel, seed)
-              for stage, model in (("stage1", pair.prior), ("stage2", pair.reverse))}
+    n_probe = _budget(quick)["n_probe"]
+    n_probe = (n_probe[0] or len(train_x), n_probe[1] or len(test))
+    probes = {}
+    for stage, model in (("baseline", base), ("stage1", pair.prior), ("stage2", pair.reverse)):
+        acc = probe_accuracies(model, (train_x[: n_probe[0]], train_y[: n_probe[0]]),
+                               (test[: n_probe[1]], test_y[: n_probe[1]]), kernel, seed, grids=PROBE_GRIDS)
+        probes.update({stage if g == 1 else f"{stage}, {g}x{g} cells": a for g, a in acc.items()})
     _plot_probes(probes, out / "probes.png")
     keep_info = ("test_accuracy", "weights_sha256", "epochs", "dataset")
     return metrics, probes, {k: info[k] for k in keep_info}
