@@ -15,6 +15,7 @@ KEYS = {
                   "between_modes_mass": {"data", "single_step", "one_component", "two_components"}},
     "table1": {d: {"made_3", "made_6", "smoothed_3", "smoothed_3_iw"} for d in ("rings", "olympics")},
     "realnvp": {d: {"realnvp", "smoothed_realnvp"} for d in ("checkerboard", "olympics")},
+    "learned-sigma": {d: {"fixed", "learned", "data_sample_nll_true_density"} for d in ("rings", "olympics")},
 }
 
 
@@ -40,6 +41,11 @@ def test_quick_reproduce_writes_exact_keys(name, tmp_path, capsys):
     assert list(tmp_path.glob("*.png"))
     if name == "denoise1d":  # exact maths, even on the quick path
         assert res["single_step_exact_max_err"] < 1e-3
+    if name == "learned-sigma":  # the fixed arm keeps its sigma; the learned one moves and records where it went
+        for d in ("rings", "olympics"):
+            fixed, learned = res[d]["fixed"], res[d]["learned"]
+            assert fixed["sigma"] == 0.3 and fixed["trajectory"] == [] and learned["sigma"] != 0.3
+            assert learned["trajectory"][0] == [0, 0.3] and learned["trajectory"][-1][1] == learned["sigma"]
     if name == "fig4":
         assert all(len(v) == 2 and all(len(p) == 2 for p in v) for v in res["sweep"].values())
     if name == "realnvp":  # the reported values are means over distinct training seeds

@@ -112,6 +112,45 @@ def smoothed_nll_loss(model, kernel: Kernel, x: Tensor, generator=None) -> Tenso
     return -(lp_noisy + lp_clean).mean()
 
 
+class LearnedSigma(nn.Module):
+    """A Gaussian q(x~ | x) = N(x, sigma^2 I) whose sigma is trained with the model (paper sec. 3.3).
+
+    ``log sigma`` is the parameter; x~ = x + sigma * eps is reparameterised, so the full ELBO, entropy
+    term included (:func:`learned_sigma_loss`), gives sigma a gradient through x~ and through H(q).
+    ``kernel()`` is the fixed :class:`~arsmooth.kernels.Gaussian` at the current value, for evaluation
+    and sampling.
+    """
+
+    def __init__(self, init: float):
+        super().__init__()
+        if not init > 0:
+            raise ArsmoothError(f"the initial sigma must be positive, got {init}")
+        self.log_sigma = nn.Parameter(torch.tensor(math.log(init), dtype=torch.float64))  # exact at any init
+
+    @property
+    def value(self) -> float:
+        return float(self.log_sigma.detach().exp())
+
+    def kernel(self) -> Gaussian:
+        return Gaussian(self.value)
+
+    def sample(self, x: Tensor, generator=None) -> Tensor:
+        eps = torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
+        return x + self.log_sigma.exp().to(x.dtype) * eps
+
+    def entropy(self, dims: int) -> Tensor:
+        """H(q(. | x)) = D (log sigma + (1/2) log(2 pi e)), differentiable in log sigma."""
+        return dims * (self.log_sigma + 0.5 * math.log(2 * math.pi * math.e))
+
+
+def learned_sigma_loss(model, sigma: LearnedSigma, x: Tensor, generator=None) -> Tensor:
+    """-ELBO (paper eq. 5) averaged over the batch, differentiable in the model and in sigma:
+    -[log p(x~) + log p(x | x~) + H(q)] with x~ = x + sigma * eps."""
+    x_tilde = sigma.sample(x, generator)
+    lp = model.log_prob_noisy(x_tilde) + model.log_prob_clean(x, x_tilde)
+    return -(lp.mean() + sigma.entropy(_event_dims(x)))
+
+
 def elbo(model, kernel: Kernel, x: Tensor, n_draws: int = 1, generator=None) -> Tensor:
     """Per-example ELBO in nats (paper eq. 5):
 
