@@ -142,8 +142,8 @@ def cmd_sample(a) -> int:
     from pathlib import Path
 
     import numpy as np
-    import torch
 
+    from . import distributed as D
     from . import imaging as I
     from .data.images import to_uint8
     from .fileio import atomic_write, prepare_out_dir
@@ -168,9 +168,14 @@ def cmd_sample(a) -> int:
         if a.stage2:
             raise ArsmoothError(f"--method {a.method} uses stage 1 only; drop --stage2 (it would be ignored)")
         pair, kernel = I.load_prior(a.stage1)
-    g = torch.Generator().manual_seed(a.seed)
-    x = I.sample_images(a.method, a.n, baseline=base, pair=pair, kernel=kernel, generator=g,
-                        batch_size=a.batch_size, progress=not a.no_progress, fast=not a.obvious)
+    ctx = D.setup("cpu")  # under torchrun the batches are dealt across the processes; else one process
+    try:
+        x = I.sample_seeded(a.method, a.n, a.seed, baseline=base, pair=pair, kernel=kernel, batch_size=a.batch_size,
+                            progress=not a.no_progress, fast=not a.obvious, ctx=ctx)
+    finally:
+        D.shutdown(ctx)
+    if x is None:  # not rank 0: rank 0 writes
+        return 0
     arrays = {"uint8": to_uint8(x).numpy(), "raw": x.numpy()}
     atomic_write(Path(out) / f"{stem}.npz", lambda tmp: np.savez_compressed(tmp, **arrays), suffix=".npz")
     save_grid(x, Path(out) / f"{stem}.png")

@@ -73,6 +73,25 @@ def check_all(ctx: Context, ok: bool, message: str, device: torch.device) -> Non
         raise ArsmoothError(message)
 
 
+def my_share(ctx: Context, n_items: int) -> range:
+    """The items this rank handles when ``n_items`` are dealt round-robin: ``rank, rank + world, ...``."""
+    return range(ctx.rank, n_items, ctx.world)
+
+
+def gather_on_main(ctx: Context, items: dict) -> dict | None:
+    """Every rank's ``{index: value}`` merged on rank 0 (None on the other ranks; the dict itself in one process)."""
+    if not ctx.enabled:
+        return items
+    parts = [None] * ctx.world if ctx.main else None
+    dist.gather_object(items, parts, dst=0)
+    if not ctx.main:
+        return None
+    merged = {}
+    for part in parts:
+        merged.update(part)
+    return merged
+
+
 def barrier(ctx: Context) -> None:
     if ctx.enabled:
         dist.barrier()
