@@ -33,6 +33,25 @@ def test_presets_and_overrides():
         load_config("cifar-huge")
 
 
+def test_cifar10_and_celeba_presets_carry_the_papers_settings():
+    from arsmooth.train import build_model
+
+    names = set(preset_names())
+    for kind in ("baseline", "stage1", "stage2", "stage2-spatial"):
+        for size in ("", "small-"):
+            c, a = load_config(f"cifar10-{size}{kind}"), load_config(f"celeba-{size}{kind}")
+            assert c["data"]["dataset"] == "cifar10" and a["data"]["dataset"] == "celeba"
+            assert {**a, "data": c["data"]} == c and f"celeba-{size}{kind}" in names
+            assert c["smoothing"]["sigma"] == 0.3 and c["model"]["nr_logistic_mix"] == 10
+            assert (c["train"]["lr"], c["train"]["lr_decay"], c["model"]["dropout"]) == (2e-4, 0.999995, 0.5)
+            assert c["train"]["batch_size"] == (50 if kind.startswith("stage2") else 80)
+    paper = load_config("cifar10-stage1")["model"]
+    assert (paper["nr_resnet"], paper["nr_filters"]) == (5, 160)
+    n = lambda cfg: sum(p.numel() for p in build_model(cfg, (3, 32, 32)).parameters())  # noqa: E731
+    stacked, spatial = n(load_config("cifar10-small-stage2")), n(load_config("cifar10-small-stage2-spatial"))
+    assert abs(spatial - stacked) < 0.02 * stacked  # the two designs at about equal parameters
+
+
 def test_training_writes_run_and_refuses_to_clobber(tmp_path):
     s = train(_cfg("stage2"), tmp_path / "r", progress=False)
     assert s["steps"] == 12 and s["stopped"] == "max_steps" and s["test_bpd"] > 0

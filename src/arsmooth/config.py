@@ -17,7 +17,9 @@ import yaml
 
 from .errors import ArsmoothError
 
-_FASHION_FROM_MNIST = True  # fashion-* presets are the mnist-* ones on Fashion-MNIST
+# presets that are another dataset's on their own data: fashion-* are the mnist-* ones on Fashion-MNIST,
+# celeba-* the cifar10-* ones on CelebA 32x32 (the paper trains both with the same settings)
+DERIVED_PRESETS = {"fashion": ("mnist", "fashion"), "celeba": ("cifar10", "celeba")}
 
 
 def _preset_dir():
@@ -26,7 +28,8 @@ def _preset_dir():
 
 def preset_names() -> list[str]:
     names = sorted(p.name[:-5] for p in _preset_dir().iterdir() if p.name.endswith(".yaml") and not p.name.startswith("_"))
-    return names + sorted(n.replace("mnist", "fashion", 1) for n in names if n.startswith("mnist"))
+    derived = [n.replace(src, new, 1) for new, (src, _) in DERIVED_PRESETS.items() for n in names if n.startswith(src)]
+    return names + sorted(derived)
 
 
 class _Loader(yaml.SafeLoader):
@@ -103,8 +106,9 @@ def load_config(preset: str, overrides: list[str] | tuple[str, ...] = ()) -> dic
         layer = _read_yaml(path.read_text(), str(path))
     else:
         name = preset
-        if preset.startswith("fashion") and _FASHION_FROM_MNIST:
-            name, dataset = preset.replace("fashion", "mnist", 1), "fashion"
+        for prefix, (src, data) in DERIVED_PRESETS.items():
+            if preset.startswith(prefix):
+                name, dataset = preset.replace(prefix, src, 1), data
         file = _preset_dir() / f"{name}.yaml"
         if not file.is_file():
             raise ArsmoothError(f"unknown preset {preset!r}; choose one of {', '.join(preset_names())} or a .yaml file")
