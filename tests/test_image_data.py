@@ -3,6 +3,7 @@ sklearn digits and the 8-bit <-> [-1, 1] conversion. No test touches the network
 
 from __future__ import annotations
 
+import hashlib
 import io
 import os
 import pickle
@@ -189,10 +190,21 @@ def _fake_cifar(root: Path, n: int = 3, as_archive: bool = False, protocol: int 
             (root / im.CIFAR_FOLDER / name).write_bytes(data)
 
 
+def _trust_cifar(monkeypatch, root: Path) -> None:
+    """Put the md5s of the fake CIFAR-10 files under ``root`` in place of the published ones."""
+    table = dict(im.CIFAR_MD5)
+    for name in table:
+        for p in (root / name, root / im.CIFAR_FOLDER / name):
+            if p.is_file():
+                table[name] = (p.stat().st_size, hashlib.md5(p.read_bytes()).hexdigest())
+    monkeypatch.setattr(im, "CIFAR_MD5", table)
+
+
 @pytest.mark.parametrize("as_archive,protocol", [(False, 2), (True, 2), (True, pickle.HIGHEST_PROTOCOL)])
-def test_cifar_fake_archive_layout(tmp_path, as_archive, protocol):
+def test_cifar_fake_archive_layout(tmp_path, monkeypatch, as_archive, protocol):
     n = 3
     _fake_cifar(tmp_path, n, as_archive, protocol)
+    _trust_cifar(monkeypatch, tmp_path)
     x, y = im.load_cifar10("train", tmp_path)
     assert x.shape == (5 * n, 3, 32, 32) and x.dtype == torch.uint8
     assert y.tolist() == [b for b in range(5) for _ in range(n)]  # batches 1..5 in order
@@ -203,7 +215,30 @@ def test_cifar_fake_archive_layout(tmp_path, as_archive, protocol):
     assert im.to_uint8(xt[1, 2, 3, 4]) == _cifar_value(5 * n + 1, 2, 3, 4)
 
 
-def test_cifar_missing_and_unsafe(tmp_path):
+def test_cifar_files_are_checked_against_the_published_md5(tmp_path, monkeypatch):
+    assert im.CIFAR_MD5[im.CIFAR_ARCHIVE] == (170_498_071, "c58f30108f718f92721af3b95e74349a")
+    _fake_cifar(tmp_path, 2, as_archive=True)
+    with pytest.raises(ArsmoothError, match="bytes, expected 170498071") as e:  # not the real archive
+        im.load_cifar10("train", tmp_path)
+    assert "\n" not in str(e.value)
+    _trust_cifar(monkeypatch, tmp_path)
+    assert im.load_cifar10("test", tmp_path)[0].shape == (2, 3, 32, 32)
+    arch = tmp_path / im.CIFAR_ARCHIVE
+    data = bytearray(arch.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # same size, one byte changed
+    arch.write_bytes(bytes(data))
+    with pytest.raises(ArsmoothError, match="md5 .*expected"):
+        im.load_cifar10("test", tmp_path)
+    folder = tmp_path / "x"
+    folder.mkdir()
+    _fake_cifar(folder, 2)
+    _trust_cifar(monkeypatch, folder)
+    (folder / im.CIFAR_FOLDER / "test_batch").write_bytes((folder / im.CIFAR_FOLDER / "test_batch").read_bytes()[:-10])
+    with pytest.raises(ArsmoothError, match="test_batch has .*expected"):
+        im.load_cifar10("test", folder)
+
+
+def test_cifar_missing_and_unsafe(tmp_path, monkeypatch):
     with pytest.raises(ArsmoothError, match=im.CIFAR_ARCHIVE) as e:
         im.load_cifar10("train", tmp_path)
     assert str(tmp_path) in str(e.value)
@@ -214,6 +249,7 @@ def test_cifar_missing_and_unsafe(tmp_path):
 
     (tmp_path / im.CIFAR_FOLDER).mkdir()
     (tmp_path / im.CIFAR_FOLDER / "test_batch").write_bytes(pickle.dumps({b"data": Evil(), b"labels": []}))
+    _trust_cifar(monkeypatch, tmp_path)  # even a file whose md5 matched is unpickled safely
     with pytest.raises(ArsmoothError, match="refusing"):
         im.load_cifar10("test", tmp_path)
     with pytest.raises(ArsmoothError, match="data_batch_1 is missing"):

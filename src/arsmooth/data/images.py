@@ -78,12 +78,13 @@ DOWNLOAD_TIMEOUT_S = 20.0
 _VERIFIED: set[tuple[str, int, int]] = set()
 
 
-def _verify(path: Path, size: int, md5: str) -> None:
+def _verify(path: Path, size: int | None, md5: str) -> None:
+    """Check a file's size (when known) and md5 against the published values, once per file version."""
     st = path.stat()
     key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
     if key in _VERIFIED:
         return
-    if st.st_size != size:
+    if size is not None and st.st_size != size:
         raise ArsmoothError(
             f"{path} has {st.st_size} bytes, expected {size} (md5 {md5}): the file is truncated "
             "or wrong; delete it and download it again"
@@ -203,6 +204,17 @@ def load_idx_dataset(
 CIFAR_ARCHIVE = "cifar-10-python.tar.gz"
 CIFAR_FOLDER = "cifar-10-batches-py"
 _CIFAR_BATCHES = {"train": [f"data_batch_{i}" for i in range(1, 6)], "test": ["test_batch"]}
+# the published md5s (https://www.cs.toronto.edu/~kriz/cifar.html; the same values torchvision checks) and the
+# archive's size; each file is checked once per version (path, size, mtime) in a process
+CIFAR_MD5: dict[str, tuple[int | None, str]] = {
+    CIFAR_ARCHIVE: (170_498_071, "c58f30108f718f92721af3b95e74349a"),
+    "data_batch_1": (None, "c99cafc152244af753f735de768cd75f"),
+    "data_batch_2": (None, "d4bba439e000b95fd0a9bffe97cbabec"),
+    "data_batch_3": (None, "54ebc095f3ab1f0389bbae665268c751"),
+    "data_batch_4": (None, "634d18415352ddfa80567beed471001a"),
+    "data_batch_5": (None, "482c414d41f54cd18b22e5b47cb7c3cb"),
+    "test_batch": (None, "40351d587109b95175f43aff81a1287e"),
+}
 
 
 class _ArrayUnpickler(pickle.Unpickler):
@@ -256,9 +268,11 @@ def load_cifar10(split: str, data_root: str | Path | None = None) -> tuple[Tenso
             p = root / CIFAR_FOLDER / n
             if not p.is_file():
                 raise ArsmoothError(f"{p} is missing: extract {CIFAR_ARCHIVE} again into {root}")
+            _verify(p, *CIFAR_MD5[n])
             blobs[n] = (p.read_bytes(), str(p))
     elif (root / CIFAR_ARCHIVE).is_file():
         arch = root / CIFAR_ARCHIVE
+        _verify(arch, *CIFAR_MD5[CIFAR_ARCHIVE])
         blobs = {}
         try:
             with tarfile.open(arch, "r:gz") as tar:
