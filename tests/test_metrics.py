@@ -114,3 +114,31 @@ def test_inception_metrics_say_what_is_missing():
     if importlib.util.find_spec("torch_fidelity") is None:
         with pytest.raises(ArsmoothError, match=r"pip install 'arsmooth\[inception\]'"):
             MT.inception_metrics(rgb, rgb)
+
+
+def test_metrics_command_scores_sample_files(tmp_path, idx_root, capsys):
+    """arsmooth metrics: test images scored against themselves give FID ~ 0; noise scores far worse."""
+    import json
+
+    import numpy as np
+
+    from arsmooth import classifier as K
+    from arsmooth.cli import main
+    from arsmooth.data.images import load_dataset, to_uint8
+
+    torch.manual_seed(0)
+    K.save(K.LeNet(), {"test_accuracy": 0.1, "dataset": "mnist"}, tmp_path / "lenet.pt")
+    real = to_uint8(load_dataset("mnist", "test", idx_root)[0][:200]).numpy()
+    noise = np.random.default_rng(0).integers(0, 256, real.shape, dtype=np.uint8)
+    np.savez(tmp_path / "same.npz", uint8=real)
+    np.savez(tmp_path / "cols.npz", **{"noise.uint8": noise, "copy.uint8": real})
+    args = ["--dataset", "mnist", "--classifier", str(tmp_path / "lenet.pt"), "--data-root", str(idx_root), "--threads", "1"]
+    assert main(["metrics", str(tmp_path / "same.npz"), str(tmp_path / "cols.npz"), *args]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    by = {r["samples"].split("/")[-1]: r for r in rows}
+    assert set(by) == {"same.npz", "cols.npz:noise", "cols.npz:copy"} and by["same.npz"]["n_samples"] == 200
+    assert abs(by["same.npz"]["fid"]) < 1e-2 and by["cols.npz:copy"]["fid"] == by["same.npz"]["fid"]
+    assert by["cols.npz:noise"]["fid"] > 100 * max(abs(by["same.npz"]["fid"]), 1e-3)
+    np.savez(tmp_path / "empty.npz", raw=np.zeros(3))
+    assert main(["metrics", str(tmp_path / "empty.npz"), *args]) == 2
+    assert "holds no uint8 images" in capsys.readouterr().err

@@ -343,6 +343,42 @@ def cmd_fit_classifier(a) -> int:
     return 0
 
 
+def cmd_metrics(a) -> int:
+    import json
+    import warnings
+    from pathlib import Path
+
+    import numpy as np
+
+    from . import classifier as K
+    from . import metrics as MT
+    from .data.images import load_dataset, to_uint8
+
+    _threads(a.threads)
+    sets = []
+    for path in a.samples:  # every file is read before anything is computed
+        try:
+            with np.load(path) as z:
+                arrays = {k: z[k] for k in z.files if k == "uint8" or k.endswith(".uint8")}
+        except (OSError, ValueError) as e:
+            raise ArsmoothError(f"{path} is not a readable .npz of samples ({e})") from None
+        if not arrays:
+            raise ArsmoothError(f"{path} holds no uint8 images (arsmooth sample and reproduce write them as 'uint8')")
+        sets += [(path, key, u8) for key, u8 in arrays.items()]
+    net, info = K.load(a.classifier)
+    real = to_uint8(load_dataset(a.dataset, "test", a.data_root)[0])
+    for path, key, u8 in sets:
+        n = min(a.n or len(u8), len(u8), len(real))
+        with warnings.catch_warnings():  # torchmetrics' notes on buffering features: not the user's concern
+            warnings.simplefilter("ignore", UserWarning)
+            res = MT.sample_metrics(u8[:n], real[:n], net, a.seed)
+        res = {"samples": f"{path}" + ("" if key == "uint8" else f":{key[:-len('.uint8')]}"), **res,
+               "feature_extractor": f"LeNet {Path(a.classifier).name} ({100 * info['test_accuracy']:.2f}% test "
+               f"accuracy on {info.get('dataset', '?')}, sha256 {info['weights_sha256'][:12]})"}
+        print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in res.items()}))
+    return 0
+
+
 def cmd_report(a) -> int:
     from pathlib import Path
 
@@ -556,6 +592,21 @@ def build_parser() -> argparse.ArgumentParser:
     fc.add_argument("--out", help="where to write it (default classifiers/DATASET.pt)")
     common(fc)
     fc.set_defaults(func=cmd_fit_classifier)
+
+    mt = sub.add_parser("metrics", help="FID / KID / Inception-style score of sample files, with our LeNet",
+                        description="Score the uint8 images of .npz files written by 'arsmooth sample' (or every "
+                        "column of a reproduce samples.npz) against as many test images of --dataset: FID and KID "
+                        "on the LeNet's features, the Inception-style score on its logits (fit one with "
+                        "'arsmooth fit-classifier'). One JSON line per sample set; the numbers compare sets scored "
+                        "with the same classifier, not papers.")
+    mt.add_argument("samples", nargs="+", help=".npz files of samples")
+    mt.add_argument("--dataset", required=True, help="the test set to compare with (e.g. mnist, fashion)")
+    mt.add_argument("--classifier", required=True, help="a classifier written by arsmooth fit-classifier")
+    mt.add_argument("-n", type=positive_int, default=None, help="images per side (default: all samples)")
+    mt.add_argument("--data-root", help="data folder (default $ARSMOOTH_DATA, else ./data)")
+    mt.add_argument("--seed", type=nonneg_int, default=0, help="seed of the KID subsets (default 0)")
+    mt.add_argument("--threads", type=positive_int, default=None, help="CPU threads for torch")
+    mt.set_defaults(func=cmd_metrics)
 
     rp = sub.add_parser("report", help="one markdown report over image reproductions (paper Table 2 layout)",
                         description="Put the baseline, p(x~), single-step and two-step of one or more "
