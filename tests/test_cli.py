@@ -16,6 +16,8 @@ KEYS = {
     "table1": {d: {"made_3", "made_6", "smoothed_3", "smoothed_3_iw"} for d in ("rings", "olympics")},
     "realnvp": {d: {"realnvp", "smoothed_realnvp"} for d in ("checkerboard", "olympics")},
     "learned-sigma": {d: {"fixed", "learned", "data_sample_nll_true_density"} for d in ("rings", "olympics")},
+    "learned-sigma-mnist": {arm: {"sigma", "neg_elbo_bpd", "neg_iw_bpd", "metrics", "steps", "train_seconds",
+                                  "sigma_path"} for arm in ("fixed", "learned")},
 }
 
 
@@ -46,6 +48,10 @@ def test_quick_reproduce_writes_exact_keys(name, tmp_path, capsys):
             fixed, learned = res[d]["fixed"], res[d]["learned"]
             assert fixed["sigma"] == 0.3 and fixed["trajectory"] == [] and learned["sigma"] != 0.3
             assert learned["trajectory"][0] == [0, 0.3] and learned["trajectory"][-1][1] == learned["sigma"]
+    if name == "learned-sigma-mnist":  # the joint checkpoints record the sigma they were evaluated with
+        assert res["fixed"]["sigma"] == 0.5 and res["learned"]["sigma"] != 0.5
+        assert res["learned"]["sigma_path"][0] == [0, 0.5] and len(res["learned"]["sigma_path"]) > 1
+        assert all(set(m) == {"smoothed", "single-step", "two-step"} for m in (res[a]["metrics"] for a in res))
     if name == "fig4":
         assert all(len(v) == 2 and all(len(p) == 2 for p in v) for v in res["sweep"].values())
     if name == "realnvp":  # the reported values are means over distinct training seeds

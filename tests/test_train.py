@@ -71,9 +71,10 @@ def _params(path):
     return C.load_checkpoint(path)["model"]
 
 
-def test_resume_after_sigkill_matches_uninterrupted_run(tmp_path):
+@pytest.mark.parametrize("kind,sets", [("stage1", ()), ("smoothed", ("smoothing.learn_sigma=true",))])
+def test_resume_after_sigkill_matches_uninterrupted_run(tmp_path, kind, sets):
     """Kill a run with SIGKILL at step 8 (checkpoint every 5), resume, compare with a clean run."""
-    cfg = _cfg("stage1", "model.dropout=0.3", "train.ema=0.9")  # dropout and EMA exercise RNG and extra state
+    cfg = _cfg(kind, "model.dropout=0.3", "train.ema=0.9", *sets)  # dropout and EMA exercise RNG and extra state
     ref = tmp_path / "ref"
     train(cfg, ref, progress=False)
     crashed = tmp_path / "crashed"
@@ -214,3 +215,42 @@ def test_init_from_copies_the_weights_exactly_and_refuses_other_shapes(tmp_path)
               init_from=tmp_path / "sp" / "last.pt")
     with pytest.raises(ArsmoothError, match="starts a new run"):
         train(None, tmp_path / "warm", resume=True, progress=False, init_from=tmp_path / "base" / "last.pt")
+
+
+def test_smoothed_kind_trains_both_stages_on_the_elbo_and_learns_sigma(tmp_path):
+    """kind smoothed: loss = -ELBO of the pair (the library's S.elbo, entropy included), sigma learned and
+    recorded, and the checkpoint serves as stage 1 and stage 2 for every tool."""
+    from arsmooth import imaging as I
+    from arsmooth import smoothing as S
+    from arsmooth.kernels import Gaussian
+    from arsmooth.train import build_model
+
+    cfg = _cfg("smoothed", "smoothing.learn_sigma=true")
+    model = build_model(cfg, (1, 8, 8)).double().eval()
+    x = torch.rand(5, 1, 8, 8, dtype=torch.float64) * 2 - 1
+    eps = torch.randn(x.shape, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    pair = S.SmoothedPair(model.prior, model.reverse)
+    ref = S.elbo(pair, Gaussian(0.5), x, 1, torch.Generator().manual_seed(3))
+    assert torch.allclose(model.elbo(x, eps), ref, atol=1e-9)
+    (g,) = torch.autograd.grad(model.loss(x, eps), model.log_sigma)
+    assert g != 0
+    s = train(cfg, tmp_path / "l", progress=False)
+    ck = C.load_checkpoint(tmp_path / "l" / "last.pt")
+    assert s["steps"] == 12 and ck["kind"] == "smoothed" and ck["sigma"] != 0.5
+    assert abs(ck["sigma"] - float(ck["model"]["log_sigma"].exp())) < 1e-12  # the learned value is what is recorded
+    sig = [json.loads(x)["sigma"] for x in (tmp_path / "l" / "metrics.jsonl").read_text().splitlines() if "sigma" in x]
+    assert len(sig) == 2 and sig[0] != 0.5 and sig[1] != sig[0]  # logged at steps 5 and 10, moving
+    fixed = train(_cfg("smoothed"), tmp_path / "f", progress=False)
+    assert fixed["steps"] == 12 and C.load_checkpoint(tmp_path / "f" / "last.pt")["sigma"] == 0.5
+    # stage 1 and stage 2 of the joint checkpoint, for sample / evaluate / inpaint
+    pair, kernel = I.load_pair(tmp_path / "l" / "last.pt", tmp_path / "l" / "last.pt")
+    assert kernel.std == ck["sigma"] and pair.prior.kind == "stage1" and pair.reverse.kind == "stage2"
+    for name, part in (("prior", pair.prior), ("reverse", pair.reverse)):
+        assert all(torch.equal(v, ck["model"][f"{name}.{k}"]) for k, v in part.state_dict().items())
+    x = I.sample_images("two-step", 2, pair=pair, kernel=kernel, generator=torch.Generator().manual_seed(0))
+    assert x.shape == (2, 1, 8, 8)
+    with pytest.raises(ArsmoothError, match="baseline"):
+        I.load_model(tmp_path / "l" / "last.pt", "baseline")
+    for bad, msg in [(["smoothing.learn_sigma=true"], "needs kind=smoothed"), (["smoothing.kernel=laplace"], "Gaussian")]:
+        with pytest.raises(ArsmoothError, match=msg):
+            load_config("digits-smoothed" if "kernel" in bad[0] else "digits-stage1", bad)

@@ -20,7 +20,7 @@ from .errors import ArsmoothError
 from .fileio import atomic_write
 
 FORMAT_VERSION = 1
-KINDS = ("baseline", "stage1", "stage2")
+KINDS = ("baseline", "stage1", "stage2", "smoothed")  # smoothed: stages 1 and 2 in one checkpoint
 _REQUIRED = ("format_version", "kind", "config", "model", "step")
 
 

@@ -137,9 +137,9 @@ def _is_num(v) -> bool:
 
 def validate(cfg: dict) -> None:
     """Types and ranges of every setting; one clear message for the first bad one."""
-    from .models.image import KINDS, STAGE2_CONDITIONINGS, STAGE2_LIKELIHOODS
+    from .models.image import RUN_KINDS, STAGE2_CONDITIONINGS, STAGE2_LIKELIHOODS
 
-    _need(cfg["kind"] in KINDS, f"kind must be one of {', '.join(KINDS)}, got {cfg['kind']!r}")
+    _need(cfg["kind"] in RUN_KINDS, f"kind must be one of {', '.join(RUN_KINDS)}, got {cfg['kind']!r}")
     d, m, s, t = cfg["data"], cfg["model"], cfg["smoothing"], cfg["train"]
     _need(isinstance(d["dataset"], str) and d["dataset"], f"data.dataset must be a name, got {d['dataset']!r}")
     _need(d["data_root"] is None or isinstance(d["data_root"], str), "data.data_root must be a path")
@@ -166,6 +166,13 @@ def validate(cfg: dict) -> None:
     _need(isinstance(m.get("fused", True), bool), f"model.fused must be true or false, got {m.get('fused')!r}")
     _need(s["kernel"] in ("gaussian", "laplace", "uniform"), f"smoothing.kernel must be gaussian, laplace or uniform, got {s['kernel']!r}")
     _need(_is_num(s["sigma"]) and s["sigma"] > 0, f"smoothing.sigma must be a positive number, got {s['sigma']!r}")
+    _need(isinstance(s.get("learn_sigma", False), bool), f"smoothing.learn_sigma must be true or false, got {s.get('learn_sigma')!r}")
+    if s.get("learn_sigma", False):
+        _need(cfg["kind"] == "smoothed", "smoothing.learn_sigma=true needs kind=smoothed (both stages trained together "
+              "on the ELBO, e.g. the mnist-cpu-smoothed preset)")
+    if cfg["kind"] == "smoothed":
+        _need(s["kernel"] == "gaussian", f"kind smoothed trains a Gaussian q(x~ | x), got smoothing.kernel={s['kernel']}")
+        _need(m["stage2_likelihood"] == "discretized", "kind smoothed needs model.stage2_likelihood=discretized")
     _need(_is_int(t["batch_size"]) and t["batch_size"] >= 1, f"train.batch_size must be an integer >= 1, got {t['batch_size']!r}")
     _need(_is_num(t["lr"]) and t["lr"] > 0, f"train.lr must be positive, got {t['lr']!r}")
     _need(_is_num(t["lr_decay"]) and 0 < t["lr_decay"] <= 1, f"train.lr_decay must be in (0, 1], got {t['lr_decay']!r}")

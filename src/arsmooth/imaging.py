@@ -24,13 +24,18 @@ IMAGE_METHODS = ("baseline", "smoothed", "single-step", "single-step-detached", 
 
 def load_model(src, kind: str | tuple[str, ...], device="cpu") -> tuple[ImageModel, dict]:
     """A model from a checkpoint path, or from an already loaded checkpoint dict (e.g. a pretrained one)."""
+    kinds = (kind,) if isinstance(kind, str) else tuple(kind)
+    stage = set(kinds) & {"stage1", "stage2"}  # a smoothed checkpoint (stages 1 and 2 trained together) serves either
     if isinstance(src, dict):
-        kinds = (kind,) if isinstance(kind, str) else tuple(kind)
-        if src["kind"] not in kinds:
-            raise ArsmoothError(f"a {src['kind']} model was given where a {' or '.join(kinds)} model is expected")
         ckpt = src
     else:
-        ckpt = C.load_checkpoint(src, expect_kind=kind, map_location=device)
+        ckpt = C.load_checkpoint(src, expect_kind=(*kinds, "smoothed") if stage else kinds, map_location=device)
+    if ckpt["kind"] == "smoothed" and stage:
+        joint = model_from_checkpoint(ckpt, device)
+        part = sorted(stage)[0]
+        return (joint.prior if part == "stage1" else joint.reverse), {**ckpt, "kind": part}
+    if ckpt["kind"] not in kinds:
+        raise ArsmoothError(f"a {ckpt['kind']} model was given where a {' or '.join(kinds)} model is expected")
     return model_from_checkpoint(ckpt, device), ckpt
 
 

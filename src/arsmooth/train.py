@@ -29,7 +29,7 @@ from .data.images import load_configured
 from .errors import ArsmoothError
 from .fileio import atomic_write_text
 from .kernels import make_kernel
-from .models.image import ImageModel, count_params
+from .models.image import ImageModel, SmoothedImageModel, count_params
 
 RUN_FILES = ("config.yaml", "metrics.jsonl", "last.pt", "summary.json")
 
@@ -42,14 +42,17 @@ def pick_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def build_model(cfg: dict, image_shape: tuple[int, int, int]) -> ImageModel:
+def build_model(cfg: dict, image_shape: tuple[int, int, int]) -> ImageModel | SmoothedImageModel:
     """The model of ``cfg['kind']`` for images ``(C, H, W)``."""
     m = cfg["model"]
-    return ImageModel(cfg["kind"], channels=image_shape[0], nr_resnet=m["nr_resnet"], nr_filters=m["nr_filters"],
-                      nr_logistic_mix=m["nr_logistic_mix"], dropout=m["dropout"],
-                      stage2_likelihood=m["stage2_likelihood"], image_size=tuple(image_shape[1:]),
-                      fused=m.get("fused", True),
-                      stage2_conditioning=m.get("stage2_conditioning", "stacked"))  # older configs: stacked
+    kw = dict(channels=image_shape[0], nr_resnet=m["nr_resnet"], nr_filters=m["nr_filters"],
+              nr_logistic_mix=m["nr_logistic_mix"], dropout=m["dropout"], stage2_likelihood=m["stage2_likelihood"],
+              image_size=tuple(image_shape[1:]), fused=m.get("fused", True),
+              stage2_conditioning=m.get("stage2_conditioning", "stacked"))  # older configs: stacked
+    if cfg["kind"] == "smoothed":
+        s = cfg["smoothing"]
+        return SmoothedImageModel(sigma=s["sigma"], learn_sigma=s.get("learn_sigma", False), **kw)
+    return ImageModel(cfg["kind"], **kw)
 
 
 def model_from_checkpoint(ckpt: dict, device: torch.device | str = "cpu", use_ema: bool = True) -> ImageModel:
@@ -58,7 +61,7 @@ def model_from_checkpoint(ckpt: dict, device: torch.device | str = "cpu", use_em
     model = build_model(ckpt["config"], shape)
     state = ckpt["ema"] if (use_ema and ckpt.get("ema")) else ckpt["model"]
     holds = "spatial" if any(k.startswith("net.encoder.") for k in state) else "stacked"
-    if model.kind == "stage2" and holds != model.conditioning:
+    if model.kind == "stage2" and holds != model.conditioning:  # (a smoothed checkpoint is checked by its keys)
         raise ArsmoothError(f"the checkpoint holds a {holds} stage 2 but its config says "
                             f"model.stage2_conditioning={model.conditioning}; the two designs do not share weights")
     try:
@@ -108,8 +111,11 @@ def loss_of(model: ImageModel, kernel, x: torch.Tensor, generator=None) -> torch
 
 
 def loss_given_noise(model: ImageModel, x: torch.Tensor, x_tilde: torch.Tensor | None) -> torch.Tensor:
+    """The training loss; for kind smoothed ``x_tilde`` is the standard normal eps (x~ = x + sigma eps inside)."""
     if model.kind == "baseline":
         return model.loss(x)
+    if model.kind == "smoothed":
+        return model.loss(x, x_tilde)
     return model.loss(x_tilde) if model.kind == "stage1" else model.loss(x, context=x_tilde)
 
 
@@ -167,7 +173,7 @@ def prepare_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> None:
 
 @torch.no_grad()
 def evaluate_bpd(model: ImageModel, kernel, images: torch.Tensor, batch_size: int = 100, seed: int = 0) -> float:
-    """Mean test loss in bits per dimension (8-bit for baseline/stage 2; density units for stage 1)."""
+    """Mean test loss in bits per dimension (8-bit for baseline/stage 2 and the smoothed -ELBO; density units for stage 1)."""
     if images.shape[0] == 0:
         return float("nan")
     was = model.training
@@ -178,6 +184,8 @@ def evaluate_bpd(model: ImageModel, kernel, images: torch.Tensor, batch_size: in
         x = images[i : i + batch_size]
         if model.kind == "baseline":
             lp = model.log_prob(x)
+        elif model.kind == "smoothed":  # -ELBO: a bound in 8-bit bits/dim
+            lp = model.elbo(x, torch.randn(x.shape, generator=g, device=x.device, dtype=x.dtype))
         else:
             xt = kernel.sample(x, g)
             lp = model.log_prob(xt) if model.kind == "stage1" else model.log_prob(x, context=xt)
@@ -208,6 +216,8 @@ def train(
     try:
         if init_from is not None and resume:
             raise ArsmoothError("--init-from starts a new run; a resumed run already has its weights")
+        if init_from is not None and (cfg or {}).get("kind") == "smoothed":
+            raise ArsmoothError("--init-from copies one network; a smoothed run trains two (start it from scratch)")
         summary = _train(ctx, cfg, Path(run_dir), resume, overwrite, progress, train_images, test_images, init_from)
     except BaseException:
         D.shutdown(ctx, clean=False)
@@ -269,7 +279,8 @@ def _train(ctx: D.Context, cfg, run_dir: Path, resume, overwrite, progress, trai
     model = build_model(cfg, shape).to(device)
     warm = init_weights_from(model, cfg, init_from) if init_from is not None and ckpt is None else None
     model._check(train_images[:1])
-    model.net.check_size(train_images[:1])  # image size the network can take: refuse before writing anything
+    for stage in getattr(model, "stages", (model,)):
+        stage.net.check_size(train_images[:1])  # image size the network can take: refuse before writing anything
     opt = torch.optim.Adam(model.parameters(), lr=t_cfg["lr"])
     sched = torch.optim.lr_scheduler.ExponentialLR(opt, gamma=t_cfg["lr_decay"])
     ema = {k: v.detach().clone() for k, v in model.state_dict().items()} if t_cfg["ema"] else None
@@ -320,7 +331,7 @@ def _train(ctx: D.Context, cfg, run_dir: Path, resume, overwrite, progress, trai
         nonlocal last_ckpt_time, last_good
         test_bpd = evaluate_bpd(model, kernel, test_images, seed=t_cfg["seed"] + 1)
         C.save_checkpoint(ckpt_path, kind=cfg["kind"], model_state=model.state_dict(), config=cfg,
-                          sigma=None if cfg["kind"] == "baseline" else cfg["smoothing"]["sigma"], step=step,
+                          sigma=_sigma_of(model, cfg), step=step,
                           optimizer_state=opt.state_dict(), scheduler_state=sched.state_dict(), ema_state=ema,
                           rng_state={**C.capture_rng(), "noise": noise_gen.get_state()},
                           extra={"image_shape": list(shape), "train_seconds": seconds_before + time.perf_counter() - t0,
@@ -349,7 +360,9 @@ def _train(ctx: D.Context, cfg, run_dir: Path, resume, overwrite, progress, trai
                 break
             x = train_images[_batch_indices(step, n, bs, t_cfg["seed"], cache, ctx)]
             x_tilde = None
-            if model.kind != "baseline":  # the global batch's noise, this rank's rows
+            if model.kind == "smoothed":  # eps of the global batch, this rank's rows; x~ = x + sigma eps in the model
+                x_tilde = torch.randn((bs, *shape), generator=noise_gen, device=x.device, dtype=x.dtype)[ctx.rank :: ctx.world]
+            elif model.kind != "baseline":  # the global batch's noise, this rank's rows
                 x_tilde = x + kernel.noise((bs, *shape), x, noise_gen)[ctx.rank :: ctx.world]
             with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_bf16):
                 loss = loss_module(x, x_tilde)
@@ -375,8 +388,10 @@ def _train(ctx: D.Context, cfg, run_dir: Path, resume, overwrite, progress, trai
             bar.update(1)
             if step % t_cfg["log_every"] == 0 and ctx.main:
                 bar.set_postfix(bpd=f"{running:.3f}")
-                _append_metric(run_dir, {"step": step, "train_bpd": running, "lr": sched.get_last_lr()[0],
-                                         "seconds": round(seconds_before + time.perf_counter() - t0, 2)})
+                rec = {"step": step, "train_bpd": running, "lr": sched.get_last_lr()[0]}
+                if model.kind == "smoothed":
+                    rec["sigma"] = model.sigma
+                _append_metric(run_dir, {**rec, "seconds": round(seconds_before + time.perf_counter() - t0, 2)})
             now = time.perf_counter()
             if step == t_cfg["max_steps"] or (max_s is not None and seconds_before + now - t0 >= max_s):
                 continue  # the loop head decides; the final checkpoint follows the loop
@@ -399,6 +414,13 @@ def _train(ctx: D.Context, cfg, run_dir: Path, resume, overwrite, progress, trai
             atomic_write_text(run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
     D.barrier(ctx)
     return summary
+
+
+def _sigma_of(model, cfg: dict) -> float | None:
+    """The noise level a checkpoint records: none for a baseline, the learned value of a smoothed model."""
+    if cfg["kind"] == "baseline":
+        return None
+    return model.sigma if cfg["kind"] == "smoothed" else cfg["smoothing"]["sigma"]
 
 
 class _StopOnSignal:

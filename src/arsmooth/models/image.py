@@ -20,6 +20,8 @@ mixture (:func:`arsmooth.likelihoods.image_sample`). Nothing is clamped except o
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn as nn
 from torch import Tensor
@@ -30,7 +32,8 @@ from ..networks.pixelcnnpp import PixelCNNpp
 from ..networks.stacked import bottom_half, stack_pair
 from ..sampling import raster_sample
 
-KINDS = ("baseline", "stage1", "stage2")
+KINDS = ("baseline", "stage1", "stage2")  # one network each; "smoothed" (SmoothedImageModel) trains stages 1 and 2 together
+RUN_KINDS = (*KINDS, "smoothed")
 STAGE2_LIKELIHOODS = ("discretized", "continuous-jitter")
 STAGE2_CONDITIONINGS = ("stacked", "spatial")
 
@@ -159,6 +162,51 @@ class ImageModel(nn.Module):
         finally:
             self.train(was_training)
         return x
+
+
+class SmoothedImageModel(nn.Module):
+    """Stage 1 p(x~) and stage 2 p(x | x~) trained together on the ELBO (paper eq. 5), with a Gaussian
+    q(x~ | x) = N(x, sigma^2 I) whose sigma is fixed or, with ``learn_sigma``, a parameter (sec. 3.3).
+
+    ``loss(x, eps)`` is -ELBO in nats per image for x~ = x + sigma * eps (eps standard normal, drawn by
+    the caller), entropy term included: log sigma gets its gradient through x~ and through H(q). Stage 2
+    uses the discretized likelihood, so the bound is on the 8-bit likelihood. ``prior`` and ``reverse``
+    are ordinary stage-1 / stage-2 :class:`ImageModel` s, for sampling and the other tools.
+    """
+
+    kind = "smoothed"
+
+    def __init__(self, *, sigma: float, learn_sigma: bool = False, **kw):
+        super().__init__()
+        if not sigma > 0:
+            raise ArsmoothError(f"sigma must be positive, got {sigma}")
+        if kw.get("stage2_likelihood", "discretized") != "discretized":
+            raise ArsmoothError("the jointly trained model needs the discretized stage-2 likelihood (an 8-bit bound)")
+        self.prior = ImageModel("stage1", **{k: v for k, v in kw.items() if k != "stage2_conditioning"})
+        self.reverse = ImageModel("stage2", **kw)
+        self.log_sigma = nn.Parameter(torch.tensor(math.log(sigma), dtype=torch.float64), requires_grad=learn_sigma)
+        self.channels, self.image_size = self.prior.channels, self.prior.image_size
+
+    @property
+    def sigma(self) -> float:
+        return float(self.log_sigma.detach().exp())
+
+    @property
+    def stages(self) -> tuple[ImageModel, ImageModel]:
+        return self.prior, self.reverse
+
+    def _check(self, x: Tensor, name: str = "images") -> None:
+        self.prior._check(x, name)
+
+    def elbo(self, x: Tensor, eps: Tensor) -> Tensor:
+        """The ELBO of each image in nats, ``(B,)``: log p(x~) + log P(x | x~) + H(q), x~ = x + sigma eps."""
+        x_tilde = x + self.log_sigma.exp().to(x.dtype) * eps
+        entropy = x[0].numel() * (self.log_sigma + 0.5 * math.log(2 * math.pi * math.e))
+        return self.prior.log_prob(x_tilde) + self.reverse.log_prob(x, context=x_tilde) + entropy
+
+    def loss(self, x: Tensor, eps: Tensor) -> Tensor:
+        """-ELBO, mean over the batch, nats per image (the training loss)."""
+        return -self.elbo(x, eps).mean()
 
 
 def _at_least_fp32(t: Tensor) -> Tensor:
