@@ -15,7 +15,8 @@ KEYS = {
                   "between_modes_mass": {"data", "single_step", "one_component", "two_components"}},
     "table1": {d: {"made_3", "made_6", "smoothed_3", "smoothed_3_iw"} for d in ("rings", "olympics")},
     "realnvp": {d: {"realnvp", "smoothed_realnvp"} for d in ("checkerboard", "olympics")},
-    "learned-sigma": {d: {"fixed", "learned", "data_sample_nll_true_density"} for d in ("rings", "olympics")},
+    "learned-sigma": {d: {"fixed", "learned", "learned_high_start", "data_sample_nll_true_density"}
+                      for d in ("rings", "olympics")},
     "learned-sigma-mnist": {arm: {"sigma", "neg_elbo_bpd", "neg_iw_bpd", "metrics", "steps", "train_seconds",
                                   "sigma_path"} for arm in ("fixed", "learned")},
 }
@@ -48,6 +49,7 @@ def test_quick_reproduce_writes_exact_keys(name, tmp_path, capsys):
             fixed, learned = res[d]["fixed"], res[d]["learned"]
             assert fixed["sigma"] == 0.3 and fixed["trajectory"] == [] and learned["sigma"] != 0.3
             assert learned["trajectory"][0] == [0, 0.3] and learned["trajectory"][-1][1] == learned["sigma"]
+            assert res[d]["learned_high_start"]["trajectory"][0] == [0, pytest.approx(0.9)]
     if name == "learned-sigma-mnist":  # the joint checkpoints record the sigma they were evaluated with
         assert res["fixed"]["sigma"] == 0.5 and res["learned"]["sigma"] != 0.5
         assert res["learned"]["sigma_path"][0] == [0, 0.5] and len(res["learned"]["sigma_path"]) > 1

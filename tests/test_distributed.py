@@ -73,6 +73,16 @@ def test_spatial_stage2_two_processes_match_one(tmp_path):
     _same_params(a["model"], b["model"])
 
 
+def test_smoothed_kind_with_learned_sigma_two_processes_match_one(tmp_path):
+    extra = ("--set", "smoothing.learn_sigma=true")
+    one = _run(1, tmp_path / "one", extra, preset="digits-smoothed")
+    two = _run(2, tmp_path / "two", extra, preset="digits-smoothed")
+    assert one.returncode == 0 and two.returncode == 0, two.stderr[-2000:]
+    a, b = load_checkpoint(tmp_path / "one" / "last.pt"), load_checkpoint(tmp_path / "two" / "last.pt")
+    assert a["sigma"] != 0.5 and abs(a["sigma"] - b["sigma"]) < 1e-6  # sigma is learned, the same on 2 processes
+    _same_params(a["model"], b["model"])
+
+
 def test_sampling_is_split_across_processes_and_independent_of_their_number(tmp_path):
     """torchrun -m arsmooth sample: batches dealt across 2 ranks, gathered on rank 0: the 1-process images."""
     import numpy as np
