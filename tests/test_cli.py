@@ -131,3 +131,4 @@ def test_demo_runs_and_reports(tmp_path):
     text = path.read_text()
     assert "| MADE, 3 logistics |" in text and "-ELBO" in text
     assert (tmp_path / "demo" / "samples.png").stat().st_size > 1000
+    assert "## Images: the pretrained MNIST models" in text and (tmp_path / "demo" / "digits.png").stat().st_size > 1000

@@ -16,7 +16,7 @@ from .errors import ArsmoothError
 from .fileio import atomic_write_text, digest
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
-KINDS = C.KINDS
+KINDS = ("baseline", "stage1", "stage2")  # what ships per dataset
 
 
 def sha256_of(path: Path) -> str:
