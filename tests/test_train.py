@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import pytest
+import yaml
 import torch
 
 from arsmooth import checkpoint as C
@@ -254,3 +255,24 @@ def test_smoothed_kind_trains_both_stages_on_the_elbo_and_learns_sigma(tmp_path)
     for bad, msg in [(["smoothing.learn_sigma=true"], "needs kind=smoothed"), (["smoothing.kernel=laplace"], "Gaussian")]:
         with pytest.raises(ArsmoothError, match=msg):
             load_config("digits-smoothed" if "kernel" in bad[0] else "digits-stage1", bad)
+
+
+def test_resume_takes_the_process_group_backend_from_the_saved_config(tmp_path, monkeypatch):
+    """--resume without a preset: the saved run's device picks gloo vs nccl, even where CUDA is visible."""
+    from arsmooth import distributed as D
+
+    train(_cfg("stage1"), tmp_path / "r", progress=False)  # saved with device: auto
+    cfg = yaml.safe_load((tmp_path / "r" / "config.yaml").read_text())
+    seen = []
+
+    def fake_setup(device_type):
+        seen.append(device_type)
+        raise KeyboardInterrupt  # stop here: only the choice is under test
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(D, "setup", fake_setup)
+    for device, backend in (("cpu", "cpu"), ("auto", "cuda")):
+        (tmp_path / "r" / "config.yaml").write_text(yaml.safe_dump({**cfg, "device": device}))
+        with pytest.raises(KeyboardInterrupt):
+            train(None, tmp_path / "r", resume=True, progress=False)
+        assert seen[-1] == backend

@@ -211,7 +211,7 @@ def train(
     ``init_from``: a checkpoint whose network weights start a new run (:func:`init_weights_from`).
     Under ``torchrun`` every rank trains its share of each global batch (DDP); rank 0 alone writes.
     """
-    wants = (cfg or {}).get("device", "auto")
+    wants = _device_setting(cfg, Path(run_dir), resume)
     ctx = D.setup("cuda" if torch.cuda.is_available() and wants != "cpu" else "cpu")
     try:
         if init_from is not None and resume:
@@ -226,10 +226,22 @@ def train(
     return summary
 
 
+def _device_setting(cfg: dict | None, run_dir: Path, resume: bool) -> str:
+    """The ``device`` setting that picks the process group's backend: the given config's, or on ``--resume``
+    without one, the saved run's (so a CPU run resumed under torchrun on a GPU machine stays on gloo)."""
+    if cfg is None and resume and (run_dir / "config.yaml").is_file():
+        try:
+            saved = yaml.safe_load((run_dir / "config.yaml").read_text())
+            return saved.get("device", "auto") if isinstance(saved, dict) else "auto"
+        except yaml.YAMLError:
+            return "auto"  # the checkpoint's own config is checked, with a clear error, once loaded
+    return (cfg or {}).get("device", "auto")
+
+
 def _train(ctx: D.Context, cfg, run_dir: Path, resume, overwrite, progress, train_images, test_images,
            init_from=None) -> dict:
     sync_dev = torch.device("cuda", ctx.local_rank) if ctx.enabled and torch.cuda.is_available() and \
-        (cfg or {}).get("device", "auto") != "cpu" else torch.device("cpu")
+        _device_setting(cfg, run_dir, resume) != "cpu" else torch.device("cpu")
     err = None
     if ctx.main:
         try:
