@@ -32,3 +32,25 @@ def test_bench_train_times_both_networks_on_the_same_step(tmp_path):
     assert r["bench"] == "train" and r["kind"] == "stage2" and r["batch"] == 4
     assert r["same_loss_and_grads"] and r["first_step_grad_max_rel_err"] < 1e-4
     assert r["speedup"] == pytest.approx(r["fast_images_per_s"] / r["reference_images_per_s"])
+
+
+def test_gpu_check_script_says_no_gpu_in_one_line_and_its_dry_run_measures(tmp_path):
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).parents[1] / "scripts" / "gpu_check.py"
+    p = subprocess.run([sys.executable, str(script), "--out", str(tmp_path / "gpu.jsonl")], capture_output=True,
+                       text=True, timeout=120)
+    assert p.returncode == 0, p.stderr[-1000:]
+    lines = (tmp_path / "gpu.jsonl").read_text().splitlines()
+    if lines and json.loads(lines[0]).get("gpu", "x") is None:  # this machine has no CUDA GPU
+        assert len(lines) == 1 and "no CUDA GPU" in json.loads(lines[0])["note"]
+    p = subprocess.run([sys.executable, str(script), "--out", str(tmp_path / "dry.jsonl"), "--cpu-dry-run"],
+                       capture_output=True, text=True, timeout=600, env={**__import__("os").environ, "OMP_NUM_THREADS": "1"})
+    assert p.returncode == 0, p.stderr[-1000:]
+    rows = [json.loads(x) for x in (tmp_path / "dry.jsonl").read_text().splitlines()]
+    assert [r["bench"] for r in rows] == ["sample", "sample", "train", "sample"]
+    assert all(r["same_samples_on_timed_pixels"] for r in rows if r["bench"] == "sample")
+    assert rows[2]["same_loss_and_grads"]

@@ -98,6 +98,13 @@ def bench_train(preset: str, batch: int | None = None, steps: int = 5, device: s
     x = torch.randint(0, 256, (batch, model.channels, h, w), generator=gen, device=device).float() / 127.5 - 1
     kernel = make_kernel(cfg["smoothing"]["kernel"], cfg["smoothing"]["sigma"])
     x_tilde = None if model.kind == "baseline" else kernel.sample(x, gen)
+    gpu = cfg.get("gpu") or {}
+    cuda = device.startswith("cuda")
+    bf16, channels_last = cuda and gpu.get("bf16", False), cuda and gpu.get("channels_last", False)  # as train does
+    if channels_last:
+        model, ref = (m.to(memory_format=torch.channels_last) for m in (model, ref))
+        x = x.contiguous(memory_format=torch.channels_last)
+        x_tilde = None if x_tilde is None else x_tilde.contiguous(memory_format=torch.channels_last)
     runs = {}
     for name, m in (("fused", model), ("straightforward", ref)):
         m.train()
@@ -108,7 +115,8 @@ def bench_train(preset: str, batch: int | None = None, steps: int = 5, device: s
         _sync(device)
         t0 = time.perf_counter()
         r["opt"].zero_grad(set_to_none=True)
-        loss = loss_given_noise(r["model"], x, x_tilde)
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=bf16):
+            loss = loss_given_noise(r["model"], x, x_tilde)
         loss.backward()
         grads = [p.grad.detach().clone() for p in r["model"].parameters()] if not timed else None
         r["opt"].step()
@@ -130,7 +138,8 @@ def bench_train(preset: str, batch: int | None = None, steps: int = 5, device: s
             "speedup": t_r / t_f, "fast_seconds_per_step": round(t_f / steps, 4),
             "reference_seconds_per_step": round(t_r / steps, 4),
             "first_step_loss_rel_err": loss_err, "first_step_grad_max_rel_err": grad_err,
-            "same_loss_and_grads": bool(loss_err < 1e-5 and grad_err < 1e-4),
+            "same_loss_and_grads": bool(loss_err < 1e-5 and grad_err < 1e-4), "bf16": bf16,
+            "channels_last": channels_last,
             "model": {**cfg["model"], "params": count_params(model)}, **_env(device)}
 
 
