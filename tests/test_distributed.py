@@ -102,3 +102,23 @@ def test_sampling_is_split_across_processes_and_independent_of_their_number(tmp_
     assert outs[1].shape == (7, 1, 8, 8)
     assert np.array_equal(outs[1], outs[2])
     assert not np.array_equal(outs[1][:2], outs[1][2:4])  # batches differ: each has its own seed
+
+
+def test_a_killed_rank_restarts_the_group_and_training_resumes_by_itself(tmp_path):
+    """torchrun --max-restarts=1: rank 1 SIGKILLs itself at step 8 (checkpoint at 5); the restarted group finds
+    this run's checkpoint, resumes without --resume and ends with the parameters of an uninterrupted run."""
+    whole = _run(2, tmp_path / "whole", ("--set", "train.checkpoint_every=5", "--max-steps", "12"))
+    assert whole.returncode == 0, whole.stderr[-2000:]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "ARSMOOTH_KILL_AT_STEP": "8", "ARSMOOTH_KILL_RANK": "1",
+           "TORCH_DISABLE_SHARE_RDZV_TCP_STORE": "1"}  # as the README says for --max-restarts
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "--max-restarts=1",
+           "-m", "arsmooth", "train", "digits-stage1", "--out", str(tmp_path / "killed"), *SETTINGS,
+           "--set", "train.checkpoint_every=5", "--max-steps", "12"]
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert "exitcode: -9" in p.stderr  # rank 1 really was killed, and the group restarted
+    a, b = load_checkpoint(tmp_path / "whole" / "last.pt"), load_checkpoint(tmp_path / "killed" / "last.pt")
+    assert a["step"] == b["step"] == 12
+    _same_params(a["model"], b["model"])
+    steps = [__import__("json").loads(x)["step"] for x in (tmp_path / "killed" / "metrics.jsonl").read_text().splitlines()]
+    assert steps == sorted(steps)  # the lines the killed attempt logged after its checkpoint were dropped

@@ -41,7 +41,16 @@ def setup(device_type: str) -> Context:
         backend = "nccl" if device_type == "cuda" else "gloo"
         if device_type == "cuda":
             torch.cuda.set_device(ctx.local_rank)
-        dist.init_process_group(backend=backend)
+        try:
+            dist.init_process_group(backend=backend)
+        except RuntimeError as e:
+            if os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") not in ("", "0") and \
+                    os.environ.get("TORCH_DISABLE_SHARE_RDZV_TCP_STORE") != "1":
+                # torchrun's agent shares its rendezvous store with the workers by default, and a restarted
+                # group can read the previous attempt's addresses (pytorch/pytorch issue 135712)
+                raise ArsmoothError("the restarted process group could not connect; launch torchrun with "
+                                    "TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1 set when using --max-restarts") from e
+            raise
     return ctx
 
 

@@ -209,8 +209,14 @@ def train(
 
     ``train_images``/``test_images`` (in [-1, 1]) bypass the dataset loader (tests, notebooks).
     ``init_from``: a checkpoint whose network weights start a new run (:func:`init_weights_from`).
-    Under ``torchrun`` every rank trains its share of each global batch (DDP); rank 0 alone writes.
+    Under ``torchrun`` every rank trains its share of each global batch (DDP); rank 0 alone writes. A worker
+    group restarted by ``torchrun --max-restarts`` continues the run from its last checkpoint
+    (:func:`restarted_run`).
     """
+    if cfg is not None and not resume and not overwrite:  # a worker restarted by torchrun carries on by itself
+        again = restarted_run(cfg, Path(run_dir))
+        resume, overwrite = again == "resume", again == "restart"
+        init_from = None if resume else init_from  # the checkpoint holds the weights by now
     wants = _device_setting(cfg, Path(run_dir), resume)
     ctx = D.setup("cuda" if torch.cuda.is_available() and wants != "cpu" else "cpu")
     try:
@@ -224,6 +230,34 @@ def train(
         raise
     D.shutdown(ctx)  # _train's frame, with the DDP model and optimizer, is gone by now
     return summary
+
+
+def _test_kill_step(ctx: D.Context) -> int:
+    """Crash tests only: the step at which this process SIGKILLs itself (``ARSMOOTH_KILL_AT_STEP``), on the rank
+    ``ARSMOOTH_KILL_RANK`` names (default: every rank) and in the first attempt of a torchrun job only."""
+    if os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") not in ("", "0"):
+        return 0
+    rank = os.environ.get("ARSMOOTH_KILL_RANK", "")
+    if rank and int(rank) != ctx.rank:
+        return 0
+    return int(os.environ.get("ARSMOOTH_KILL_AT_STEP", "0") or 0)
+
+
+def restarted_run(cfg: dict, run_dir: Path) -> str | None:
+    """Under ``torchrun --max-restarts``, what a restarted worker does with the run folder its first attempt
+    made: ``resume`` (it holds this run's checkpoint), ``restart`` (it holds only this run's config: killed
+    before the first checkpoint), else None (not a restart, or not this run: the usual checks apply)."""
+    if os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") in ("", "0"):
+        return None
+    try:
+        saved = yaml.safe_load((run_dir / "config.yaml").read_text())
+    except (OSError, yaml.YAMLError):
+        return None
+    same = isinstance(saved, dict) and {**saved, "train": {**saved.get("train", {}), "max_steps": None, "max_minutes": None}} \
+        == {**cfg, "train": {**cfg["train"], "max_steps": None, "max_minutes": None}}
+    if not same:
+        return None
+    return "resume" if (run_dir / "last.pt").is_file() else "restart"
 
 
 def _device_setting(cfg: dict | None, run_dir: Path, resume: bool) -> str:
@@ -337,7 +371,7 @@ def _train(ctx: D.Context, cfg, run_dir: Path, resume, overwrite, progress, trai
     t0 = time.perf_counter()
     last_ckpt_time, last_good = t0, step
     max_s = None if t_cfg["max_minutes"] is None else 60 * t_cfg["max_minutes"]
-    kill_at = int(os.environ.get("ARSMOOTH_KILL_AT_STEP", "0") or 0)  # crash tests only
+    kill_at = _test_kill_step(ctx)
 
     def save(stopped: str) -> None:
         nonlocal last_ckpt_time, last_good
