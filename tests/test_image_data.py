@@ -398,3 +398,13 @@ def test_truncated_png_is_named(tmp_path):
     (tmp_path / "bad.png").write_bytes(data[: len(data) // 2])
     with pytest.raises(ArsmoothError, match=r"bad\.png is not a readable image"):
         im.load_dataset(f"folder:{tmp_path}", "all", size=8, channels=1)
+
+
+def test_cifar10_classifier_fits_on_the_fake_archive(tmp_path, monkeypatch):
+    from arsmooth import classifier as K
+
+    _fake_cifar(tmp_path, 8, as_archive=True)
+    _trust_cifar(monkeypatch, tmp_path)
+    net, info = K.fit_dataset("cifar10", tmp_path, epochs=1, progress=False)
+    assert (net.channels, net.size) == (3, 32) and info["dataset"] == "cifar10" and info["train_images"] == 40
+    assert net.features(torch.zeros(2, 3, 32, 32, dtype=torch.uint8)).shape == (2, net.num_features)
