@@ -2,6 +2,7 @@
 
 import json
 
+import numpy as np
 import pytest
 import torch
 
@@ -145,3 +146,25 @@ def test_fig6_columns_resume_exactly_and_depend_on_batch_index_only(tmp_path, mo
     assert all(torch.equal(longer[c][:4], whole[c][:4]) for c in I.FIG6_COLUMNS)
     other = I.fig6_columns(base, pair, k, 2, seed=4, batch_size=2)
     assert not torch.equal(other["baseline"], whole["baseline"][:2])
+
+
+def test_quick_cifar10_path_end_to_end(tmp_path, monkeypatch):
+    """reproduce cifar10 --quick: the full path (three models, the Fig. 6 columns, bounds, tasks, LeNet metrics
+    fit on CIFAR-10) on a small fake archive, RGB throughout."""
+    from test_image_data import _fake_cifar, _trust_cifar
+
+    from arsmooth.experiments import reproduce
+
+    data = tmp_path / "data"
+    data.mkdir()
+    _fake_cifar(data, 16, as_archive=True)
+    _trust_cifar(monkeypatch, data)
+    monkeypatch.setenv("ARSMOOTH_DATA", str(data))
+    reproduce("cifar10", tmp_path / "out", quick=True, progress=False)
+    res = json.loads((tmp_path / "out" / "cifar10.json").read_text())
+    assert res["config"]["stage1"]["data"]["dataset"] == "cifar10" and res["params"]["stage1"] > 0
+    assert all(0 < res["bpd"][k] < 16 for k in ("baseline", "two_step_elbo", "two_step_iw"))
+    assert res["metrics"]["n_samples"] == 8 and set(res["metrics"]) >= {"baseline", "two_step", "real"}
+    with np.load(tmp_path / "out" / "samples.npz") as z:
+        assert z["two-step.uint8"].shape == (8, 3, 32, 32)
+    assert (tmp_path / "out" / "runs" / "stage2" / "last.pt").is_file()

@@ -33,7 +33,7 @@ _IMAGE_FIGURES = ("samples_fig6.png", "samples_baseline.png", "samples_smoothed.
                   "neighbours_features.png", "probes.png")
 
 _DESIGN_FIGURES = ("denoising_designs.png", "two_step_stacked.png", "two_step_spatial.png")
-STAGE2_OPTION = ("mnist", "fashion")  # the experiments that take --stage2
+STAGE2_OPTION = ("mnist", "fashion", "cifar10")  # the experiments that take --stage2
 
 EXPERIMENTS = {
     e.name: e
@@ -56,6 +56,8 @@ EXPERIMENTS = {
         Experiment("mnist", "MNIST: PixelCNN++ baseline vs two-step smoothed model (Fig. 6, tasks)",
                    _IMAGE_FIGURES, "images", "mnist"),
         Experiment("fashion", "Fashion-MNIST: as mnist", _IMAGE_FIGURES, "images", "fashion"),
+        Experiment("cifar10", "CIFAR-10: the paper's Table 2 models and columns (GPUs; --quick: tiny models)",
+                   _IMAGE_FIGURES, "images", "cifar10"),
         Experiment("stage2-mnist", "MNIST: the paper's stacked stage 2 against the spatially conditioned one",
                    _DESIGN_FIGURES, "images", "stage2_mnist"),
         Experiment("stage2-fashion", "Fashion-MNIST: as stage2-mnist", _DESIGN_FIGURES, "images", "stage2_fashion"),
