@@ -429,7 +429,7 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--threads", type=positive_int, default=None, help="CPU threads for torch")
         sp.add_argument("--no-progress", action="store_true", help="no progress bars")
 
-    d = sub.add_parser("demo", help="baseline vs smoothed MADE on the olympics data (about 40 seconds)",
+    d = sub.add_parser("demo", help="baseline vs smoothed MADE on the olympics data, then pretrained MNIST digits (about 50 seconds)",
                        description="Train a baseline MADE and a smoothed MADE side by side on the 2-d "
                        "olympics data and write report.md with the test NLL table and sample plots. Runs on "
                        "one thread unless --threads says otherwise: these small models gain nothing from a "
