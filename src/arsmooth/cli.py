@@ -429,7 +429,8 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--threads", type=positive_int, default=None, help="CPU threads for torch")
         sp.add_argument("--no-progress", action="store_true", help="no progress bars")
 
-    d = sub.add_parser("demo", help="baseline vs smoothed MADE on the olympics data, then pretrained MNIST digits (about 50 seconds)",
+    d = sub.add_parser("demo", help="baseline vs smoothed MADE on the olympics data, then pretrained MNIST "
+                       "digits (about 50 seconds)",
                        description="Train a baseline MADE and a smoothed MADE side by side on the 2-d "
                        "olympics data and write report.md with the test NLL table and sample plots. Runs on "
                        "one thread unless --threads says otherwise: these small models gain nothing from a "
@@ -589,7 +590,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "same LeNet on 3x32x32 images: its numbers are 'FID (LeNet features)', not Inception FID.")
     fc.add_argument("--dataset", choices=("mnist", "fashion", "cifar10"), required=True)
     fc.add_argument("--data-root", help="data folder (default $ARSMOOTH_DATA, else ./data)")
-    fc.add_argument("--epochs", type=positive_int, default=None, help="epochs (default 3 for mnist, 10 for fashion, 15 for cifar10)")
+    fc.add_argument("--epochs", type=positive_int, default=None,
+                    help="epochs (default 3 for mnist, 10 for fashion, 15 for cifar10)")
     fc.add_argument("--out", help="where to write it (default classifiers/DATASET.pt)")
     common(fc)
     fc.set_defaults(func=cmd_fit_classifier)
