@@ -70,7 +70,10 @@ def _train_or_resume(cfg: dict, run_dir: Path, progress: bool) -> dict:
     if (run_dir / "summary.json").is_file():  # finished earlier: keep its record as it was
         return json.loads((run_dir / "summary.json").read_text())
     resume = (run_dir / "last.pt").exists()
-    return train(None if resume else cfg, run_dir, resume=resume, progress=progress)
+    summary = train(None if resume else cfg, run_dir, resume=resume, progress=progress)
+    if summary.get("stopped") in ("SIGINT", "SIGTERM"):  # the run has its checkpoint; stop, do not evaluate it
+        raise KeyboardInterrupt
+    return summary
 
 
 def _stage2_preset(prefix: str, design: str) -> str:
