@@ -97,10 +97,7 @@ def _portable(config: dict) -> dict:
 
 
 def _last_metrics(run: Path) -> dict:
-    path = run / "metrics.jsonl"
-    if not path.is_file():
-        return {}
-    lines = [ln for ln in path.read_text().splitlines() if ln.strip()]
-    rows = [json.loads(ln) for ln in lines]
-    rows = [r for r in rows if "images" in r]
+    from .train import read_metrics
+
+    rows = [r for r in read_metrics(run) if "images" in r]
     return rows[-1] if rows else {}

@@ -514,10 +514,18 @@ def _truncate_metrics(path: Path, step: int) -> None:
     atomic_write_text(path, "".join(k + "\n" for k in keep))
 
 
+def read_metrics(run_dir: Path) -> list[dict]:
+    """The records of a run's ``metrics.jsonl`` in order (none if it is missing; a line cut by a crash is skipped)."""
+    path = Path(run_dir) / "metrics.jsonl"
+    out = []
+    for line in path.read_text().splitlines() if path.is_file() else []:
+        try:
+            out.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return out
+
+
 def _last_test_bpd(run_dir: Path) -> float | None:
-    val = None
-    for line in (run_dir / "metrics.jsonl").read_text().splitlines():
-        rec = json.loads(line)
-        if "test_bpd" in rec:
-            val = rec["test_bpd"]
-    return val
+    vals = [rec["test_bpd"] for rec in read_metrics(run_dir) if "test_bpd" in rec]
+    return vals[-1] if vals else None

@@ -141,6 +141,7 @@ def learned_sigma_mnist(run: Run, out: Path, sigma: float | None, progress: bool
     from .. import metrics as MT
     from ..config import load_config
     from ..data.images import load_configured, to_uint8
+    from ..train import read_metrics
     from .images import _classifier, _train_or_resume
 
     cfg = _image_settings(run.quick)
@@ -173,7 +174,7 @@ def learned_sigma_mnist(run: Run, out: Path, sigma: float | None, progress: bool
 
         side_by_side(side, out / f"learned_sigma_mnist_{arm}.png", n=10)
         run.figures.append(f"learned_sigma_mnist_{arm}.png")
-        path = [(0, sigma0)] + [(r["step"], r["sigma"]) for r in _metrics(out / "runs" / arm) if "sigma" in r]
+        path = [(0, sigma0)] + [(r["step"], r["sigma"]) for r in read_metrics(out / "runs" / arm) if "sigma" in r]
         if arm == "learned":
             ax.plot(*zip(*path))
         run.result[arm] = {"sigma": kernel.std, "neg_elbo_bpd": bpd["two_step_elbo"], "neg_iw_bpd": bpd["two_step_iw"],
@@ -196,10 +197,3 @@ def learned_sigma_mnist(run: Run, out: Path, sigma: float | None, progress: bool
         "",
         "![sigma trajectory](learned_sigma_mnist_trajectory.png)",
     ]
-
-
-def _metrics(run_dir: Path) -> list[dict]:
-    import json
-
-    path = run_dir / "metrics.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
