@@ -168,3 +168,36 @@ def test_quick_cifar10_path_end_to_end(tmp_path, monkeypatch):
     with np.load(tmp_path / "out" / "samples.npz") as z:
         assert z["two-step.uint8"].shape == (8, 3, 32, 32)
     assert (tmp_path / "out" / "runs" / "stage2" / "last.pt").is_file()
+    from arsmooth.report import PAPER_TABLE2, write_report
+
+    text = write_report([tmp_path / "out"], tmp_path / "report.md").read_text()
+    assert "Table 2 layout" in text and f"| {PAPER_TABLE2['two_step'][1]:.2f} |" in text
+    assert f"| two-step (ours) | n/a | n/a | n/a | ≤ {res['bpd']['two_step_elbo']:.2f} |" in text
+
+
+def test_quick_celeba_path_on_a_fake_folder(tmp_path, monkeypatch):
+    """reproduce celeba --quick --data-root: CelebA's crop and split from DATA_ROOT/celeba/img_align_celeba,
+    FID / KID on a LeNet trained on rotations (no labels: no score, no probes), nothing else read."""
+    from PIL import Image
+
+    from arsmooth.experiments import reproduce
+    from arsmooth.report import write_report
+
+    folder = tmp_path / "data" / "celeba" / "img_align_celeba"
+    folder.mkdir(parents=True)
+    rng = np.random.RandomState(0)
+    for i in range(80):  # CelebA's aligned size
+        Image.fromarray(rng.randint(0, 256, (218, 178, 3)).astype(np.uint8)).save(folder / f"{i:06d}.jpg")
+    monkeypatch.delenv("ARSMOOTH_DATA", raising=False)
+    monkeypatch.chdir(tmp_path)  # a stray ./data would be found here: there is none besides ours
+    reproduce("celeba", tmp_path / "out", quick=True, progress=False, data_root=str(tmp_path / "data"))
+    res = json.loads((tmp_path / "out" / "celeba.json").read_text())
+    assert res["config"]["baseline"]["data"]["dataset"] == "celeba"
+    assert all(0 < res["bpd"][k] < 16 for k in ("baseline", "two_step_elbo", "two_step_iw"))
+    m = res["metrics"]
+    assert m["two_step"]["is"] is None and m["two_step"]["fid"] >= 0 and res["probe_accuracy"] == {}
+    with np.load(tmp_path / "out" / "samples.npz") as z:
+        assert z["two-step.uint8"].shape == (8, 3, 32, 32)
+    assert not (tmp_path / "out" / "probes.png").exists()
+    text = write_report([tmp_path / "out"], tmp_path / "report.md").read_text()
+    assert "four rotations" in text and "n/a" in text

@@ -5,6 +5,10 @@ Inception-style score of 1-channel datasets use this network instead: its penult
 (``num_features`` wide) for FID / KID, its class logits for the score. Every number computed with it
 is named after it ("FID (LeNet features)") and is not comparable with Inception-based figures.
 
+Data without labels (CelebA) get the same network trained to tell which of four rotations (0, 90, 180,
+270 degrees) an image was turned by, a self-supervised task (Gidaris et al. 2018): its features serve FID
+and KID, and no Inception-style score is reported, since rotation logits say nothing about classes.
+
 Training is deterministic on CPU (fixed seed, fixed data order, one thread); the saved file records
 its SHA-256 and test accuracy so that a metric can say which extractor produced it.
 """
@@ -90,16 +94,38 @@ def accuracy(net: LeNet, images: Tensor, labels: Tensor, batch_size: int = 500) 
     return right / len(images)
 
 
-def fit(train: tuple[Tensor, Tensor], test: tuple[Tensor, Tensor], *, epochs: int = 4, batch_size: int = 128,
-        lr: float = 1e-3, seed: int = 0, progress: bool = True) -> tuple[LeNet, dict]:
-    """Train a LeNet on uint8 images ``(N, 1, 28, 28)`` with labels; Adam, cosine-decayed learning rate.
+ROTATIONS = 4  # the classes of the self-supervised task: quarter turns
 
-    Random shifts of up to 2 pixels augment the data (padding with the background value -1).
+
+def rotate(x: Tensor, k: Tensor) -> Tensor:
+    """Image ``i`` of ``x (N, C, S, S)`` turned by ``k[i]`` quarter turns (``torch.rot90`` on the last two dims)."""
+    out = x.clone()
+    for q in range(1, ROTATIONS):
+        sel = k == q
+        out[sel] = torch.rot90(x[sel], q, dims=(-2, -1))
+    return out
+
+
+def all_rotations(x: Tensor) -> tuple[Tensor, Tensor]:
+    """Every image of ``x`` in each of the four rotations, with the rotation as its label (a test set)."""
+    k = torch.arange(ROTATIONS).repeat_interleave(len(x))
+    return rotate(x.repeat(ROTATIONS, 1, 1, 1), k), k
+
+
+def fit(train: tuple[Tensor, Tensor | None], test: tuple[Tensor, Tensor | None], *, epochs: int = 4,
+        batch_size: int = 128, lr: float = 1e-3, seed: int = 0, progress: bool = True) -> tuple[LeNet, dict]:
+    """Train a LeNet on uint8 images ``(N, C, S, S)`` with labels; Adam, cosine-decayed learning rate.
+
+    Random shifts of up to 2 pixels augment the data (padding with the background value -1). Labels
+    ``None``: the rotation task (each image turned by a random quarter turn, labelled with it).
     """
     x, y = train
+    rotation = y is None
+    if rotation and x.shape[-1] != x.shape[-2]:
+        raise ArsmoothError(f"the rotation task needs square images, got {tuple(x.shape[-2:])}")
     g = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
-    net = LeNet(channels=x.shape[1], size=x.shape[-1])
+    net = LeNet(channels=x.shape[1], size=x.shape[-1], num_classes=ROTATIONS if rotation else 10)
     opt = torch.optim.Adam(net.parameters(), lr)
     steps = epochs * math.ceil(len(x) / batch_size)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * s / steps)))
@@ -110,10 +136,14 @@ def fit(train: tuple[Tensor, Tensor], test: tuple[Tensor, Tensor], *, epochs: in
         perm = torch.randperm(len(x), generator=g)
         for i in range(0, len(x), batch_size):
             idx = perm[i : i + batch_size]
-            xb = F.pad(net._prep(x[idx]), (2, 2, 2, 2), value=-1.0)
+            xb, yb = x[idx], None if rotation else y[idx]
+            if rotation:
+                yb = torch.randint(0, ROTATIONS, (len(idx),), generator=g)
+                xb = rotate(xb, yb)
+            xb = F.pad(net._prep(xb), (2, 2, 2, 2), value=-1.0)
             dy, dx = torch.randint(0, 5, (2,), generator=g).tolist()
             xb = xb[:, :, dy : dy + x.shape[-2], dx : dx + x.shape[-1]]
-            loss = F.cross_entropy(net(xb), y[idx])
+            loss = F.cross_entropy(net(xb), yb)
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -121,7 +151,8 @@ def fit(train: tuple[Tensor, Tensor], test: tuple[Tensor, Tensor], *, epochs: in
             bar.update()
             bar.set_postfix(loss=f"{loss.item():.3f}")
     bar.close()
-    info = {"test_accuracy": accuracy(net, *test), "epochs": epochs, "batch_size": batch_size, "lr": lr,
+    test = all_rotations(test[0]) if rotation else test
+    info = {"test_accuracy": accuracy(net, *test), "task": "rotation" if rotation else "classes", "epochs": epochs, "batch_size": batch_size, "lr": lr,
             "seed": seed, "train_images": len(x), "train_seconds": round(time.perf_counter() - t0, 1)}
     return net.eval(), info
 
@@ -131,7 +162,8 @@ def save(net: LeNet, info: dict, path: str | Path) -> str:
     state = {k: v.contiguous() for k, v in net.state_dict().items()}
     digest = weights_sha256(state)
     blob = {"format": FORMAT, "state": state, "info": {**info, "weights_sha256": digest},
-            "arch": {"channels": net.channels, "size": net.size, "num_features": net.num_features}}
+            "arch": {"channels": net.channels, "size": net.size, "num_features": net.num_features,
+                     "num_classes": net.fc2.out_features}}
     atomic_write(path, lambda tmp: torch.save(blob, tmp))
     return digest
 
@@ -161,18 +193,20 @@ def load(path: str | Path) -> tuple[LeNet, dict]:
     return net.eval(), blob["info"]
 
 
-DEFAULT_EPOCHS = {"mnist": 3, "fashion": 10, "cifar10": 15, "digits": 20}
+DEFAULT_EPOCHS = {"mnist": 3, "fashion": 10, "cifar10": 15, "celeba": 5, "digits": 20}
 
 
 def fit_dataset(dataset: str, data_root=None, epochs: int | None = None, seed: int = 0,
                 progress: bool = True) -> tuple[LeNet, dict]:
     """The feature extractor of ``dataset`` (mnist, fashion, cifar10 (the same LeNet on 3 x 32 x 32: far from
-    Inception, and named so); digits for quick runs), on its full training set."""
+    Inception, and named so), celeba or celeba:<folder> (the rotation task); digits for quick runs), on its
+    full training set."""
     from .data.images import load_dataset
 
-    if dataset not in DEFAULT_EPOCHS:
+    base = dataset.split(":", 1)[0] if dataset.startswith("celeba:") else dataset
+    if base not in DEFAULT_EPOCHS:
         raise ArsmoothError(f"fit-classifier handles {', '.join(DEFAULT_EPOCHS)}, got {dataset!r}")
     train = load_dataset(dataset, "train", data_root)
     test = load_dataset(dataset, "test", data_root)
-    net, info = fit(train, test, epochs=epochs or DEFAULT_EPOCHS[dataset], seed=seed, progress=progress)
+    net, info = fit(train, test, epochs=epochs or DEFAULT_EPOCHS[base], seed=seed, progress=progress)
     return net, {**info, "dataset": dataset}

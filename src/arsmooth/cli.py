@@ -76,7 +76,8 @@ def cmd_reproduce(a) -> int:
 
     _threads(a.threads)
     rec = reproduce(a.name, a.out, quick=a.quick, seed=a.seed, sigma=a.sigma, force=a.force,
-                    progress=not a.no_progress, stage2=a.stage2)
+                    progress=not a.no_progress, stage2=a.stage2, data_root=a.data_root,
+                    inception_weights=a.inception_weights)
     print(f"wrote {a.out}/{a.name}.md (the summary), {a.name}.json and {a.name}.run.json in {rec['wall_time_s']} s")
     return 0
 
@@ -338,7 +339,8 @@ def cmd_fit_classifier(a) -> int:
         raise ArsmoothError(f"{out.parent} is not writable")
     net, info = K.fit_dataset(a.dataset, a.data_root, a.epochs, a.seed, not a.no_progress)
     sha = K.save(net, info, out)
-    print(f"test accuracy {100 * info['test_accuracy']:.2f}% after {info['epochs']} epochs "
+    task = " (telling the four rotations apart)" if info.get("task") == "rotation" else ""
+    print(f"test accuracy{task} {100 * info['test_accuracy']:.2f}% after {info['epochs']} epochs "
           f"({info['train_seconds']} s); wrote {out} (weights sha256 {sha[:16]}...)")
     return 0
 
@@ -457,8 +459,15 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--sigma", type=positive_float, default=None,
                    help="noise std (fig3, denoise1d, table1, realnvp; fig4 adds it to its sweep)")
     r.add_argument("--stage2", choices=("stacked", "spatial"), default=None,
-                   help="stage-2 design of mnist / fashion: the paper's stacked [x~ ; x] image or x~ through a "
-                   "spatial encoder (default: see README, 'Two designs of stage 2')")
+                   help="stage-2 design of mnist / fashion / cifar10 / celeba: the paper's stacked [x~ ; x] image or "
+                   "x~ through a spatial encoder (default: see README, 'Two designs of stage 2')")
+    r.add_argument("--data-root", default=None,
+                   help="data folder of the image experiments (default $ARSMOOTH_DATA, else ./data); CelebA is read "
+                   "from DATA_ROOT/celeba/img_align_celeba")
+    r.add_argument("--inception-weights", default=None, metavar="FILE",
+                   help="cifar10 / celeba: also compute the standard Inception FID / KID / IS with torch-fidelity "
+                   "(pip install 'arsmooth[inception]') from this weights file "
+                   "(weights-inception-2015-12-05-6726825d.pth); nothing is downloaded")
     common(r)
     r.set_defaults(func=cmd_reproduce)
 
@@ -589,10 +598,11 @@ def build_parser() -> argparse.ArgumentParser:
                         description="Train the small LeNet classifier whose features and logits our FID, KID and "
                         "Inception-style score use (deterministic, a few CPU minutes for MNIST). On CIFAR-10 the "
                         "same LeNet on 3x32x32 images: its numbers are 'FID (LeNet features)', not Inception FID.")
-    fc.add_argument("--dataset", choices=("mnist", "fashion", "cifar10"), required=True)
+    fc.add_argument("--dataset", choices=("mnist", "fashion", "cifar10", "celeba"), required=True,
+                    help="celeba has no labels: the LeNet learns to tell four rotations apart instead")
     fc.add_argument("--data-root", help="data folder (default $ARSMOOTH_DATA, else ./data)")
     fc.add_argument("--epochs", type=positive_int, default=None,
-                    help="epochs (default 3 for mnist, 10 for fashion, 15 for cifar10)")
+                    help="epochs (default 3 for mnist, 10 for fashion, 15 for cifar10, 5 for celeba)")
     fc.add_argument("--out", help="where to write it (default classifiers/DATASET.pt)")
     common(fc)
     fc.set_defaults(func=cmd_fit_classifier)

@@ -89,6 +89,21 @@ def nearest(samples: Tensor, train: Tensor, k: int = 5, embed=None, batch_size: 
     return torch.cat(out)
 
 
+INCEPTION_FILE = "weights-inception-2015-12-05-6726825d.pth"  # what torch-fidelity downloads for FID
+
+
+def check_inception(weights_path: str | Path) -> None:
+    """Stop with one line, before any work, unless torch-fidelity and the Inception weights file are there."""
+    if not Path(weights_path).is_file():
+        raise ArsmoothError(f"no Inception weights at {weights_path}: the standard metrics need torch-fidelity's "
+                            f"{INCEPTION_FILE} (from its v0.2.0 release); download it on a machine with network "
+                            "and pass its path")
+    import importlib.util
+
+    if importlib.util.find_spec("torch_fidelity") is None:
+        raise ArsmoothError("Inception metrics need torch-fidelity: pip install 'arsmooth[inception]'")
+
+
 @torch.no_grad()
 def inception_metrics(fake, real, weights_path: str | None = None, batch_size: int = 100) -> dict:
     """The standard Inception FID / KID / IS for RGB data (uint8 ``(N, 3, H, W)``).

@@ -1,6 +1,6 @@
 """``arsmooth report``: one markdown report over image reproductions, laid out like the paper's Table 2.
 
-Reads what ``arsmooth reproduce mnist|fashion`` wrote (``NAME.json`` and ``NAME.run.json``) and puts
+Reads what ``arsmooth reproduce mnist|fashion|cifar10|celeba`` wrote (``NAME.json`` and ``NAME.run.json``) and puts
 the baseline, p(x~), single-step and two-step side by side: sample-quality metrics (named after our
 LeNet feature extractor), bits/dim, sample grids, nearest neighbours, linear probes, with the budgets
 and sample counts behind every number. Folders of ``arsmooth train`` (a user's own runs) get a table
@@ -17,7 +17,13 @@ from .errors import ArsmoothError
 
 ROWS = {"real": "real (test vs training images)", "baseline": "baseline PixelCNN++", "smoothed": "p(x~) samples x~",
         "single_step": "single-step denoised", "two_step": "two-step (ours)"}
-NAMES = ("mnist", "fashion")
+NAMES = ("mnist", "fashion", "cifar10", "celeba")
+
+# Meng et al. 2021, Table 2 (unconditional CIFAR-10): Inception score, FID, KID, bits/dim ("≤": a bound)
+PAPER_TABLE2 = {"PixelCNN": (4.60, 65.93, None, "3.14"), "baseline": (5.30, 54.25, 0.046, "2.92"),
+                "single_step": (7.50, 57.53, 0.052, None), "two_step": (7.84, 29.83, 0.022, "≤ 3.53")}
+TABLE2_ROWS = {"baseline": "PixelCNN++", "smoothed": "p(x~) samples", "single_step": "single-step",
+               "two_step": "two-step"}
 DESIGN_NAMES = ("stage2-mnist", "stage2-fashion")  # reproduce's comparisons of the two stage-2 designs
 
 
@@ -103,8 +109,9 @@ def _load(run_dir: Path) -> tuple[str, dict, dict]:
                 return name, json.loads(res.read_text()), json.loads(rec.read_text())
             except json.JSONDecodeError as e:
                 raise ArsmoothError(f"{res} is not valid JSON ({e.msg})") from None
-    raise ArsmoothError(f"{run_dir} holds neither an image reproduction (mnist.json or fashion.json with its "
-                        ".run.json) nor a training run (config.yaml and metrics.jsonl of arsmooth train)")
+    raise ArsmoothError(f"{run_dir} holds neither an image reproduction (NAME.json and NAME.run.json, NAME one of "
+                        f"{', '.join(NAMES + DESIGN_NAMES)}) nor a training run (config.yaml and metrics.jsonl of "
+                        "arsmooth train)")
 
 
 def _section(run_dir: Path, out_dir: Path, name: str, res: dict, rec: dict) -> list[str]:
@@ -121,13 +128,15 @@ def _section(run_dir: Path, out_dir: Path, name: str, res: dict, rec: dict) -> l
     if m:
         fx = st.get("feature_extractor", {})
         lines += [f"{m['n_samples']} samples per row, scored against as many test images ({st['n_eval']} test images "
-                  f"for bits/dim). Feature extractor: our LeNet, {100 * fx.get('test_accuracy', float('nan')):.2f}% "
+                  f"for bits/dim). Feature extractor: our LeNet{_task(fx)}, {100 * fx.get('test_accuracy', float('nan')):.2f}% "
                   f"test accuracy, weights sha256 `{fx.get('weights_sha256', '?')[:16]}`. Not Inception: compare "
                   "rows, not papers.", "",
                   "| samples | FID (LeNet features) | KID (LeNet features) | Inception-style score (LeNet logits) | bits/dim |",
                   "|---|---|---|---|---|"]
-        lines += [f"| {label} | {m[k]['fid']:.2f} | {m[k]['kid']:.3f} ± {m[k]['kid_std']:.3f} | {m[k]['is']:.2f} | "
+        lines += [f"| {label} | {m[k]['fid']:.2f} | {m[k]['kid']:.3f} ± {m[k]['kid_std']:.3f} | {_num(m[k]['is'])} | "
                   f"{bpd_cell.get(k, '')} |" for k, label in ROWS.items() if k in m]
+        if name == "cifar10":
+            lines += ["", *_table2(res)]
     else:
         lines += ["(no sample metrics in this run; rerun `arsmooth reproduce` to add them)", "",
                   "| model | bits/dim |", "|---|---|", *[f"| {ROWS[k]} | {v} |" for k, v in bpd_cell.items()]]
@@ -144,6 +153,35 @@ def _section(run_dir: Path, out_dir: Path, name: str, res: dict, rec: dict) -> l
             f"{k} " + ", ".join(f"{a:.2f}" for a in v) for k, v in res["probe_accuracy"].items()) + "."]
     lines += [""] + [f"![{k}]({(rel / f).as_posix()})" for k, f in res["figures"].items() if (run_dir / f).is_file()]
     return lines + [""]
+
+
+def _task(fx: dict) -> str:
+    return " trained on four rotations (the data have no labels; no Inception-style score)" \
+        if fx.get("task") == "rotation" else ""
+
+
+def _num(x, fmt: str = ".2f") -> str:
+    return "n/a" if x is None else format(x, fmt)
+
+
+def _table2(res: dict) -> list[str]:
+    """The paper's Table 2 with our rows interleaved: Inception metrics where the run computed them."""
+    inc, bpd = res.get("inception_metrics"), res["bpd"]
+    ours_bpd = {"baseline": f"{bpd['baseline']:.2f}", "two_step": f"≤ {bpd['two_step_elbo']:.2f}"}
+    lines = ["Table 2 layout (paper: Meng et al. 2021, 50,000 samples, Inception v3). Our rows show the standard "
+             "Inception metrics when the run had `--inception-weights`, else n/a."
+             + ("" if inc else " The LeNet-feature table above is ours only; it cannot be compared with the paper."),
+             "", "| model | Inception score | FID | KID | bits/dim |", "|---|---|---|---|---|"]
+    paper = PAPER_TABLE2["PixelCNN"]
+    lines.append(f"| PixelCNN (paper) | {paper[0]:.2f} | {paper[1]:.2f} | - | {paper[3]} |")
+    for k, label in TABLE2_ROWS.items():
+        if k in PAPER_TABLE2:
+            i, f, kd, b = PAPER_TABLE2[k]
+            lines.append(f"| {label} (paper) | {i:.2f} | {f:.2f} | {_num(kd, '.3f')} | {b or '-'} |")
+        q = (inc or {}).get(k) or {}
+        lines.append(f"| {label} (ours) | {_num(q.get('is'))} | {_num(q.get('fid'))} | {_num(q.get('kid'), '.3f')} | "
+                     f"{ours_bpd.get(k, '-')} |")
+    return lines
 
 
 def write_report(run_dirs: list[str | Path], out: str | Path) -> Path:

@@ -33,7 +33,8 @@ _IMAGE_FIGURES = ("samples_fig6.png", "samples_baseline.png", "samples_smoothed.
                   "neighbours_features.png", "probes.png")
 
 _DESIGN_FIGURES = ("denoising_designs.png", "two_step_stacked.png", "two_step_spatial.png")
-STAGE2_OPTION = ("mnist", "fashion", "cifar10")  # the experiments that take --stage2
+STAGE2_OPTION = ("mnist", "fashion", "cifar10", "celeba")  # the experiments that take --stage2 and --data-root
+INCEPTION_OPTION = ("cifar10", "celeba")  # the experiments that take --inception-weights
 
 EXPERIMENTS = {
     e.name: e
@@ -58,6 +59,8 @@ EXPERIMENTS = {
         Experiment("fashion", "Fashion-MNIST: as mnist", _IMAGE_FIGURES, "images", "fashion"),
         Experiment("cifar10", "CIFAR-10: the paper's Table 2 models and columns (GPUs; --quick: tiny models)",
                    _IMAGE_FIGURES, "images", "cifar10"),
+        Experiment("celeba", "CelebA 32x32: as cifar10 (FID / KID on rotation-trained LeNet features, no probes)",
+                   _IMAGE_FIGURES, "images", "celeba"),
         Experiment("stage2-mnist", "MNIST: the paper's stacked stage 2 against the spatially conditioned one",
                    _DESIGN_FIGURES, "images", "stage2_mnist"),
         Experiment("stage2-fashion", "Fashion-MNIST: as stage2-mnist", _DESIGN_FIGURES, "images", "stage2_fashion"),
@@ -82,10 +85,14 @@ def reproduce(
     progress: bool = True,
     command: str | None = None,
     stage2: str | None = None,
+    data_root: str | None = None,
+    inception_weights: str | None = None,
 ) -> dict:
     """Run experiment ``name`` and write its outputs to ``out``; returns the run record.
 
-    ``stage2`` (``stacked`` or ``spatial``) picks the stage-2 design of ``mnist`` / ``fashion``.
+    ``stage2`` (``stacked`` or ``spatial``) picks the stage-2 design of the image experiments, ``data_root``
+    their data folder; ``inception_weights`` (cifar10, celeba) adds the standard Inception metrics. Every
+    option is checked before any work starts.
     """
     from ..fileio import prepare_out_dir
     from .common import Run, command_line, output_names, write_run
@@ -104,6 +111,20 @@ def reproduce(
         if stage2 not in STAGE2_CONDITIONINGS:
             raise ArsmoothError(f"--stage2 must be one of {', '.join(STAGE2_CONDITIONINGS)}, got {stage2!r}")
         opts["stage2"] = stage2
+    if data_root is not None:
+        if name not in STAGE2_OPTION:
+            raise ArsmoothError(f"--data-root applies to {', '.join(STAGE2_OPTION)}, not {name}")
+        if not Path(data_root).is_dir():
+            raise ArsmoothError(f"--data-root {data_root} is not a folder")
+        opts["data_root"] = str(data_root)
+    if inception_weights is not None:
+        from ..metrics import check_inception
+
+        if name not in INCEPTION_OPTION:
+            raise ArsmoothError(f"--inception-weights applies to {' and '.join(INCEPTION_OPTION)} (RGB images), "
+                                f"not {name}")
+        check_inception(inception_weights)
+        opts["inception_weights"] = str(inception_weights)
     out = prepare_out_dir(out, output_names(name, list(exp.figures)), force)
     run = Run(name=name, quick=quick, seed=seed)
     exp.runner()(run, out, sigma, progress, **opts)

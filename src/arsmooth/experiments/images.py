@@ -81,11 +81,13 @@ def _stage2_preset(prefix: str, design: str) -> str:
 
 
 def _run(run: Run, out: Path, sigma: float | None, progress: bool, dataset: str,
-         stage2: str = DEFAULT_STAGE2) -> None:
+         stage2: str = DEFAULT_STAGE2, data_root: str | None = None, inception_weights: str | None = None) -> None:
     quick = run.quick
     budget = _budget(quick, dataset)
     prefix = "digits" if quick else PRESET_PREFIX[dataset]
     overrides = [f"train.seed={run.seed}"] + ([f"smoothing.sigma={sigma}"] if sigma is not None else [])
+    if data_root is not None:
+        overrides.append(f"data.data_root={json.dumps(str(data_root))}")
     if quick and dataset in RGB_DATASETS:  # the tiny digits networks on a few of the dataset's own images
         overrides += [f"data.dataset={dataset}", "data.limit=64"]
     presets = {"baseline": f"{prefix}-baseline", "stage1": f"{prefix}-stage1", "stage2": _stage2_preset(prefix, stage2)}
@@ -113,6 +115,13 @@ def _run(run: Run, out: Path, sigma: float | None, progress: bool, dataset: str,
                two_step_elbo_on_iw_images=iw["two_step_elbo"])
     metrics, probes, clf_info = _evaluate_samples(out, cols, test, cfgs, base, pair, kernel, run.seed, quick,
                                                   progress)
+    inception = None
+    if inception_weights is not None:  # the standard Inception FID / KID / IS, beside ours
+        from .. import metrics as MT
+
+        test_u8 = to_uint8(test[:n])
+        inception = {k.replace("-", "_"): MT.inception_metrics(to_uint8(x), test_u8, inception_weights)
+                     for k, x in cols.items()}
     xt = test[: budget["n_task"]]
     inp = I.inpaint(pair, kernel, xt, g, progress)
     show = min(8, budget["n_task"])
@@ -137,16 +146,17 @@ def _run(run: Run, out: Path, sigma: float | None, progress: bool, dataset: str,
                     "neighbours_pixels": "neighbours_pixels.png", "neighbours_features": "neighbours_features.png",
                     "probes": "probes.png"},
         "metrics": metrics,
+        "inception_metrics": inception,
         "probe_accuracy": probes,
         "ablation_c6": ablation,
     }
-    run.figures += list(FIGURES)
+    run.figures += [f for f in FIGURES if (out / f).is_file()]  # no probes.png without labels
     r = run.result
     m = metrics
     bpd_cells = {"baseline": f"{r['bpd']['baseline']:.3f}",
                  "two_step": f"≤ {r['bpd']['two_step_elbo']:.3f} (IW ≤ {r['bpd']['two_step_iw']:.3f})"}
     metric_rows = [f"| {name} | {m[k]['fid']:.2f} | {m[k]['kid']:.2f} ± {m[k]['kid_std']:.2f} | "
-                   f"{m[k]['is']:.2f} | {bpd_cells.get(k, '')} |" for k, name in _COLUMNS.items()]
+                   f"{_num(m[k]['is'])} | {bpd_cells.get(k, '')} |" for k, name in _COLUMNS.items()]
     run.summary += [
         f"Data: {data_name}; presets {', '.join(run.settings['presets'].values())}; sigma {kernel.std}.",
         f"Test bits/dim on {bpd['n_images']} test images (8-bit; lower is better): baseline (exact) "
@@ -164,9 +174,8 @@ def _run(run: Run, out: Path, sigma: float | None, progress: bool, dataset: str,
         "in samples.npz (uint8), the first 100 in samples_METHOD.png.",
         "",
         f"Sample quality ({m['n_samples']} samples per row against as many test images; the feature extractor is "
-        f"our LeNet ({100 * clf_info['test_accuracy']:.2f}% test accuracy, sha256 {clf_info['weights_sha256'][:12]}), "
-        "not Inception: these numbers compare rows of this table only). KID: mean ± std over 50 subsets "
-        "of half the samples.",
+        f"{_extractor(clf_info)}, not Inception: these numbers compare rows of this table only). KID: mean ± std "
+        "over 50 subsets of half the samples.",
         "",
         "| samples | FID (LeNet features) | KID (LeNet features) | Inception-style score (LeNet logits) | test bits/dim |",
         "|---|---|---|---|---|",
@@ -177,9 +186,36 @@ def _run(run: Run, out: Path, sigma: float | None, progress: bool, dataset: str,
         + "; ".join(f"sigma {k}: noisy {v['noisy']:.2f}, denoised {v['single_step']:.2f}" for k, v in ablation.items())
         + ".",
         "",
-        f"Linear-probe test accuracy per ul block (down pass, then up pass; {_probe_sizes(quick)}): "
-        + "; ".join(f"{k}: " + ", ".join(f"{a:.2f}" for a in v) for k, v in probes.items()) + ".",
+        (f"Linear-probe test accuracy per ul block (down pass, then up pass; {_probe_sizes(quick)}): "
+         + "; ".join(f"{k}: " + ", ".join(f"{a:.2f}" for a in v) for k, v in probes.items()) + ".") if probes
+        else "No linear probes: the dataset has no labels.",
+        "",
+        *_inception_lines(inception, dataset),
     ]
+
+
+def _num(x: float | None, fmt: str = ".2f") -> str:
+    return "n/a" if x is None else format(x, fmt)
+
+
+def _extractor(info: dict) -> str:
+    what = ("our LeNet trained to tell four rotations apart (self-supervised: the data have no labels; no "
+            "Inception-style score)") if info.get("task") == "rotation" else "our LeNet"
+    return f"{what} ({100 * info['test_accuracy']:.2f}% test accuracy, sha256 {info['weights_sha256'][:12]})"
+
+
+def _inception_lines(inception: dict | None, dataset: str) -> list[str]:
+    if dataset not in RGB_DATASETS:
+        return []
+    if inception is None:
+        from ..metrics import INCEPTION_FILE
+
+        return [f"No Inception metrics: pass --inception-weights {INCEPTION_FILE} (torch-fidelity's FID Inception "
+                "weights, with pip install 'arsmooth[inception]') to add the standard FID / KID / IS."]
+    rows = [f"| {_COLUMNS[k]} | {v['fid']:.2f} | {v['kid']:.4f} ± {v['kid_std']:.4f} | {v['is']:.2f} |"
+            for k, v in inception.items()]
+    return ["Standard Inception metrics (torch-fidelity's Inception v3; comparable with papers at 50,000 samples):",
+            "", "| samples | FID | KID | IS |", "|---|---|---|---|", *rows]
 
 
 _COLUMNS = {"real": "real (test vs training images)", "baseline": "baseline PixelCNN++", "smoothed": "smoothed x~ ~ p(x~)",
@@ -211,6 +247,8 @@ def _evaluate_samples(out: Path, cols: dict, test, cfgs: dict, base, pair, kerne
                                      if q in keep} for k, x in cols.items()}
     real = MT.real_baseline(test_u8, train_u8, n, clf, info["weights_sha256"], out, seed)
     metrics = {**metrics, "real": {q: real[q] for q in keep}, "n_samples": n}
+    if info.get("task") == "rotation":  # logits over four rotations: an Inception-style score would mean nothing
+        metrics = {k: {**v, "is": None} if isinstance(v, dict) else v for k, v in metrics.items()}
     for space, embed in (("pixels", None), ("features", clf.features)):
         rows = []
         for name in ("baseline", "two-step"):
@@ -222,13 +260,14 @@ def _evaluate_samples(out: Path, cols: dict, test, cfgs: dict, base, pair, kerne
     n_probe = _budget(quick)["n_probe"]
     n_probe = (n_probe[0] or len(train_x), n_probe[1] or len(test))
     probes = {}
-    for stage, model in (("baseline", base), ("stage1", pair.prior), ("stage2", pair.reverse)):
+    for stage, model in (("baseline", base), ("stage1", pair.prior), ("stage2", pair.reverse)) if test_y is not None else ():
         acc = probe_accuracies(model, (train_x[: n_probe[0]], train_y[: n_probe[0]]),
                                (test[: n_probe[1]], test_y[: n_probe[1]]), kernel, seed, grids=PROBE_GRIDS)
         probes.update({stage if g == 1 else f"{stage}, {g}x{g} cells": a for g, a in acc.items()})
-    _plot_probes(probes, out / "probes.png")
-    keep_info = ("test_accuracy", "weights_sha256", "epochs", "dataset")
-    return metrics, probes, {k: info[k] for k in keep_info}
+    if probes:
+        _plot_probes(probes, out / "probes.png")
+    keep_info = ("test_accuracy", "weights_sha256", "epochs", "dataset", "task")
+    return metrics, probes, {k: info.get(k, "classes" if k == "task" else None) for k in keep_info}
 
 
 def _classifier(out: Path, data_cfg: dict, progress: bool):
@@ -255,20 +294,31 @@ def _plot_probes(probes: dict, path: Path) -> None:
     save_figure(fig, path)
 
 
-def mnist(run: Run, out: Path, sigma: float | None, progress: bool, stage2: str = DEFAULT_STAGE2) -> None:
+def mnist(run: Run, out: Path, sigma: float | None, progress: bool, stage2: str = DEFAULT_STAGE2,
+          data_root: str | None = None) -> None:
     """The paper's MNIST experiment (Fig. 6, inpainting, denoising) at a CPU budget."""
-    _run(run, out, sigma, progress, "mnist", stage2)
+    _run(run, out, sigma, progress, "mnist", stage2, data_root)
 
 
-def fashion(run: Run, out: Path, sigma: float | None, progress: bool, stage2: str = DEFAULT_STAGE2) -> None:
+def fashion(run: Run, out: Path, sigma: float | None, progress: bool, stage2: str = DEFAULT_STAGE2,
+            data_root: str | None = None) -> None:
     """As ``mnist``, on Fashion-MNIST."""
-    _run(run, out, sigma, progress, "fashion", stage2)
+    _run(run, out, sigma, progress, "fashion", stage2, data_root)
 
 
-def cifar10(run: Run, out: Path, sigma: float | None, progress: bool, stage2: str = DEFAULT_STAGE2) -> None:
+def cifar10(run: Run, out: Path, sigma: float | None, progress: bool, stage2: str = DEFAULT_STAGE2,
+            data_root: str | None = None, inception_weights: str | None = None) -> None:
     """The paper's Table 2 models on CIFAR-10 (the ``cifar10-*`` presets: GPUs), 50,000 samples per column,
-    bounds, tasks, and sample metrics with our LeNet fit on CIFAR-10 (not Inception; named so)."""
-    _run(run, out, sigma, progress, "cifar10", stage2)
+    bounds, tasks, and sample metrics with our LeNet fit on CIFAR-10 (not Inception; named so), plus the
+    standard Inception metrics when ``inception_weights`` is given."""
+    _run(run, out, sigma, progress, "cifar10", stage2, data_root, inception_weights)
+
+
+def celeba(run: Run, out: Path, sigma: float | None, progress: bool, stage2: str = DEFAULT_STAGE2,
+           data_root: str | None = None, inception_weights: str | None = None) -> None:
+    """As ``cifar10``, on CelebA 32x32 (``DATA_ROOT/celeba/img_align_celeba``); FID / KID on the features of
+    a LeNet trained on rotations (CelebA has no class labels here), no linear probes."""
+    _run(run, out, sigma, progress, "celeba", stage2, data_root, inception_weights)
 
 
 # -- the two stage-2 designs side by side ------------------------------------------------------------
