@@ -78,7 +78,8 @@ def cmd_reproduce(a) -> int:
     rec = reproduce(a.name, a.out, quick=a.quick, seed=a.seed, sigma=a.sigma, force=a.force,
                     progress=not a.no_progress, stage2=a.stage2, data_root=a.data_root,
                     inception_weights=a.inception_weights)
-    print(f"wrote {a.out}/{a.name}.md (the summary), {a.name}.json and {a.name}.run.json in {rec['wall_time_s']} s")
+    if rec is not None:  # None: a rank of a torchrun group other than the first
+        print(f"wrote {a.out}/{a.name}.md (the summary), {a.name}.json and {a.name}.run.json in {rec['wall_time_s']} s")
     return 0
 
 

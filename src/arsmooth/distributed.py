@@ -22,6 +22,7 @@ class Context:
     rank: int = 0
     world: int = 1
     local_rank: int = 0
+    owner: bool = False  # this context created the process group, and its shutdown destroys it
 
     @property
     def enabled(self) -> bool:
@@ -33,11 +34,17 @@ class Context:
 
 
 def setup(device_type: str) -> Context:
-    """Join torchrun's process group if launched by it; else one process."""
+    """Join torchrun's process group if launched by it; else one process.
+
+    A group that already exists is used as it is (and left to its creator to destroy): a process cannot
+    set up a second group after destroying the first under torchrun's shared store, so a command made of
+    several steps (``reproduce``: three trainings, then sampling) sets the group up once around them.
+    """
     if "RANK" not in os.environ or int(os.environ.get("WORLD_SIZE", "1")) <= 1:
         return Context()
-    ctx = Context(int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), int(os.environ.get("LOCAL_RANK", 0)))
-    if not dist.is_initialized():
+    ctx = Context(int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), int(os.environ.get("LOCAL_RANK", 0)),
+                  owner=not dist.is_initialized())
+    if ctx.owner:
         backend = "nccl" if device_type == "cuda" else "gloo"
         if device_type == "cuda":
             torch.cuda.set_device(ctx.local_rank)
@@ -52,6 +59,11 @@ def setup(device_type: str) -> Context:
                                     "TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1 set when using --max-restarts") from e
             raise
     return ctx
+
+
+def is_main_process() -> bool:
+    """Whether this process is rank 0 of a torchrun group, or runs alone (no group needed to tell)."""
+    return int(os.environ.get("RANK", "0")) == 0
 
 
 def mean(ctx: Context, value: torch.Tensor) -> torch.Tensor:
@@ -118,4 +130,5 @@ def shutdown(ctx: Context, clean: bool = True) -> None:
     gc.collect()
     if clean:  # after an error the other ranks may never arrive
         dist.barrier()
-    dist.destroy_process_group()
+    if ctx.owner:
+        dist.destroy_process_group()

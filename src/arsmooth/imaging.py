@@ -150,31 +150,46 @@ def batch_seed(seed: int, index: int) -> int:
 FIG6_COLUMNS = ("baseline", "smoothed", "single-step", "two-step")
 
 
+def partial_path(partial: str | Path, ctx=None) -> Path:
+    """Where :func:`fig6_columns` keeps its finished batches: ``partial`` itself in one process, one file per
+    rank under torchrun (``NAME.rank1of4.npz``)."""
+    partial = Path(partial)
+    if ctx is None or not ctx.enabled:
+        return partial
+    return partial.with_name(f"{partial.name.removesuffix('.npz')}.rank{ctx.rank}of{ctx.world}.npz")
+
+
 def fig6_columns(baseline, pair, kernel, n: int, seed: int, batch_size: int = 64, partial=None,
-                 progress: bool = False) -> dict:
+                 progress: bool = False, ctx=None) -> dict | None:
     """The paper's Fig. 6 columns: baseline samples, and from the same x~ ~ p(x~) the smoothed, single-step
     and two-step images; ``n`` of each as 8-bit images (uint8, what is saved and scored), batch ``i``
     drawn from :func:`batch_seed` ``(seed, i)``.
 
     With ``partial`` (a ``.npz`` path), the batches done so far are saved there after each batch, and a
     later call with the same ``seed``, ``batch_size`` and ``n`` continues from them: the result is the
-    same as one uninterrupted call.
+    same as one uninterrupted call. Under torchrun (``ctx`` from :func:`arsmooth.distributed.setup`) the
+    batches are dealt across the processes, each keeping its own partial file (:func:`partial_path`),
+    and gathered on rank 0, which returns the columns (the others return None): the images do not
+    depend on the number of processes.
     """
     import numpy as np
     from tqdm.auto import tqdm
 
+    from . import distributed as D
     from .data.images import to_uint8
     from .fileio import atomic_write
 
-    key = np.array([seed, batch_size, n])
+    ctx = ctx or D.Context()
+    mine = list(D.my_share(ctx, -(-n // batch_size)))
+    key = np.array([seed, batch_size, n] + ([ctx.rank, ctx.world] if ctx.enabled else []))
+    partial = None if partial is None else partial_path(partial, ctx)
     done: dict[str, list[Tensor]] = {k: [] for k in FIG6_COLUMNS}
-    if partial is not None and Path(partial).is_file():
+    if partial is not None and partial.is_file():
         with np.load(partial) as z:
             if "key" in z.files and np.array_equal(z["key"], key):
                 done = {k: list(torch.from_numpy(z[k]).split(batch_size)) for k in FIG6_COLUMNS}
-    n_batches = -(-n // batch_size)
-    bar = tqdm(range(len(done["baseline"]), n_batches), desc="sampling the Fig. 6 columns", unit="batch",
-               disable=not progress, dynamic_ncols=True)
+    bar = tqdm(mine[len(done["baseline"]):], desc="sampling the Fig. 6 columns", unit="batch",
+               disable=not (progress and ctx.main), dynamic_ncols=True)
     for i in bar:
         b = min(batch_size, n - i * batch_size)
         g = torch.Generator().manual_seed(batch_seed(seed, i))
@@ -185,7 +200,10 @@ def fig6_columns(baseline, pair, kernel, n: int, seed: int, batch_size: int = 64
         if partial is not None:
             arrays = {k: torch.cat(v).numpy() for k, v in done.items()}
             atomic_write(partial, lambda tmp: np.savez_compressed(tmp, key=key, **arrays), suffix=".npz")
-    return {k: torch.cat(v) for k, v in done.items()}
+    merged = D.gather_on_main(ctx, {i: {k: done[k][j] for k in FIG6_COLUMNS} for j, i in enumerate(mine)})
+    if merged is None:
+        return None
+    return {k: torch.cat([merged[i][k] for i in sorted(merged)]) for k in FIG6_COLUMNS}
 
 
 def two_step_columns(pair, kernel, n: int, generator=None, batch_size: int = 64, progress: bool = False) -> dict:

@@ -87,13 +87,15 @@ def reproduce(
     stage2: str | None = None,
     data_root: str | None = None,
     inception_weights: str | None = None,
-) -> dict:
-    """Run experiment ``name`` and write its outputs to ``out``; returns the run record.
+) -> dict | None:
+    """Run experiment ``name`` and write its outputs to ``out``; returns the run record (None on the ranks
+    of a torchrun group but the first: the image experiments train and sample on every rank).
 
     ``stage2`` (``stacked`` or ``spatial``) picks the stage-2 design of the image experiments, ``data_root``
     their data folder; ``inception_weights`` (cifar10, celeba) adds the standard Inception metrics. Every
     option is checked before any work starts.
     """
+    from ..distributed import is_main_process
     from ..fileio import prepare_out_dir
     from .common import Run, command_line, output_names, write_run
 
@@ -128,6 +130,8 @@ def reproduce(
     out = prepare_out_dir(out, output_names(name, list(exp.figures)), force)
     run = Run(name=name, quick=quick, seed=seed)
     exp.runner()(run, out, sigma, progress, **opts)
+    if not is_main_process():  # under torchrun the other ranks trained and sampled; rank 0 writes
+        return None
     rec = write_run(run, out, command or command_line())
     rec["result"] = run.result
     return rec

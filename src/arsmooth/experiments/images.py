@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .. import distributed as D
 from .. import imaging as I
 from ..config import load_config
 from ..data.images import load_configured, to_uint8
@@ -39,9 +40,11 @@ def _budget(quick: bool, dataset: str = "mnist") -> dict:
     images for denoising and inpainting; training / test images for the linear probes (None: the full set).
     CIFAR-10 and CelebA draw the 50,000 samples per column of the paper's Table 2."""
     if quick:
-        return {"n_samples": 8, "n_eval": 32, "n_iw": 16, "k_iw": 2, "n_task": 4, "n_probe": (200, 100)}
+        return {"n_samples": 8, "sample_batch": 2, "n_eval": 32, "n_iw": 16, "k_iw": 2, "n_task": 4,
+                "n_probe": (200, 100)}
     n = 50_000 if dataset in RGB_DATASETS else 5000
-    return {"n_samples": n, "n_eval": 10000, "n_iw": 2000, "k_iw": 16, "n_task": 500, "n_probe": (None, None)}
+    return {"n_samples": n, "sample_batch": SAMPLE_BATCH, "n_eval": 10000, "n_iw": 2000, "k_iw": 16, "n_task": 500,
+            "n_probe": (None, None)}
 
 
 SAMPLE_BATCH = 128  # images sampled at once (one thread, MNIST baseline: 20 images/s at 64, 27 at 192)
@@ -76,6 +79,26 @@ def _train_or_resume(cfg: dict, run_dir: Path, progress: bool) -> dict:
     return summary
 
 
+def _sample_columns(out: Path, base, pair, kernel, n: int, batch: int, seed: int, progress: bool,
+                    ctx: D.Context) -> dict | None:
+    """The Fig. 6 columns of ``out/samples.npz``, drawn (and saved) unless an earlier run of this seed did.
+
+    Batch by batch, each from its own seed, dealt across the processes under torchrun (``ctx``); an
+    interrupted run continues from ``samples.partial*.npz``. Rank 0 gets the columns, the others None.
+    """
+    cols = _load_samples(out / "samples.npz", n, seed)
+    if cols is not None:
+        return cols if ctx.main else None
+    u8 = I.fig6_columns(base, pair, kernel, n, seed + 100, batch_size=batch, partial=out / "samples.partial.npz",
+                        progress=progress, ctx=ctx)
+    if u8 is not None:
+        cols = {k: v.float() / 127.5 - 1 for k, v in u8.items()}
+        _save_samples(cols, out / "samples.npz", seed)
+    D.barrier(ctx)  # samples.npz is written: every rank may drop its partial file
+    I.partial_path(out / "samples.partial.npz", ctx).unlink(missing_ok=True)
+    return cols
+
+
 def _stage2_preset(prefix: str, design: str) -> str:
     return f"{prefix}-stage2" + ("-spatial" if design == "spatial" else "")
 
@@ -94,17 +117,20 @@ def _run(run: Run, out: Path, sigma: float | None, progress: bool, dataset: str,
     cfgs = {k: load_config(p, overrides) for k, p in presets.items()}
     data_name = cfgs["baseline"]["data"]["dataset"]
     test = load_configured(cfgs["baseline"]["data"], "test")[0]
-    summaries = {kind: _train_or_resume(cfg, out / "runs" / kind, progress) for kind, cfg in cfgs.items()}
-    base, _ = I.load_model(out / "runs" / "baseline" / "last.pt", "baseline")
-    pair, kernel = I.load_pair(out / "runs" / "stage1" / "last.pt", out / "runs" / "stage2" / "last.pt")
     n = budget["n_samples"]
-    cols = _load_samples(out / "samples.npz", n, run.seed)
-    if cols is None:  # batch by batch, each from its own seed; an interrupted run continues from samples.partial.npz
-        u8 = I.fig6_columns(base, pair, kernel, n, run.seed + 100, batch_size=SAMPLE_BATCH,
-                            partial=out / "samples.partial.npz", progress=progress)
-        cols = {k: v.float() / 127.5 - 1 for k, v in u8.items()}
-        _save_samples(cols, out / "samples.npz", run.seed)
-        (out / "samples.partial.npz").unlink()
+    # under torchrun: one process group for the three trainings and the sampling, left before scoring
+    ctx = D.setup("cuda" if torch.cuda.is_available() and cfgs["baseline"].get("device", "auto") != "cpu" else "cpu")
+    try:
+        summaries = {kind: _train_or_resume(cfg, out / "runs" / kind, progress) for kind, cfg in cfgs.items()}
+        base, _ = I.load_model(out / "runs" / "baseline" / "last.pt", "baseline")
+        pair, kernel = I.load_pair(out / "runs" / "stage1" / "last.pt", out / "runs" / "stage2" / "last.pt")
+        cols = _sample_columns(out, base, pair, kernel, n, budget["sample_batch"], run.seed, progress, ctx)
+    except BaseException:
+        D.shutdown(ctx, clean=False)
+        raise
+    D.shutdown(ctx)
+    if not ctx.main:  # its share of the samples is with rank 0, which alone scores them
+        return
     g = torch.Generator().manual_seed(run.seed + 200)  # the rest does not depend on whether samples were reused
     for method, x in cols.items():
         save_grid(x[:100], out / f"samples_{method.replace('-', '_')}.png")
@@ -146,7 +172,7 @@ def _run(run: Run, out: Path, sigma: float | None, progress: bool, dataset: str,
                     "neighbours_pixels": "neighbours_pixels.png", "neighbours_features": "neighbours_features.png",
                     "probes": "probes.png"},
         "metrics": metrics,
-        "inception_metrics": inception,
+        **({"inception_metrics": inception} if dataset in RGB_DATASETS else {}),  # None: not asked for
         "probe_accuracy": probes,
         "ablation_c6": ablation,
     }
