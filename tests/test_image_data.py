@@ -324,6 +324,8 @@ def test_celeba_split(tmp_path):
     assert torch.equal(im.load_celeba(tmp_path, "train"), train)
     x, y = im.load_dataset(f"celeba:{tmp_path}", "test")
     assert y is None and torch.equal(im.to_uint8(x), test)
+    with pytest.raises(ArsmoothError, match="no CelebA images in .*celeba/img_align_celeba.*--data-root"):
+        im.load_dataset("celeba", "test", tmp_path / "elsewhere")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -471,6 +471,10 @@ def load_dataset(
     elif name == "celeba" or name.startswith("celeba:"):
         default = resolve_data_root(data_root) / "celeba" / "img_align_celeba"
         folder = name[len("celeba:") :] if ":" in name else default
+        if folder is default and not default.is_dir():
+            raise ArsmoothError(f"no CelebA images in {default}: put the aligned images (img_align_celeba, from the "
+                                "CelebA site) there, or point --data-root / $ARSMOOTH_DATA at the folder that holds "
+                                "celeba/img_align_celeba")
         images = load_celeba(folder, split)
     else:  # folder:<path>
         missing = [k for k in ("size", "channels") if kw.get(k) is None]
