@@ -19,11 +19,11 @@ def _one_thread():
     torch.set_num_threads(before)
 
 
-def _model(channels, nr_resnet=1, nr_filters=8, nr_mix=2, dropout=0.0, fused=False):
+def _model(channels, nr_resnet=1, nr_filters=8, nr_mix=2, dropout=0.0, fused=False, dropout_mode="element"):
     torch.manual_seed(1)
     m = PixelCNNpp(
         in_channels=channels, nr_resnet=nr_resnet, nr_filters=nr_filters,
-        nr_logistic_mix=nr_mix, dropout=dropout, fused=fused,
+        nr_logistic_mix=nr_mix, dropout=dropout, fused=fused, dropout_mode=dropout_mode,
     )
     return m.double().eval()
 
@@ -197,12 +197,12 @@ def test_padded_concat_elu_gradient_is_the_derivative():
     assert torch.autograd.gradcheck(lambda x: _PaddedConcatElu.apply((1, 0, 1, 0), None, x), xs)
 
 
-@pytest.mark.parametrize("channels", [1, 3])
-def test_fused_network_trains_exactly_like_the_straightforward_one(channels):
+@pytest.mark.parametrize("channels,mode", [(1, "element"), (3, "element"), (1, "channel"), (3, "channel")])
+def test_fused_network_trains_exactly_like_the_straightforward_one(channels, mode):
     # train mode with dropout: same weights and seed give the same loss and gradients, i.e. the
-    # fused path consumes the same random numbers
-    ref = _model(channels, nr_resnet=2, dropout=0.5).float().train()
-    fused = _model(channels, nr_resnet=2, dropout=0.5, fused=True).float().train()
+    # fused path consumes the same random numbers (channel mode: those nn.Dropout2d draws)
+    ref = _model(channels, nr_resnet=2, dropout=0.5, dropout_mode=mode).float().train()
+    fused = _model(channels, nr_resnet=2, dropout=0.5, fused=True, dropout_mode=mode).float().train()
     fused.load_state_dict(ref.state_dict())
     x = L.quantize(torch.rand(3, channels, 8, 8) * 2 - 1)
     grads = []
@@ -214,3 +214,39 @@ def test_fused_network_trains_exactly_like_the_straightforward_one(channels):
     torch.testing.assert_close(l_fused, l_ref, rtol=1e-6, atol=1e-6)
     for a, b in zip(g_fused, g_ref):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("mode", ["element", "channel"])
+def test_dropout_masks_are_unbiased_and_independent(mode, monkeypatch):
+    """The masks the fused network multiplies by (the straightforward network's, by the test above): every
+    entry is 0 or 1 / (1 - p), dropped with probability p, with no correlation between neighbouring
+    entries; channel masks are one draw per image and channel. Bounds: 5 standard errors."""
+    import arsmooth.networks.pixelcnnpp as P
+
+    seen, real = [], P._PaddedConcatElu
+
+    class Recording(torch.autograd.Function):
+        @staticmethod
+        def apply(pad, mask, *xs):
+            if mask is not None:
+                seen.append(mask)
+            return real.apply(pad, mask, *xs)
+
+    monkeypatch.setattr(P, "_PaddedConcatElu", Recording)
+    p, b = 0.3, 16
+    m = _model(1, nr_resnet=2, dropout=p, fused=True, dropout_mode=mode).float().train()
+    torch.manual_seed(0)
+    m(torch.rand(b, 1, 8, 8) * 2 - 1)
+    assert len(seen) == 2 * 3 * 2 + 2 * (3 * 2 + 2)  # one mask per gated resnet
+    for mask in seen:
+        assert mask.shape[:2] == (b, 16) and (mask.shape[2:] == (1, 1)) == (mode == "channel")
+    flat = torch.cat([mk.flatten() for mk in seen])
+    assert torch.all((flat == 0) | torch.isclose(flat, torch.tensor(1 / (1 - p))))
+    dropped = (flat == 0).double()
+    n = len(dropped)
+    assert abs(dropped.mean() - p) < 5 * (p * (1 - p) / n) ** 0.5
+    # neighbouring entries (channels for channel masks, pixels in a row for element masks) are uncorrelated
+    a = torch.cat([(mk[:, :-1] if mode == "channel" else mk[..., :-1]).flatten() for mk in seen]) == 0
+    c = torch.cat([(mk[:, 1:] if mode == "channel" else mk[..., 1:]).flatten() for mk in seen]) == 0
+    corr = torch.corrcoef(torch.stack([a.double(), c.double()]))[0, 1]
+    assert abs(corr) < 5 / len(a) ** 0.5

@@ -276,3 +276,18 @@ def test_resume_takes_the_process_group_backend_from_the_saved_config(tmp_path, 
         with pytest.raises(KeyboardInterrupt):
             train(None, tmp_path / "r", resume=True, progress=False)
         assert seen[-1] == backend
+
+
+def test_dropout_mode_setting_reaches_the_network_and_is_checked():
+    from arsmooth.train import build_model
+
+    with pytest.raises(ArsmoothError, match="model.dropout_mode must be one of element, channel, got 'pixel'"):
+        load_config("digits-baseline", ["model.dropout_mode=pixel"])
+    for mode, module in (("element", torch.nn.Dropout), ("channel", torch.nn.Dropout2d)):
+        model = build_model(load_config("digits-baseline", [f"model.dropout_mode={mode}"]), (1, 8, 8))
+        drops = [m for m in model.modules() if isinstance(m, torch.nn.modules.dropout._DropoutNd)]
+        assert drops and all(type(m) is module for m in drops)
+    old = load_config("digits-baseline")
+    del old["model"]["dropout_mode"]  # a config saved before the setting existed: element, as then
+    assert all(type(m) is torch.nn.Dropout for m in build_model(old, (1, 8, 8)).modules()
+               if isinstance(m, torch.nn.modules.dropout._DropoutNd))

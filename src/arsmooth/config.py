@@ -138,6 +138,7 @@ def _is_num(v) -> bool:
 def validate(cfg: dict) -> None:
     """Types and ranges of every setting; one clear message for the first bad one."""
     from .models.image import RUN_KINDS, STAGE2_CONDITIONINGS, STAGE2_LIKELIHOODS
+    from .networks.pixelcnnpp import DROPOUT_MODES
 
     _need(cfg["kind"] in RUN_KINDS, f"kind must be one of {', '.join(RUN_KINDS)}, got {cfg['kind']!r}")
     d, m, s, t = cfg["data"], cfg["model"], cfg["smoothing"], cfg["train"]
@@ -164,6 +165,8 @@ def validate(cfg: dict) -> None:
     _need(m.get("stage2_conditioning", "stacked") in STAGE2_CONDITIONINGS,
           f"model.stage2_conditioning must be one of {', '.join(STAGE2_CONDITIONINGS)}, got {m.get('stage2_conditioning')!r}")
     _need(isinstance(m.get("fused", True), bool), f"model.fused must be true or false, got {m.get('fused')!r}")
+    _need(m.get("dropout_mode", "element") in DROPOUT_MODES,
+          f"model.dropout_mode must be one of {', '.join(DROPOUT_MODES)}, got {m.get('dropout_mode')!r}")
     _need(s["kernel"] in ("gaussian", "laplace", "uniform"), f"smoothing.kernel must be gaussian, laplace or uniform, got {s['kernel']!r}")
     _need(_is_num(s["sigma"]) and s["sigma"] > 0, f"smoothing.sigma must be a positive number, got {s['sigma']!r}")
     _need(isinstance(s.get("learn_sigma", False), bool), f"smoothing.learn_sigma must be true or false, got {s.get('learn_sigma')!r}")

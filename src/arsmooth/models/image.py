@@ -54,6 +54,7 @@ class ImageModel(nn.Module):
         image_size: tuple[int, int] = (28, 28),
         fused: bool = False,
         stage2_conditioning: str = "stacked",
+        dropout_mode: str = "element",
     ):
         super().__init__()
         if kind not in KINDS:
@@ -71,7 +72,7 @@ class ImageModel(nn.Module):
         self.image_size = tuple(image_size)
         self.net = PixelCNNpp(in_channels=channels, nr_resnet=nr_resnet, nr_filters=nr_filters,
                               nr_logistic_mix=nr_logistic_mix, dropout=dropout, fused=fused,
-                              spatial_condition=self.spatial)
+                              spatial_condition=self.spatial, dropout_mode=dropout_mode)
 
     @property
     def discretized(self) -> bool:

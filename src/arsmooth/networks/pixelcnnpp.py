@@ -101,6 +101,9 @@ def _layout(t: Tensor) -> torch.memory_format:
     return torch.contiguous_format
 
 
+DROPOUT_MODES = ("element", "channel")
+
+
 def _dropout_mask(like: Tensor, shape: tuple[int, ...], p: float) -> Tensor:
     """The scaled mask ``F.dropout`` multiplies by: ``bernoulli_(1 - p) / (1 - p)`` from the default
     generator, filled in the memory order of ``like`` (as ``F.dropout``'s ``empty_like`` is)."""
@@ -109,8 +112,9 @@ def _dropout_mask(like: Tensor, shape: tuple[int, ...], p: float) -> Tensor:
 
 
 def padded_concat_elu(xs: list[Tensor], pad: tuple[int, int, int, int] = (0, 0, 0, 0), dropout: float = 0.0,
-                      training: bool = False, masks: DropoutMasks | None = None) -> Tensor:
-    """Same values as ``F.pad(F.dropout(concat_elu(torch.cat(xs, 1)), dropout, training), pad)``.
+                      training: bool = False, masks: DropoutMasks | None = None, channel: bool = False) -> Tensor:
+    """Same values as ``F.pad(F.dropout(concat_elu(torch.cat(xs, 1)), dropout, training), pad)``
+    (``F.dropout2d`` with ``channel``: one draw per image and channel, ``(B, 2C, 1, 1)``).
 
     The dropout mask is drawn exactly as ``F.dropout`` draws it on CPU (``bernoulli_(1 - p)`` on a
     tensor of the un-padded shape, from the default generator), or taken from ``masks`` that drew it
@@ -121,7 +125,7 @@ def padded_concat_elu(xs: list[Tensor], pad: tuple[int, int, int, int] = (0, 0, 
     mask = None
     if training and dropout > 0:
         b, _, h, w = xs[0].shape
-        shape = (b, 2 * sum(x.shape[1] for x in xs), h, w)
+        shape = (b, 2 * sum(x.shape[1] for x in xs), *((1, 1) if channel else (h, w)))
         mask = masks.next(shape) if masks is not None else _dropout_mask(xs[0], shape, dropout)
     return _PaddedConcatElu.apply(pad, mask, *xs)
 
@@ -245,12 +249,12 @@ class GatedResnet(nn.Module):
     """
 
     def __init__(self, nr_filters: int, conv: type[nn.Module], n_aux: int, dropout: float, fused: bool = False,
-                 n_cond: int = 0):
+                 n_cond: int = 0, channel_dropout: bool = False):
         super().__init__()
-        self.fused = fused
+        self.fused, self.channel_dropout = fused, channel_dropout
         self.conv_in = conv(2 * nr_filters, nr_filters)
         self.nin_aux = _nin(2 * n_aux * nr_filters, nr_filters) if n_aux else None
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = nn.Dropout2d(dropout) if channel_dropout else nn.Dropout(dropout)
         self.conv_out = conv(2 * nr_filters, 2 * nr_filters)
         # a per-position conditioning map enters where PixelCNN++ adds its conditioning vector h
         self.nin_cond = _nin(n_cond, 2 * nr_filters) if n_cond else None
@@ -273,7 +277,7 @@ class GatedResnet(nn.Module):
         c = self.conv_in.conv(padded_concat_elu([x], self.conv_in.pad))  # (B, F, H, W)
         if aux is not None:
             c = c + self.nin_aux(padded_concat_elu(aux))
-        h = padded_concat_elu([c], self.conv_out.pad, self.dropout.p, self.training, masks)
+        h = padded_concat_elu([c], self.conv_out.pad, self.dropout.p, self.training, masks, self.channel_dropout)
         c = self.conv_out.conv(h)  # (B, 2F, H, W)
         if cond is not None:
             c = c + self.nin_cond(cond)
@@ -328,7 +332,9 @@ class PixelCNNpp(nn.Module):
     likelihoods.image_param_channels(in_channels, nr_logistic_mix)``; the parameters at pixel
     ``(i, j)`` depend only on pixels before it in raster order (all channels of earlier pixels).
     Paper defaults (CIFAR-10): ``nr_resnet=5, nr_filters=160, nr_logistic_mix=10, dropout=0.5``;
-    MNIST in the smoothing paper uses ``nr_filters=40``.
+    MNIST in the smoothing paper uses ``nr_filters=40``. ``dropout_mode``: ``element`` drops single
+    activations (``nn.Dropout``), ``channel`` whole feature maps per image (``nn.Dropout2d``, what the
+    paper's official code and the public PyTorch port draw).
     """
 
     def __init__(
@@ -341,6 +347,7 @@ class PixelCNNpp(nn.Module):
         dropout: float = 0.5,
         fused: bool = False,
         spatial_condition: bool = False,
+        dropout_mode: str = "element",
     ):
         super().__init__()
         if in_channels not in (1, 3):
@@ -352,6 +359,9 @@ class PixelCNNpp(nn.Module):
             )
         if not 0.0 <= dropout < 1.0:
             raise ArsmoothError(f"dropout must be in [0, 1), got {dropout}")
+        if dropout_mode not in DROPOUT_MODES:
+            raise ArsmoothError(f"dropout_mode must be one of {', '.join(DROPOUT_MODES)}, got {dropout_mode!r}")
+        self.dropout_mode = dropout_mode
         self.in_channels, self.nr_resnet, self.nr_filters = in_channels, nr_resnet, nr_filters
         self.nr_logistic_mix, self.dropout, self.fused = nr_logistic_mix, dropout, fused
         self.out_channels = L.image_param_channels(in_channels, nr_logistic_mix)
@@ -367,7 +377,8 @@ class PixelCNNpp(nn.Module):
         n_cond = nf if spatial_condition else 0
 
         def blocks(n: int, conv: type[nn.Module], n_aux: int) -> nn.ModuleList:
-            return nn.ModuleList(GatedResnet(nf, conv, n_aux, dropout, fused, n_cond) for _ in range(n))
+            return nn.ModuleList(GatedResnet(nf, conv, n_aux, dropout, fused, n_cond, dropout_mode == "channel")
+                                 for _ in range(n))
 
         # Down pass (resolution H -> H/4; the paper's code calls it the "up pass"): nr_resnet
         # blocks per stage; ul gets u as auxiliary input.
@@ -429,6 +440,8 @@ class PixelCNNpp(nn.Module):
         f2, n = 2 * self.nr_filters, self.nr_resnet
         down = [(b, f2, h >> s, w >> s) for s in range(3) for _ in range(2 * n)]
         up = [(b, f2, h >> (2 - s), w >> (2 - s)) for s, k in enumerate((n, n + 1, n + 1)) for _ in range(2 * k)]
+        if self.dropout_mode == "channel":  # one draw per image and channel, whatever the resolution
+            return [(b, f2, 1, 1) for _ in down + up]
         return down + up
 
     def _walk(self, ops, x):
