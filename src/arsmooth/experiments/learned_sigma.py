@@ -182,16 +182,18 @@ def learned_sigma_mnist(run: Run, out: Path, sigma: float | None, progress: bool
                            "sigma_path": path}
         m = metrics
         rows.append(f"| {arm} | {kernel.std:.4g} | {bpd['two_step_elbo']:.4f} | {bpd['two_step_iw']:.4f} | "
-                    + " | ".join(f"{m[k]['fid']:.1f} / {m[k]['is']:.2f}" for k in ("smoothed", "single-step", "two-step"))
+                    + " | ".join(f"{m[k]['fid']:.1f} / {m[k]['kid']:.1f} / {m[k]['is']:.2f}"
+                                 for k in ("smoothed", "single-step", "two-step"))
                     + f" | {summary['train_seconds']} |")
     _save_trajectory(run, fig, ax, sigma0, out / "learned_sigma_mnist_trajectory.png", "sigma learned by the ELBO (MNIST)")
     run.summary += [
         f"Both stages trained together on the ELBO (`{cfg['preset']}`, {cfg['steps']} steps each, seed {run.seed}); "
         f"sigma fixed at {sigma0} against learned from {sigma0}. Bounds in 8-bit bits/dim on {cfg['n_eval']} test "
-        f"images (-IW with K={cfg['iw_k']}); FID / Inception-style score with our LeNet "
+        f"images (-IW with K={cfg['iw_k']}); FID / KID / Inception-style score with our LeNet "
         f"({100 * info['test_accuracy']:.2f}% test accuracy) on {cfg['n_samples']} samples per column.",
         "",
-        "| sigma | final sigma | -ELBO | -IW | x~: FID / IS | single-step: FID / IS | two-step: FID / IS | train s |",
+        "| sigma | final sigma | -ELBO | -IW | x~: FID / KID / IS | single-step: FID / KID / IS | two-step: FID / KID / IS "
+        "| train s |",
         "|---|---|---|---|---|---|---|---|",
         *rows,
         "",
