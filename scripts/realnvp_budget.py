@@ -17,6 +17,7 @@ from pathlib import Path
 
 import torch
 
+from arsmooth.models import count_params
 from arsmooth.data.synthetic import train_test
 from arsmooth.experiments import two_d as T
 from arsmooth.fit import evaluate
@@ -36,15 +37,15 @@ seed, sigma, st = a.train_seed, FULL_RUN["settings"]["chosen_sigma"][a.dataset],
 train, test = train_test(a.dataset, st["n_train"], st["n_test"], FULL_RUN["seed"])  # the full run's data
 build = partial(T._realnvp_pair, posterior=T.POSTERIOR_SIZE)
 layers, hidden = T.PRIOR_SIZE
-base_hidden = T._matching_hidden(T.n_params(build(hidden, layers, 0.3)), layers)
+base_hidden = T._matching_hidden(count_params(build(hidden, layers, 0.3)), layers)
 
 out = {"dataset": a.dataset, "sigma": sigma, "steps": a.steps, "train_seed": seed, "threads": a.threads}
 t = time.time()
 base = T._fit_plain(base_hidden, layers, train, a.steps, seed, "RealNVP", False)
-out["realnvp"] = {"nll": evaluate(lambda b: -base.log_prob(b), test), "params": T.n_params(base), "s": time.time() - t}
+out["realnvp"] = {"nll": evaluate(lambda b: -base.log_prob(b), test), "params": count_params(base), "s": time.time() - t}
 t = time.time()
 pair = T._fit_pair(sigma, hidden, layers, train, a.steps, seed, "smoothed", False, build)
 neg_elbo = T._bounds(pair, Gaussian(sigma), test, seed + 2, None)[0]
-out["smoothed"] = {"neg_elbo": neg_elbo, "params": T.n_params(pair), "s": time.time() - t,
+out["smoothed"] = {"neg_elbo": neg_elbo, "params": count_params(pair), "s": time.time() - t,
                    "split": T.split_bound(pair, a.dataset, sigma, test, seed + 3)}
 print(json.dumps(out), flush=True)

@@ -25,6 +25,7 @@ from functools import partial
 
 import torch
 
+from arsmooth.models import count_params
 from arsmooth import smoothing as S
 from arsmooth.data.synthetic import train_test
 from arsmooth.experiments import two_d as T
@@ -74,9 +75,9 @@ if a.train_seed is not None:
 t = time.time()
 torch.manual_seed(ts)
 first_pair = T._realnvp_pair(splits[0][1], layers, 0.3, splits[0][2])
-base = RealNVP(dim=2, n_layers=layers, hidden=T._matching_hidden(T.n_params(first_pair), layers))
+base = RealNVP(dim=2, n_layers=layers, hidden=T._matching_hidden(count_params(first_pair), layers))
 T._train(base, lambda b: -base.log_prob(b).mean(), fit_part, a.steps, ts, "RealNVP", False)
-out["realnvp"] = {"nll": evaluate(lambda b: -base.log_prob(b), val), "params": T.n_params(base), "s": time.time() - t}
+out["realnvp"] = {"nll": evaluate(lambda b: -base.log_prob(b), val), "params": count_params(base), "s": time.time() - t}
 for sigma in map(float, a.sigmas.split(",")):
     for name in a.variants.split(","):
         for label, prior_hidden, posterior in splits:
@@ -85,5 +86,5 @@ for sigma in map(float, a.sigmas.split(",")):
                                build=partial(variants[name], posterior=posterior))
             neg_elbo, neg_iw = T._bounds(pair, Gaussian(sigma), val, a.seed + 2, 20)
             key = f"{name}_sigma_{sigma}" + (f"_split_{label}" if label else "")
-            out[key] = {"neg_elbo": neg_elbo, "neg_iw_20": neg_iw, "params": T.n_params(pair), "s": time.time() - t}
+            out[key] = {"neg_elbo": neg_elbo, "neg_iw_20": neg_iw, "params": count_params(pair), "s": time.time() - t}
 print(json.dumps(out), flush=True)

@@ -29,6 +29,7 @@ import time
 
 import torch
 
+from arsmooth.models import count_params
 from arsmooth.data.synthetic import train_test
 from arsmooth.experiments import two_d as T
 from arsmooth.fit import evaluate
@@ -89,9 +90,9 @@ torch.manual_seed(ts)
 pair = S.ScoreConditionedPair(RealNVP(dim=2, n_layers=layers, hidden=prior_hidden), posterior(4), sigma)
 if not a.skip_plain:
     t = time.time()
-    base = RealNVP(dim=2, n_layers=layers, hidden=T._matching_hidden(T.n_params(pair), layers))
+    base = RealNVP(dim=2, n_layers=layers, hidden=T._matching_hidden(count_params(pair), layers))
     T._train(base, lambda b: -base.log_prob(b).mean(), fit_part, a.steps, ts, "RealNVP", False)
-    out["realnvp"] = {"nll": evaluate(lambda b: -base.log_prob(b), val), "params": T.n_params(base), "s": time.time() - t}
+    out["realnvp"] = {"nll": evaluate(lambda b: -base.log_prob(b), val), "params": count_params(base), "s": time.time() - t}
 
 t = time.time()
 g = torch.Generator().manual_seed(ts + 1)
@@ -104,7 +105,7 @@ neg_log_q = ex["neg_log_q"]
 out["exact"] = {"data_nll": ex["data_nll_exact"], "prior_nll": ex["prior_nll_exact"],
                 "posterior_nll": ex["posterior_nll_exact"], "entropy_q": kernel.entropy(2), "gaussian_posterior_nll": neg_log_q}
 prior_nll = evaluate(lambda b: -pair.prior.log_prob(b), xt)
-out["prior"] = {"nll": prior_nll, "params": T.n_params(pair.prior), "s": time.time() - t}
+out["prior"] = {"nll": prior_nll, "params": count_params(pair.prior), "s": time.time() - t}
 
 
 def end_to_end_loss(prior, post, x, g):
@@ -125,7 +126,7 @@ for name in a.variants:
         e2e_prior = evaluate(lambda b: -e2e.prior.log_prob(b), xt)
         e2e_post = -e2e.log_prob_clean(val, xt).mean().item()
         out["end_to_end"] = {"prior_nll": e2e_prior, "nll": e2e_post, "neg_elbo": e2e_prior + e2e_post - neg_log_q,
-                             "params": T.n_params(e2e), "s": time.time() - t}
+                             "params": count_params(e2e), "s": time.time() - t}
         continue
     t = time.time()
     torch.manual_seed(ts)
@@ -136,5 +137,5 @@ for name in a.variants:
         post_nll = -post.log_prob(val, ctx(xt)).mean().item()
     # -ELBO = E[-log p(x~) - log p(x | x~) + log q(x~ | x)] on the same draws (paired: lower variance than using H(q))
     out[f"posterior_{name}"] = {"nll": post_nll, "neg_elbo": prior_nll + post_nll - neg_log_q,
-                                "params": T.n_params(post), "s": time.time() - t}
+                                "params": count_params(post), "s": time.time() - t}
 print(json.dumps(out), flush=True)

@@ -171,7 +171,8 @@ def test_export_command_and_model_from_safetensors(tmp_path):
     import sys
 
     from arsmooth.config import load_config
-    from arsmooth.train import model_from_checkpoint, train
+    from arsmooth.models.build import model_from_checkpoint
+    from arsmooth.train import train
 
     train(load_config("digits-stage1", ["train.max_steps=2", "train.eval_images=4"]), tmp_path / "r", progress=False)
     cli = [sys.executable, "-m", "arsmooth.cli", "export", str(tmp_path / "r" / "last.pt"), str(tmp_path / "w.safetensors")]

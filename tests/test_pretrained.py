@@ -41,7 +41,7 @@ def _tiny_run(tmp_path, preset="digits-stage1"):
 
 
 def test_ship_is_exact_and_a_damaged_file_is_refused(tmp_path):
-    from arsmooth.train import model_from_checkpoint
+    from arsmooth.models.build import model_from_checkpoint
 
     run = _tiny_run(tmp_path)
     root = tmp_path / "weights"

@@ -132,7 +132,8 @@ def test_stage2_needs_its_context_and_other_kinds_have_no_encoder():
 def test_checkpoints_record_the_design_and_refuse_the_other(tmp_path):
     from arsmooth import checkpoint as C
     from arsmooth.config import load_config
-    from arsmooth.train import model_from_checkpoint, train
+    from arsmooth.models.build import model_from_checkpoint
+    from arsmooth.train import train
 
     cfg = load_config("digits-stage2-spatial", ["train.max_steps=2", "train.eval_images=8"])
     train(cfg, tmp_path / "r", progress=False)

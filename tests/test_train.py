@@ -35,7 +35,7 @@ def test_presets_and_overrides():
 
 
 def test_cifar10_and_celeba_presets_carry_the_papers_settings():
-    from arsmooth.train import build_model
+    from arsmooth.models.build import build_model
 
     names = set(preset_names())
     for kind in ("baseline", "stage1", "stage2", "stage2-spatial"):
@@ -224,7 +224,7 @@ def test_smoothed_kind_trains_both_stages_on_the_elbo_and_learns_sigma(tmp_path)
     from arsmooth import imaging as I
     from arsmooth import smoothing as S
     from arsmooth.kernels import Gaussian
-    from arsmooth.train import build_model
+    from arsmooth.models.build import build_model
 
     cfg = _cfg("smoothed", "smoothing.learn_sigma=true")
     model = build_model(cfg, (1, 8, 8)).double().eval()
@@ -279,7 +279,7 @@ def test_resume_takes_the_process_group_backend_from_the_saved_config(tmp_path, 
 
 
 def test_dropout_mode_setting_reaches_the_network_and_is_checked():
-    from arsmooth.train import build_model
+    from arsmooth.models.build import build_model
 
     with pytest.raises(ArsmoothError, match="model.dropout_mode must be one of element, channel, got 'pixel'"):
         load_config("digits-baseline", ["model.dropout_mode=pixel"])

@@ -20,10 +20,12 @@ import torch
 
 from .config import load_config
 from .errors import ArsmoothError
-from .models.image import ImageModel, count_params
+from .models import count_params
+from .models.image import ImageModel
 from .sampling import raster_sample
 from .kernels import make_kernel
-from .train import build_model, loss_given_noise
+from .models.build import build_model
+from .train import loss_given_noise
 
 SHAPES = {"mnist": (1, 28, 28), "fashion": (1, 28, 28), "cifar10": (3, 32, 32), "celeba": (3, 32, 32),
           "digits": (1, 8, 8)}

@@ -16,11 +16,11 @@ import numpy as np
 import torch
 
 from . import __version__
+from .config import RUN_KINDS as KINDS
 from .errors import ArsmoothError
 from .fileio import atomic_write
 
 FORMAT_VERSION = 1
-KINDS = ("baseline", "stage1", "stage2", "smoothed")  # smoothed: stages 1 and 2 in one checkpoint
 _REQUIRED = ("format_version", "kind", "config", "model", "step")
 
 
@@ -168,3 +168,15 @@ def import_safetensors(path, *, expect_kind: str | tuple[str, ...] | None = None
     except Exception as e:  # noqa: BLE001
         raise ArsmoothError(f"{path} is not a readable arsmooth safetensors file: {_one_line(e)}") from None
     return _check_loaded(ckpt, path, expect_kind)
+
+
+def read_metrics(run_dir: Path) -> list[dict]:
+    """The records of a run's ``metrics.jsonl`` in order (none if it is missing; a line cut by a crash is skipped)."""
+    path = Path(run_dir) / "metrics.jsonl"
+    out = []
+    for line in path.read_text().splitlines() if path.is_file() else []:
+        try:
+            out.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return out

@@ -95,6 +95,14 @@ def _parse_override(text: str) -> dict:
     return d
 
 
+# The choices of the settings, defined once: models, networks and checkpoints check against these.
+KINDS = ("baseline", "stage1", "stage2")  # one network each
+RUN_KINDS = (*KINDS, "smoothed")  # what a run trains and a checkpoint holds: smoothed = stages 1 and 2 together
+STAGE2_LIKELIHOODS = ("discretized", "continuous-jitter")
+STAGE2_CONDITIONINGS = ("stacked", "spatial")
+DROPOUT_MODES = ("element", "channel")
+
+
 def load_config(preset: str, overrides: list[str] | tuple[str, ...] = ()) -> dict:
     """Defaults, then a preset name or a YAML file path, then ``key.sub=value`` overrides; validated."""
     cfg = defaults()
@@ -137,8 +145,6 @@ def _is_num(v) -> bool:
 
 def validate(cfg: dict) -> None:
     """Types and ranges of every setting; one clear message for the first bad one."""
-    from .models.image import RUN_KINDS, STAGE2_CONDITIONINGS, STAGE2_LIKELIHOODS
-    from .networks.pixelcnnpp import DROPOUT_MODES
 
     _need(cfg["kind"] in RUN_KINDS, f"kind must be one of {', '.join(RUN_KINDS)}, got {cfg['kind']!r}")
     d, m, s, t = cfg["data"], cfg["model"], cfg["smoothing"], cfg["train"]

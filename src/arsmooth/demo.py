@@ -17,11 +17,11 @@ from tqdm.auto import tqdm
 from . import smoothing as S
 from .data.synthetic import train_test
 from .errors import ArsmoothError
-from .experiments.common import pyplot, save_figure
 from .fileio import atomic_write_text, prepare_out_dir
 from .fit import evaluate
 from .kernels import Gaussian
 from .models.made import MADE, StackedMADE
+from .viz import pyplot, save_figure
 
 DEMO_FILES = ["report.md", "samples.png", "loss.png", "digits.png"]
 DIGITS = 8  # images per column of the image part

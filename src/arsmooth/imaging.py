@@ -6,7 +6,6 @@ Units: bits per dimension of 8-bit images (the paper reports bits/dim of the dis
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import torch
@@ -17,7 +16,8 @@ from . import smoothing as S
 from .errors import ArsmoothError
 from .kernels import Gaussian, make_kernel
 from .models.image import ImageModel
-from .train import model_from_checkpoint
+from .likelihoods import bits_per_dim
+from .models.build import model_from_checkpoint
 
 IMAGE_METHODS = ("baseline", "smoothed", "single-step", "single-step-detached", "two-step")
 
@@ -223,16 +223,18 @@ def likelihood(x: Tensor, *, baseline: ImageModel | None = None, pair=None, kern
     """Test bits/dim of 8-bit images ``x``: baseline exact; two-step ELBO (``n_draws`` noise draws) and IW(K)."""
     if n_draws < 1 or k_iw < 0:
         raise ArsmoothError(f"need n_draws >= 1 and K >= 0, got {n_draws} and {k_iw}")
-    dims = x[0].numel() * math.log(2)
-    res: dict = {"n_images": int(x.shape[0])}
-    chunks = [x[i : i + batch_size] for i in range(0, x.shape[0], batch_size)]
+    n, dims = x.shape[0], x[0].numel()
+    res: dict = {"n_images": int(n)}
+    chunks = [x[i : i + batch_size] for i in range(0, n, batch_size)]
     if baseline is not None:
-        res["baseline"] = -sum(float(baseline.log_prob(c).sum()) for c in chunks) / x.shape[0] / dims
+        res["baseline"] = bits_per_dim(-sum(float(baseline.log_prob(c).sum()) for c in chunks) / n, dims)
     if pair is not None:
-        res["two_step_elbo"] = -sum(float(S.elbo(pair, kernel, c, n_draws, generator).sum()) for c in chunks) / x.shape[0] / dims
+        res["two_step_elbo"] = bits_per_dim(-sum(float(S.elbo(pair, kernel, c, n_draws, generator).sum())
+                                                 for c in chunks) / n, dims)
         res["elbo_noise_draws"] = n_draws
         if k_iw:
-            res["two_step_iw"] = -sum(float(S.iw_bound(pair, kernel, c, k_iw, generator).sum()) for c in chunks) / x.shape[0] / dims
+            res["two_step_iw"] = bits_per_dim(-sum(float(S.iw_bound(pair, kernel, c, k_iw, generator).sum())
+                                                   for c in chunks) / n, dims)
             res["iw_k"] = k_iw
     return res
 

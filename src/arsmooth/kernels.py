@@ -15,7 +15,8 @@ from torch import Tensor
 from .errors import ArsmoothError
 
 
-def _dims(x: Tensor) -> int:
+def event_dims(x: Tensor) -> int:
+    """Dimensions per example of a batch ``x``."""
     return int(math.prod(x.shape[1:]))
 
 

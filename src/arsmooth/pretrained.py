@@ -12,11 +12,11 @@ import json
 from pathlib import Path
 
 from . import checkpoint as C
+from .config import KINDS  # what ships per dataset: one network each
 from .errors import ArsmoothError
 from .fileio import atomic_write_text, digest
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
-KINDS = ("baseline", "stage1", "stage2")  # what ships per dataset
 
 
 def sha256_of(path: Path) -> str:
@@ -97,7 +97,7 @@ def _portable(config: dict) -> dict:
 
 
 def _last_metrics(run: Path) -> dict:
-    from .train import read_metrics
+    from .checkpoint import read_metrics
 
     rows = [r for r in read_metrics(run) if "images" in r]
     return rows[-1] if rows else {}

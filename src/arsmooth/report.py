@@ -53,7 +53,7 @@ def _train_run(run_dir: Path) -> dict:
 
 def _train_sections(runs: list[dict], out: Path) -> list[str]:
     """A table of training runs and their learning curves (test bits/dim against images seen and time)."""
-    from .experiments.common import pyplot, save_figure
+    from .viz import pyplot, save_figure
 
     lines = ["## Training runs", "",
              "Test bits/dim at each checkpoint (8-bit for baseline and stage 2; stage 1 scores noisy images x~, a "

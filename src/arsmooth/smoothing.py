@@ -20,7 +20,7 @@ import torch.nn as nn
 from torch import Tensor
 
 from .errors import ArsmoothError
-from .kernels import Gaussian, Kernel
+from .kernels import Gaussian, Kernel, event_dims
 
 SAMPLING_METHODS = ("smoothed", "single-step", "single-step-detached", "two-step")
 
@@ -97,10 +97,6 @@ class ScoreConditionedPair(SmoothedPair):
         return self.reverse.sample(context=self.context(x_tilde), generator=generator)
 
 
-def _event_dims(x: Tensor) -> int:
-    return int(math.prod(x.shape[1:]))
-
-
 def smoothed_nll_loss(model, kernel: Kernel, x: Tensor, generator=None) -> Tensor:
     """Training loss of both stages: ``-[log p(x~) + log p(x | x~)]`` with fresh noise, mean over batch."""
     x_tilde = kernel.sample(x, generator)
@@ -148,7 +144,7 @@ def learned_sigma_loss(model, sigma: LearnedSigma, x: Tensor, generator=None) ->
     -[log p(x~) + log p(x | x~) + H(q)] with x~ = x + sigma * eps."""
     x_tilde = sigma.sample(x, generator)
     lp = model.log_prob_noisy(x_tilde) + model.log_prob_clean(x, x_tilde)
-    return -(lp.mean() + sigma.entropy(_event_dims(x)))
+    return -(lp.mean() + sigma.entropy(event_dims(x)))
 
 
 def elbo(model, kernel: Kernel, x: Tensor, n_draws: int = 1, generator=None) -> Tensor:
@@ -165,7 +161,7 @@ def elbo(model, kernel: Kernel, x: Tensor, n_draws: int = 1, generator=None) -> 
     for _ in range(n_draws):
         x_tilde = kernel.sample(x, generator)
         total = total + model.log_prob_noisy(x_tilde) + model.log_prob_clean(x, x_tilde)
-    return total / n_draws + kernel.entropy(_event_dims(x))
+    return total / n_draws + kernel.entropy(event_dims(x))
 
 
 def iw_bound(model, kernel: Kernel, x: Tensor, k: int, generator=None) -> Tensor:

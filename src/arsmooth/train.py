@@ -23,13 +23,17 @@ from torch.utils.data import DistributedSampler
 from tqdm.auto import tqdm
 
 from . import checkpoint as C
+from .checkpoint import read_metrics
 from . import distributed as D
 from .config import validate
 from .data.images import load_configured
 from .errors import ArsmoothError
 from .fileio import atomic_write_text
 from .kernels import make_kernel
-from .models.image import ImageModel, SmoothedImageModel, count_params
+from .likelihoods import bits_per_dim
+from .models import count_params
+from .models.build import build_model, init_weights_from
+from .models.image import ImageModel
 
 RUN_FILES = ("config.yaml", "metrics.jsonl", "last.pt", "summary.json")
 
@@ -40,75 +44,6 @@ def pick_device(name: str) -> torch.device:
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     return torch.device(name)
-
-
-def build_model(cfg: dict, image_shape: tuple[int, int, int]) -> ImageModel | SmoothedImageModel:
-    """The model of ``cfg['kind']`` for images ``(C, H, W)``."""
-    m = cfg["model"]
-    kw = dict(channels=image_shape[0], nr_resnet=m["nr_resnet"], nr_filters=m["nr_filters"],
-              nr_logistic_mix=m["nr_logistic_mix"], dropout=m["dropout"], stage2_likelihood=m["stage2_likelihood"],
-              image_size=tuple(image_shape[1:]), fused=m.get("fused", True),
-              stage2_conditioning=m.get("stage2_conditioning", "stacked"),  # older configs: stacked
-              dropout_mode=m.get("dropout_mode", "element"))  # older configs: element
-    if cfg["kind"] == "smoothed":
-        s = cfg["smoothing"]
-        return SmoothedImageModel(sigma=s["sigma"], learn_sigma=s.get("learn_sigma", False), **kw)
-    return ImageModel(cfg["kind"], **kw)
-
-
-def model_from_checkpoint(ckpt: dict, device: torch.device | str = "cpu", use_ema: bool = True) -> ImageModel:
-    """Rebuild a model from a loaded checkpoint (EMA weights when present and ``use_ema``)."""
-    shape = tuple(ckpt["extra"]["image_shape"])
-    model = build_model(ckpt["config"], shape)
-    state = ckpt["ema"] if (use_ema and ckpt.get("ema")) else ckpt["model"]
-    holds = "spatial" if any(k.startswith("net.encoder.") for k in state) else "stacked"
-    if model.kind == "stage2" and holds != model.conditioning:  # (a smoothed checkpoint is checked by its keys)
-        raise ArsmoothError(f"the checkpoint holds a {holds} stage 2 but its config says "
-                            f"model.stage2_conditioning={model.conditioning}; the two designs do not share weights")
-    try:
-        model.load_state_dict(state)
-    except RuntimeError as e:
-        raise ArsmoothError(f"checkpoint weights do not fit its own config: {str(e).splitlines()[0]}") from None
-    return model.to(device).eval()
-
-
-SHAPE_KEYS = ("nr_resnet", "nr_filters", "nr_logistic_mix")  # model.* settings that fix the weights' shapes
-
-
-def init_weights_from(model: ImageModel, cfg: dict, path: str | Path) -> dict:
-    """Copy the network weights of checkpoint ``path`` into ``model`` (a warm start, e.g. stage 1 from a
-    baseline trained on clean data, as in the KTH reproduction of the paper); returns what was done.
-
-    Every weight of the source must fit the target; weights only the target has (a spatial stage 2's
-    encoder and conditioning projections) keep their initial values. Refuses a different network shape,
-    naming the setting. The optimizer is not copied.
-    """
-    src = C.load_checkpoint(path)
-    sm, tm = src["config"]["model"], cfg["model"]
-    for k in SHAPE_KEYS:
-        if sm[k] != tm[k]:
-            raise ArsmoothError(f"--init-from {path} has model.{k}={sm[k]}, this run model.{k}={tm[k]}; "
-                                "a warm start needs the same network shape")
-    src_ch, own_ch = src["extra"]["image_shape"][0], model.channels
-    if src_ch != own_ch:
-        raise ArsmoothError(f"--init-from {path} was trained on {src_ch}-channel images, this run has {own_ch}")
-    state, own = src["model"], model.state_dict()
-    extra_keys = [k for k in state if k not in own]
-    if extra_keys:
-        raise ArsmoothError(f"--init-from {path} holds weights this model has no place for ({extra_keys[0]}, ...); "
-                            "a spatial stage 2 cannot start a stacked one or another kind")
-    for k, v in state.items():
-        if own[k].shape != v.shape:
-            raise ArsmoothError(f"--init-from {path}: weight {k} is {tuple(v.shape)} there, {tuple(own[k].shape)} here")
-    own.update(state)
-    model.load_state_dict(own)
-    return {"path": str(path), "kind": src["kind"], "step": src["step"], "copied": len(state),
-            "kept_initial": len([k for k in own if k not in state])}
-
-
-def loss_of(model: ImageModel, kernel, x: torch.Tensor, generator=None) -> torch.Tensor:
-    """Training loss (mean nats per image) of a batch of clean images, by model kind."""
-    return loss_given_noise(model, x, None if model.kind == "baseline" else kernel.sample(x, generator))
 
 
 def loss_given_noise(model: ImageModel, x: torch.Tensor, x_tilde: torch.Tensor | None) -> torch.Tensor:
@@ -192,7 +127,7 @@ def evaluate_bpd(model: ImageModel, kernel, images: torch.Tensor, batch_size: in
             lp = model.log_prob(xt) if model.kind == "stage1" else model.log_prob(x, context=xt)
         total += float(-lp.sum())
     model.train(was)
-    return total / images.shape[0] / (images[0].numel() * math.log(2))
+    return bits_per_dim(total / images.shape[0], images[0].numel())
 
 
 def train(
@@ -430,7 +365,7 @@ def _train(ctx: D.Context, cfg, run_dir: Path, resume, overwrite, progress, trai
                         else:
                             ema[k].copy_(v)
             step += 1
-            bpd = loss_all.item() / (dims * math.log(2))
+            bpd = bits_per_dim(loss_all.item(), dims)
             running = bpd if running is None else 0.98 * running + 0.02 * bpd
             bar.update(1)
             if step % t_cfg["log_every"] == 0 and ctx.main:
@@ -513,18 +448,6 @@ def _truncate_metrics(path: Path, step: int) -> None:
         if rec.get("step", 0) <= step:
             keep.append(line)
     atomic_write_text(path, "".join(k + "\n" for k in keep))
-
-
-def read_metrics(run_dir: Path) -> list[dict]:
-    """The records of a run's ``metrics.jsonl`` in order (none if it is missing; a line cut by a crash is skipped)."""
-    path = Path(run_dir) / "metrics.jsonl"
-    out = []
-    for line in path.read_text().splitlines() if path.is_file() else []:
-        try:
-            out.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
-    return out
 
 
 def _last_test_bpd(run_dir: Path) -> float | None:

@@ -1,4 +1,4 @@
-"""Image grids as PNG (Pillow only)."""
+"""Image grids as PNG (Pillow), and matplotlib figures saved the same safe way."""
 
 from __future__ import annotations
 
@@ -50,3 +50,23 @@ def side_by_side(columns: dict[str, torch.Tensor], path: str | Path, n: int = 8,
             b = np.concatenate([b, np.full((h - b.shape[0], b.shape[1], 3), 255, np.uint8)])
         parts += [b, gap]
     save_png(np.concatenate(parts[:-1], 1), path)
+
+
+def save_figure(fig, path: Path) -> None:
+    """Save a matplotlib figure as PNG atomically and close it."""
+    import matplotlib.pyplot as plt
+
+    try:
+        atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110, bbox_inches="tight", format="png"), suffix=".png")
+    finally:
+        plt.close(fig)
+
+
+def pyplot():
+    """matplotlib's pyplot on the non-interactive Agg backend (no display needed)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt

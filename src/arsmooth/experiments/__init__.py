@@ -106,7 +106,7 @@ def reproduce(
         raise ArsmoothError(f"seed must be >= 0, got {seed}")
     opts = {}
     if stage2 is not None:
-        from ..models.image import STAGE2_CONDITIONINGS
+        from ..config import STAGE2_CONDITIONINGS
 
         if name not in STAGE2_OPTION:
             raise ArsmoothError(f"--stage2 applies to {' and '.join(STAGE2_OPTION)}, not {name}")

@@ -12,27 +12,7 @@ from pathlib import Path
 import torch
 
 from .. import __version__
-from ..fileio import atomic_write, atomic_write_text
-
-
-def save_figure(fig, path: Path) -> None:
-    """Save a matplotlib figure as PNG atomically and close it."""
-    import matplotlib.pyplot as plt
-
-    try:
-        atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110, bbox_inches="tight", format="png"), suffix=".png")
-    finally:
-        plt.close(fig)
-
-
-def pyplot():
-    """matplotlib's pyplot on the non-interactive Agg backend (no display needed)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+from ..fileio import atomic_write_text
 
 
 @dataclass

@@ -308,7 +308,7 @@ def _classifier(out: Path, data_cfg: dict, progress: bool):
 
 
 def _plot_probes(probes: dict, path: Path) -> None:
-    from .common import pyplot, save_figure
+    from ..viz import pyplot, save_figure
 
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(5, 3))

@@ -20,7 +20,8 @@ from ..data.synthetic import olympics_log_prob, rings_log_prob, train_test
 from ..fit import evaluate, fit
 from ..kernels import Gaussian
 from ..models.made import StackedMADE
-from .common import Run, fmt, pyplot, save_figure
+from ..viz import pyplot, save_figure
+from .common import Run, fmt
 from .two_d import TABLE1_DATASETS, _bounds, _decay, _scatter
 
 TRUE_LOG_PROB = {"rings": rings_log_prob, "olympics": olympics_log_prob}
@@ -141,7 +142,7 @@ def learned_sigma_mnist(run: Run, out: Path, sigma: float | None, progress: bool
     from .. import metrics as MT
     from ..config import load_config
     from ..data.images import load_configured, to_uint8
-    from ..train import read_metrics
+    from ..checkpoint import read_metrics
     from .images import _classifier, _train_or_resume
 
     cfg = _image_settings(run.quick)

@@ -13,7 +13,8 @@ from ..fit import evaluate, fit
 from ..kernels import Gaussian, make_kernel
 from ..models.made import StackedMADE
 from ..models.mixture import MixtureOfLogistics1d
-from .common import Run, fmt, pyplot, save_figure
+from ..viz import pyplot, save_figure
+from .common import Run, fmt
 
 GRID = (-8.0, 8.0, 32_001)  # fine grid for total variation and plots
 

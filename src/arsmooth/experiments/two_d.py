@@ -12,9 +12,11 @@ from .. import smoothing as S
 from ..data.synthetic import checkerboard_smoothed_log_prob, olympics_log_prob, train_test
 from ..fit import evaluate, fit
 from ..kernels import Gaussian
+from ..models import count_params
 from ..models.made import MADE, StackedMADE
 from ..models.realnvp import CenteredConditional, RealNVP
-from .common import Run, fmt, pyplot, save_figure
+from ..viz import pyplot, save_figure
+from .common import Run, fmt
 
 TABLE1_DATASETS = ("rings", "olympics")
 REALNVP_DATASETS = ("checkerboard", "olympics")
@@ -23,10 +25,6 @@ PAPER_TABLE1 = {
     "olympics": {"made_3": 1.27, "made_6": 0.80, "smoothed_3": 0.80},
 }
 PAPER_REALNVP = {"checkerboard": {"realnvp": 3.72, "smoothed_realnvp": 3.64}, "olympics": {"realnvp": 1.80, "smoothed_realnvp": 1.32}}
-
-
-def n_params(m: torch.nn.Module) -> int:
-    return sum(p.numel() for p in m.parameters())
 
 
 def _decay(steps: int, final: float = 0.02) -> float:
@@ -97,13 +95,13 @@ def table1(run: Run, out: Path, sigma: float | None, progress: bool) -> None:
             _train(m, lambda b: -m.log_prob(b).mean(), train, steps, run.seed, f"{ds} MADE-{k}", progress)
             res[f"made_{k}"] = evaluate(lambda b: -m.log_prob(b), test)
             samples[f"MADE, {k} logistics"] = m.sample(n_show, gen)
-            params[f"made_{k}"] = n_params(m)
+            params[f"made_{k}"] = count_params(m)
         torch.manual_seed(run.seed)
         sm = StackedMADE(dim=2, hidden=hidden, n_mix=3)
         g = torch.Generator().manual_seed(run.seed + 1)
         _train(sm, lambda b: S.smoothed_nll_loss(sm, kernel, b, g), train, steps, run.seed, f"{ds} smoothed-3", progress)
         res["smoothed_3"], res["smoothed_3_iw"] = _bounds(sm, kernel, test, run.seed + 2, k_iw)
-        params["smoothed_3"] = n_params(sm)
+        params["smoothed_3"] = count_params(sm)
         for method, title in (("smoothed", "smoothed x~ ~ p(x~)"), ("two-step", "two-step (ours)"),
                               ("single-step", "single-step")):
             samples[title] = S.sample(sm, kernel, n_show, method, torch.Generator().manual_seed(run.seed + 9))
@@ -146,7 +144,7 @@ def _realnvp_pair(hidden: int, n_layers: int, sigma: float,
 
 def _matching_hidden(target: int, n_layers: int) -> int:
     """Hidden width of a single RealNVP whose parameter count is closest to ``target``."""
-    count = lambda h: n_params(RealNVP(dim=2, n_layers=n_layers, hidden=h))  # noqa: E731, increasing in h
+    count = lambda h: count_params(RealNVP(dim=2, n_layers=n_layers, hidden=h))  # noqa: E731, increasing in h
     lo, hi = 1, 4096
     while hi - lo > 1:
         mid = (lo + hi) // 2
@@ -230,7 +228,7 @@ def realnvp(run: Run, out: Path, sigma: float | None, progress: bool) -> None:
     build = partial(_realnvp_pair, posterior=posterior)
     seeds = [run.seed + i for i in range(n_seeds)]
     grid = (SIGMA_GRID[1], SIGMA_GRID[-1]) if quick else SIGMA_GRID
-    pair_params = n_params(build(hidden, n_layers, 0.3))
+    pair_params = count_params(build(hidden, n_layers, 0.3))
     base_hidden = _matching_hidden(pair_params, n_layers)
     run.settings = {"sigma": sigma if sigma is not None else f"chosen on validation from {list(grid)}",
                     "steps": steps, "selection_steps": select_steps, "layers": n_layers, "hidden_smoothed": hidden,
@@ -259,7 +257,7 @@ def realnvp(run: Run, out: Path, sigma: float | None, progress: bool) -> None:
             base = _fit_plain(base_hidden, n_layers, train, steps, seed, f"{ds} RealNVP, seed {seed}", progress)
             pair = _fit_pair(chosen[ds], hidden, n_layers, train, steps, seed, f"{ds} smoothed RealNVP, seed {seed}",
                              progress, build)
-            params = {"realnvp": n_params(base), "smoothed_realnvp": n_params(pair)}
+            params = {"realnvp": count_params(base), "smoothed_realnvp": count_params(pair)}
             neg_elbo, neg_iw = _bounds(pair, kernel, test, seed + 2, k_iw)
             for key, v in zip(per_seed[ds], (evaluate(lambda b: -base.log_prob(b), test), neg_elbo, neg_iw)):
                 per_seed[ds][key].append(v)

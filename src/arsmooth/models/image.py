@@ -27,15 +27,12 @@ import torch.nn as nn
 from torch import Tensor
 
 from .. import likelihoods as L
+from ..config import KINDS, STAGE2_CONDITIONINGS, STAGE2_LIKELIHOODS
 from ..errors import ArsmoothError
 from ..networks.pixelcnnpp import PixelCNNpp
 from ..networks.stacked import bottom_half, stack_pair
 from ..sampling import raster_sample
 
-KINDS = ("baseline", "stage1", "stage2")  # one network each; "smoothed" (SmoothedImageModel) trains stages 1 and 2 together
-RUN_KINDS = (*KINDS, "smoothed")
-STAGE2_LIKELIHOODS = ("discretized", "continuous-jitter")
-STAGE2_CONDITIONINGS = ("stacked", "spatial")
 
 
 class ImageModel(nn.Module):
@@ -212,7 +209,3 @@ class SmoothedImageModel(nn.Module):
 
 def _at_least_fp32(t: Tensor) -> Tensor:
     return t.float() if t.dtype in (torch.bfloat16, torch.float16) else t
-
-
-def count_params(m: nn.Module) -> int:
-    return sum(p.numel() for p in m.parameters())

@@ -28,6 +28,7 @@ from torch import Tensor
 from torch.nn.utils.parametrizations import weight_norm
 
 from .. import likelihoods as L
+from ..config import DROPOUT_MODES
 from ..errors import ArsmoothError
 
 
@@ -99,9 +100,6 @@ def _layout(t: Tensor) -> torch.memory_format:
     if t.dim() == 4 and not t.is_contiguous() and t.is_contiguous(memory_format=torch.channels_last):
         return torch.channels_last
     return torch.contiguous_format
-
-
-DROPOUT_MODES = ("element", "channel")
 
 
 def _dropout_mask(like: Tensor, shape: tuple[int, ...], p: float) -> Tensor:

@@ -1,0 +1,74 @@
+"""The package's layout as a contract: imports point one way, from the command line down to the data."""
+
+import ast
+from pathlib import Path
+
+import arsmooth
+
+# bottom to top; a module may import from a lower layer, or from its own package (models.build from
+# models.image). A new module has to be placed here, which is the point.
+LAYERS = (
+    ("errors", "likelihoods", "probes"),
+    ("fileio", "config", "kernels", "distributed", "fit"),
+    ("data", "checkpoint", "smoothing", "networks"),
+    ("viz", "classifier", "sampling"),
+    ("metrics", "models"),
+    ("imaging", "train"),
+    ("bench", "pretrained"),
+    ("experiments", "demo"),
+    ("report",),
+    ("cli",),
+    ("__main__",),
+)
+ROOT = Path(arsmooth.__file__).parent
+
+
+def _modules() -> dict[str, Path]:
+    out = {}
+    for p in ROOT.rglob("*.py"):
+        parts = p.relative_to(ROOT).with_suffix("").parts
+        out[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = p
+    return out
+
+
+def _imports(name: str, path: Path, modules: dict) -> set[str]:
+    """The arsmooth modules ``name`` imports (relative imports resolved; ``from . import x`` counts as x)."""
+    pkg = name.split(".") if path.name == "__init__.py" else name.split(".")[:-1]
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.level:
+            base = ".".join(pkg[: len(pkg) - node.level + 1] + ([node.module] if node.module else []))
+            for alias in node.names:
+                sub = f"{base}.{alias.name}".strip(".")
+                found.add(sub if sub in modules else base)
+        elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("arsmooth"):
+            found.add(node.module.removeprefix("arsmooth").strip("."))
+    return found - {name}
+
+
+def _layer(name: str) -> int:
+    top = name.split(".")[0]
+    for i, names in enumerate(LAYERS):
+        if top in names:
+            return i
+    raise AssertionError(f"module {name} is in no layer of tests/test_layout.py: place it there")
+
+
+def test_imports_point_down():
+    modules = _modules()
+    wrong = []
+    for name, path in modules.items():
+        if not name:  # the package's own __init__ imports nothing of its own
+            continue
+        for dep in _imports(name, path, modules):
+            if dep and dep.split(".")[0] != name.split(".")[0] and _layer(dep) >= _layer(name):
+                wrong.append(f"{name} imports {dep}")
+    assert not wrong, "imports that point up or sideways: " + "; ".join(sorted(wrong))
+
+
+def test_the_check_sees_an_upward_import(tmp_path):
+    """The parser above resolves relative imports: an import of train from config is caught."""
+    p = tmp_path / "config.py"
+    p.write_text("from .train import train\nfrom . import models\n")
+    assert _imports("config", p, {"train": None, "models": None, "config": None}) == {"train", "models"}
+    assert _layer("train") > _layer("config")
