@@ -89,8 +89,13 @@ def test_quick_mnist_path_end_to_end(tmp_path):
     torch.set_num_threads(1)
     rec = reproduce("mnist", tmp_path, quick=True, progress=False)
     res = json.loads((tmp_path / "mnist.json").read_text())
-    assert set(res) == {"config", "train_seconds", "params", "bpd", "denoise_psnr", "figures", "metrics",
+    assert set(res) == {"config", "train_seconds", "params", "training", "bpd", "denoise_psnr", "figures", "metrics",
                         "probe_accuracy", "ablation_c6"}
+    for kind, t in res["training"].items():  # the budget behind each model, from its own run
+        summary = json.loads((tmp_path / "runs" / kind / "summary.json").read_text())
+        assert t["steps"] == summary["steps"] > 0 and t["images_seen"] == t["steps"] * t["batch_size"]
+        assert t["batch_size"] == res["config"][kind]["train"]["batch_size"] and t["threads"] == 1
+        assert t["cpu_hours"] == round(summary["train_seconds"] / 3600, 3)
     assert set(res["ablation_c6"]) == {"0.01", "0.05", "0.1"}
     cols = {"baseline", "smoothed", "single_step", "two_step", "real"}
     assert set(res["metrics"]) == cols | {"n_samples"} and res["metrics"]["n_samples"] == 8

@@ -385,7 +385,8 @@ def _train(ctx: D.Context, cfg, run_dir: Path, resume, overwrite, progress, trai
         signals.restore()
     bar.close()
     summary = {"kind": cfg["kind"], "steps": step, "stopped": stopped, "params": count_params(model),
-               "eval_images": int(test_images.shape[0]), "device": str(device), "processes": ctx.world}
+               "eval_images": int(test_images.shape[0]), "device": str(device), "processes": ctx.world,
+               "threads": torch.get_num_threads(), "batch_size": cfg["train"]["batch_size"]}
     finished = stopped in ("max_steps", "max_minutes")
     if ctx.main:
         if step != start_step or ckpt is None:  # resuming a run with nothing left to do writes nothing new

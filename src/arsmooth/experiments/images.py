@@ -162,6 +162,7 @@ def _run(run: Run, out: Path, sigma: float | None, progress: bool, dataset: str,
         "config": {k: v for k, v in cfgs.items()},
         "train_seconds": {k: s["train_seconds"] for k, s in summaries.items()},
         "params": {k: s["params"] for k, s in summaries.items()},
+        "training": {k: _training_record(s, cfgs[k]) for k, s in summaries.items()},
         "bpd": {k: bpd[k] for k in ("baseline", "two_step_elbo", "two_step_iw", "n_images", "iw_k", "iw_images",
                                     "two_step_elbo_on_iw_images")},
         "denoise_psnr": {"noisy": den["psnr"]["noisy"], "single_step": den["psnr"]["single_step"],
@@ -190,9 +191,10 @@ def _run(run: Run, out: Path, sigma: float | None, progress: bool, dataset: str,
         f"two-step IW bound (K={bpd['iw_k']}, the first {bpd['iw_images']} test images; -ELBO on those "
         f"{bpd['two_step_elbo_on_iw_images']:.3f}) {r['bpd']['two_step_iw']:.3f}.",
         "",
-        "| model | parameters | training steps | training seconds | stopped by |",
-        "|---|---|---|---|---|",
-        *[f"| {k} | {s['params']} | {s['steps']} | {s['train_seconds']} | {s['stopped']} |" for k, s in summaries.items()],
+        "| model | parameters | training steps | images seen | training hours (wall) | stopped by |",
+        "|---|---|---|---|---|---|",
+        *[f"| {k} | {s['params']} | {s['steps']} | {r['training'][k]['images_seen']:,} | {r['training'][k]['wall_hours']} | "
+          f"{s['stopped']} |" for k, s in summaries.items()],
         "",
         f"Denoising PSNR (dB, {budget['n_task']} test images): noisy {r['denoise_psnr']['noisy']:.2f}, "
         f"single-step {r['denoise_psnr']['single_step']:.2f}, two-step {r['denoise_psnr']['two_step']:.2f}.",
@@ -218,6 +220,18 @@ def _run(run: Run, out: Path, sigma: float | None, progress: bool, dataset: str,
         "",
         *_inception_lines(inception, dataset),
     ]
+
+
+def _training_record(summary: dict, cfg: dict) -> dict:
+    """Steps, training images seen and hours of one model (CPU-hours where it trained on CPU and its run
+    recorded its threads; runs written before they did record hours only)."""
+    batch = summary.get("batch_size", cfg["train"]["batch_size"])  # the global batch, over all processes
+    hours = summary["train_seconds"] / 3600
+    threads = summary.get("threads")
+    cpu = hours * summary.get("processes", 1) * threads if threads and summary.get("device") == "cpu" else None
+    return {"steps": summary["steps"], "batch_size": batch, "images_seen": summary["steps"] * batch,
+            "wall_hours": round(hours, 3), "processes": summary.get("processes", 1), "threads": threads,
+            "cpu_hours": None if cpu is None else round(cpu, 3)}
 
 
 def _num(x: float | None, fmt: str = ".2f") -> str:
