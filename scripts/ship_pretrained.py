@@ -1,6 +1,6 @@
 """Put trained runs into the package as its pretrained weights (``src/arsmooth/weights/``).
 
-    python scripts/ship_pretrained.py mnist results/images/mnist_long/runs
+    python scripts/ship_pretrained.py mnist results/images/mnist/runs
 
 exports RUNS/{baseline,stage1,stage2}/last.pt (those present) as safetensors and records each file's
 SHA-256 and training budget in ``weights/manifest.json``; ``arsmooth pretrained`` lists the result.
