@@ -32,6 +32,20 @@ def test_bench_train_times_both_networks_on_the_same_step(tmp_path):
     assert r["bench"] == "train" and r["kind"] == "stage2" and r["batch"] == 4
     assert r["same_loss_and_grads"] and r["first_step_grad_max_rel_err"] < 1e-4
     assert r["speedup"] == pytest.approx(r["fast_images_per_s"] / r["reference_images_per_s"])
+    # the work of a step and the machine's ceiling, measured in the same run
+    assert r["gflop_per_step"] > 0 and r["matmul_gflops_per_s"] > 0 and r["cpus_available"] >= 1
+    assert r["fast_gflops_per_s"] == pytest.approx(r["gflop_per_step"] * r["fast_images_per_s"] / 4, rel=0.02)
+    assert r["fast_fraction_of_matmul"] == pytest.approx(r["fast_gflops_per_s"] / r["matmul_gflops_per_s"], rel=0.02, abs=1e-4)
+
+
+def test_bench_train_at_channel_dropout_counts_the_mask_thread(tmp_path):
+    out = tmp_path / "c.jsonl"
+    p = _bench("train", "--preset", "digits-stage1", "--batch-size", "4", "--steps", "1", "--set", "model.dropout=0.5",
+               "--set", "model.dropout_mode=channel", "--out", str(out))
+    assert p.returncode == 0, p.stderr
+    r = json.loads(out.read_text().splitlines()[0])
+    assert r["dropout_mode"] == "channel" and r["same_loss_and_grads"]
+    assert r["threads_used"] == {"fast": 2, "reference": 1}  # one torch thread, plus the fused path's mask thread
 
 
 def test_gpu_check_script_says_no_gpu_in_one_line_and_its_dry_run_measures(tmp_path):

@@ -8,11 +8,16 @@ image (``"obvious_pixels_timed"`` says how many); ``ref_pixels=0`` times it on t
 The training benchmark times full steps (loss, backward, Adam) of the fused network against the
 straightforward one (``model.fused=false``: ``F.pad``, ``torch.cat``, ``F.elu``, ``F.dropout`` as in
 the public PixelCNN++ ports), steps interleaved so that machine load hits both alike, after checking
-that their first step gives the same loss and gradients from the same random numbers.
+that their first step gives the same loss and gradients from the same random numbers. It also reports
+the step's floating-point work (``torch.utils.flop_counter``: the convolutions and products), the
+GFLOP/s of both paths beside a 2048^3 matrix product timed in the same run, the CPUs the process may
+use and the threads each path actually ran (the fused path draws its dropout masks on one extra
+thread during the forward pass). Compare with another implementation at equal ``model.dropout_mode``.
 """
 
 from __future__ import annotations
 
+import os
 import platform
 import time
 
@@ -45,6 +50,38 @@ def _env(device: str) -> dict:
     return {"threads": torch.get_num_threads(), "device": device,
             "device_name": torch.cuda.get_device_name() if device.startswith("cuda") else platform.processor() or "cpu",
             "torch": torch.__version__}
+
+
+def cpus_available() -> int:
+    """CPUs this process may run on (``taskset`` and cgroups narrow it), else the machine's count."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def matmul_gflops(device: str = "cpu", n: int = 2048, reps: int = 3) -> float:
+    """GFLOP/s of an ``n x n`` float32 matrix product on ``device``: the machine's compute ceiling here."""
+    g = torch.Generator(device).manual_seed(0)
+    a, b = (torch.randn(n, n, generator=g, device=device) for _ in range(2))
+    torch.mm(a, b)
+    _sync(device)
+    t0 = time.perf_counter()
+    for _ in range(reps):
+        torch.mm(a, b)
+    _sync(device)
+    return 2 * n**3 * reps / (time.perf_counter() - t0) / 1e9
+
+
+def step_flops(model: ImageModel, x: torch.Tensor, x_tilde: torch.Tensor | None) -> int:
+    """Floating-point operations of one training step's forward and backward pass (convolutions and
+    matrix products, as ``FlopCounterMode`` counts them; element-wise work is not counted)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter:
+        loss_given_noise(model, x, x_tilde).backward()
+    model.zero_grad(set_to_none=True)
+    return counter.get_total_flops()
 
 
 def _sync(device: str) -> None:
@@ -127,6 +164,8 @@ def bench_train(preset: str, batch: int | None = None, steps: int = 5, device: s
             r["t"] += time.perf_counter() - t0
         return loss.detach(), grads
 
+    torch.manual_seed(seed)
+    flops = step_flops(ref, x, x_tilde)  # the same convolutions in both networks
     (l_f, g_f), (l_r, g_r) = step(runs["fused"], False, seed), step(runs["straightforward"], False, seed)
     grad_err = max(((a - b).abs().max() / b.abs().max().clamp_min(1e-12)).item() for a, b in zip(g_f, g_r))
     loss_err = abs(l_f.item() - l_r.item()) / max(abs(l_r.item()), 1e-12)
@@ -135,13 +174,22 @@ def bench_train(preset: str, batch: int | None = None, steps: int = 5, device: s
         for name in order:
             step(runs[name], True, seed + 1 + i)
     t_f, t_r = runs["fused"]["t"], runs["straightforward"]["t"]
+    threads = torch.get_num_threads()
+    mask_thread = not cuda and cfg["model"]["dropout"] > 0  # the fused forward pass: threads - 1 for torch, 1 for masks
+    peak = matmul_gflops(device)
     return {"bench": "train", "preset": preset, "kind": model.kind, "batch": batch, "steps_timed": steps,
             "fast_images_per_s": batch * steps / t_f, "reference_images_per_s": batch * steps / t_r,
             "speedup": t_r / t_f, "fast_seconds_per_step": round(t_f / steps, 4),
             "reference_seconds_per_step": round(t_r / steps, 4),
             "first_step_loss_rel_err": loss_err, "first_step_grad_max_rel_err": grad_err,
             "same_loss_and_grads": bool(loss_err < 1e-5 and grad_err < 1e-4), "bf16": bf16,
-            "channels_last": channels_last,
+            "channels_last": channels_last, "gflop_per_step": round(flops / 1e9, 3),
+            "fast_gflops_per_s": round(flops * steps / t_f / 1e9, 2),
+            "reference_gflops_per_s": round(flops * steps / t_r / 1e9, 2),
+            "matmul_gflops_per_s": round(peak, 2), "fast_fraction_of_matmul": round(flops * steps / t_f / 1e9 / peak, 4),
+            "cpus_available": cpus_available() if not cuda else None,
+            "threads_used": {"fast": max(threads - 1, 1) + 1 if mask_thread else threads, "reference": threads},
+            "dropout_mode": cfg["model"].get("dropout_mode", "element"),
             "model": {**cfg["model"], "params": count_params(model)}, **_env(device)}
 
 

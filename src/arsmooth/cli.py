@@ -576,7 +576,10 @@ def build_parser() -> argparse.ArgumentParser:
     be = sub.add_parser("bench", help="benchmark the fast sampler and the fused training step against references",
                         description="Time our fast path and its reference side by side in one process and print "
                         "one JSON line per preset: both throughputs (images/s), their ratio, batch, config, threads, "
-                        "device. Networks have random weights; speed does not depend on them.")
+                        "device. Networks have random weights; speed does not depend on them. train also reports the "
+                        "GFLOP of a step, the GFLOP/s of both paths beside a matrix product timed in the same run, "
+                        "the CPUs available and the threads each path used; compare implementations at equal "
+                        "model.dropout_mode (--set model.dropout_mode=channel).")
     be.add_argument("what", choices=("sample", "train"),
                     help="sample: fast vs obvious sampler; train: fused vs straightforward training step")
     be.add_argument("--preset", action="append",
