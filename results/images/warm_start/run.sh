@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # Warm starts (KTH reproduction, sec. 6.2): stage 1 of the baseline's size (1 resnet / 23 filters / 5 logistics)
-# trained 3,000 steps (48,000 images) from scratch and from the clean MNIST baseline of ../mnist_long
+# trained 3,000 steps (48,000 images) from scratch and from the clean MNIST baseline of ../mnist
 # (307,808 images), same seed, data order and noise; then scored with the long spatial stage 2.
 # Run from the repository root with ARSMOOTH_DATA pointing at the MNIST files; one thread per job.
 set -euo pipefail
 W=results/images/warm_start
-B=results/images/mnist_long/runs/baseline/last.pt
-S2=results/images/mnist_long/runs/stage2/last.pt
+B=results/images/mnist/runs/baseline/last.pt
+S2=results/images/mnist/runs/stage2/last.pt
 CLF=results/images/mnist/classifier.pt
 T="--threads 1 --no-progress"
 if [ "${1:-}" != "--eval-only" ]; then
