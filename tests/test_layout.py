@@ -72,3 +72,18 @@ def test_the_check_sees_an_upward_import(tmp_path):
     p.write_text("from .train import train\nfrom . import models\n")
     assert _imports("config", p, {"train": None, "models": None, "config": None}) == {"train", "models"}
     assert _layer("train") > _layer("config")
+
+
+LONG = 75  # lines; a longer function must say why in a comment containing "long function:"
+
+
+def test_functions_are_short_or_say_why():
+    long = []
+    for path in ROOT.rglob("*.py"):
+        lines = path.read_text().splitlines()
+        for node in ast.walk(ast.parse("\n".join(lines))):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                body = lines[node.lineno - 1 : node.end_lineno]
+                if len(body) > LONG and not any("long function:" in line for line in body):
+                    long.append(f"{path.relative_to(ROOT)}:{node.lineno} {node.name} ({len(body)} lines)")
+    assert not long, "split these, or say why they are long: " + "; ".join(sorted(long))

@@ -420,18 +420,15 @@ def cmd_list(a) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="arsmooth", description="Distribution smoothing for autoregressive models "
-                "(Meng et al., ICLR 2021): train on noisy data, then denoise.")
-    p.add_argument("--version", action="version", version=f"arsmooth {__version__}")
-    sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+def _common(sp, seed_help: str = "random seed") -> None:
+    """The options every long-running command shares."""
+    sp.add_argument("--seed", type=nonneg_int, default=0, help=f"{seed_help} (default 0)")
+    sp.add_argument("--force", action="store_true", help="overwrite existing output files")
+    sp.add_argument("--threads", type=positive_int, default=None, help="CPU threads for torch")
+    sp.add_argument("--no-progress", action="store_true", help="no progress bars")
 
-    def common(sp, seed_help="random seed"):
-        sp.add_argument("--seed", type=nonneg_int, default=0, help=f"{seed_help} (default 0)")
-        sp.add_argument("--force", action="store_true", help="overwrite existing output files")
-        sp.add_argument("--threads", type=positive_int, default=None, help="CPU threads for torch")
-        sp.add_argument("--no-progress", action="store_true", help="no progress bars")
 
+def _add_demo(sub) -> None:
     d = sub.add_parser("demo", help="baseline vs smoothed MADE on the olympics data, then pretrained MNIST "
                        "digits (about 50 seconds)",
                        description="Train a baseline MADE and a smoothed MADE side by side on the 2-d "
@@ -445,9 +442,11 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--hidden", type=positive_int, default=128, help="hidden units per layer (default 128)")
     d.add_argument("--no-images", action="store_true",
                    help="skip the image part (MNIST digits sampled from the pretrained models that ship)")
-    common(d)
+    _common(d)
     d.set_defaults(func=cmd_demo, threads=1)
 
+
+def _add_reproduce(sub) -> None:
     from .experiments import EXPERIMENTS
 
     r = sub.add_parser("reproduce", help="run one of the paper's experiments",
@@ -469,9 +468,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="cifar10 / celeba: also compute the standard Inception FID / KID / IS with torch-fidelity "
                    "(pip install 'arsmooth[inception]') from this weights file "
                    "(weights-inception-2015-12-05-6726825d.pth); nothing is downloaded")
-    common(r)
+    _common(r)
     r.set_defaults(func=cmd_reproduce)
 
+
+def _add_train(sub) -> None:
     t = sub.add_parser("train", help="train a baseline, stage-1 or stage-2 image model",
                        description="Train a PixelCNN++ image model from a preset (arsmooth presets) with "
                        "optional key=value overrides. The run folder gets config.yaml, metrics.jsonl and an "
@@ -493,6 +494,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
     t.set_defaults(func=cmd_train)
 
+
+def _add_presets(sub) -> None:
     pr = sub.add_parser("presets", help="list the training presets, or show one's settings",
                         description="Without NAME: the preset names. With NAME (a preset or a YAML file): its "
                         "settings merged over the defaults, as arsmooth train would use them (with --set "
@@ -502,6 +505,8 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a setting (repeatable)")
     pr.set_defaults(func=cmd_presets)
 
+
+def _add_sample(sub) -> None:
     sm = sub.add_parser("sample", help="sample images from trained checkpoints",
                         description="Sample images; writes samples_METHOD.npz (uint8 and raw float) and a PNG grid.")
     sm.add_argument("--method", choices=IMAGE_METHODS, default="two-step",
@@ -518,9 +523,11 @@ def build_parser() -> argparse.ArgumentParser:
     sm.add_argument("--out", required=True, help="output folder")
     sm.add_argument("--obvious", action="store_true",
                     help="use the obvious sampler (a full network pass per pixel; same images, for checking)")
-    common(sm)
+    _common(sm)
     sm.set_defaults(func=cmd_sample)
 
+
+def _add_evaluate(sub) -> None:
     ev = sub.add_parser("evaluate", help="test bits/dim: baseline (exact), two-step ELBO and IW bound",
                         description="Score test images in bits per dimension of 8-bit images (lower is better): "
                         "the baseline's exact -log p(x), and for a stage-1 + stage-2 pair the two-step -ELBO "
@@ -541,6 +548,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--threads", type=positive_int, default=None, help="CPU threads for torch")
     ev.set_defaults(func=cmd_evaluate)
 
+
+def _add_sensitivity(sub) -> None:
     se = sub.add_parser("sensitivity", help="how much a stage-2 model listens to x~ at each pixel",
                         description="For test images x and x~ = x + noise, the gradient norm of stage 2's output "
                         "parameters at four pixels with respect to the causal clean neighbours of each pixel, "
@@ -553,6 +562,8 @@ def build_parser() -> argparse.ArgumentParser:
     se.add_argument("--threads", type=positive_int, default=None, help="CPU threads for torch")
     se.set_defaults(func=cmd_sensitivity)
 
+
+def _add_sigma(sub) -> None:
     sg = sub.add_parser("sigma", help="the noise level the median-distance heuristic suggests for a dataset",
                         description="Saremi and Hyvarinen's heuristic, the one behind the paper's choices (App. C.1): "
                         "median pairwise distance of training images / (2 sqrt(D)), in the [-1, 1] units of "
@@ -567,12 +578,16 @@ def build_parser() -> argparse.ArgumentParser:
     sg.add_argument("--threads", type=positive_int, default=None, help="CPU threads for torch")
     sg.set_defaults(func=cmd_sigma)
 
+
+def _add_export(sub) -> None:
     ex = sub.add_parser("export", help="export a checkpoint's weights as safetensors (no pickle)")
     ex.add_argument("checkpoint", help="a checkpoint written by arsmooth train (e.g. RUN/last.pt)")
     ex.add_argument("output", help="the .safetensors file to write")
     ex.add_argument("--force", action="store_true", help="overwrite the output file")
     ex.set_defaults(func=cmd_export)
 
+
+def _add_bench(sub) -> None:
     be = sub.add_parser("bench", help="benchmark the fast sampler and the fused training step against references",
                         description="Time our fast path and its reference side by side in one process and print "
                         "one JSON line per preset: both throughputs (images/s), their ratio, batch, config, threads, "
@@ -598,6 +613,8 @@ def build_parser() -> argparse.ArgumentParser:
     be.add_argument("--threads", type=positive_int, default=None, help="CPU threads for torch")
     be.set_defaults(func=cmd_bench)
 
+
+def _add_fit_classifier(sub) -> None:
     fc = sub.add_parser("fit-classifier", help="train the LeNet feature extractor of the sample metrics",
                         description="Train the small LeNet classifier whose features and logits our FID, KID and "
                         "Inception-style score use (deterministic, a few CPU minutes for MNIST). On CIFAR-10 the "
@@ -608,9 +625,11 @@ def build_parser() -> argparse.ArgumentParser:
     fc.add_argument("--epochs", type=positive_int, default=None,
                     help="epochs (default 3 for mnist, 10 for fashion, 15 for cifar10, 5 for celeba)")
     fc.add_argument("--out", help="where to write it (default classifiers/DATASET.pt)")
-    common(fc)
+    _common(fc)
     fc.set_defaults(func=cmd_fit_classifier)
 
+
+def _add_metrics(sub) -> None:
     mt = sub.add_parser("metrics", help="FID / KID / Inception-style score of sample files, with our LeNet",
                         description="Score the uint8 images of .npz files written by 'arsmooth sample' (or every "
                         "column of a reproduce samples.npz) against as many test images of --dataset: FID and KID "
@@ -626,6 +645,8 @@ def build_parser() -> argparse.ArgumentParser:
     mt.add_argument("--threads", type=positive_int, default=None, help="CPU threads for torch")
     mt.set_defaults(func=cmd_metrics)
 
+
+def _add_report(sub) -> None:
     rp = sub.add_parser("report", help="one markdown report over image reproductions (paper Table 2 layout)",
                         description="Put the baseline, p(x~), single-step and two-step of one or more "
                         "'arsmooth reproduce mnist|fashion' folders side by side: metrics, bits/dim, grids, "
@@ -636,14 +657,27 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--force", action="store_true", help="overwrite --out")
     rp.set_defaults(func=cmd_report)
 
+
+def _add_pretrained(sub) -> None:
     pt = sub.add_parser("pretrained", help="list the pretrained models that ship with arsmooth",
                         description="The CPU-scale models inside the package (safetensors, SHA-256 checked on "
                         "every load): dataset, kind, size, sigma and training images. Use them with "
                         "'arsmooth sample --pretrained NAME' and 'arsmooth evaluate --pretrained NAME'.")
     pt.set_defaults(func=cmd_pretrained)
 
+
+def _add_list(sub) -> None:
     ls = sub.add_parser("list", help="list the experiments")
     ls.set_defaults(func=cmd_list)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="arsmooth", description="Distribution smoothing for autoregressive models "
+                "(Meng et al., ICLR 2021): train on noisy data, then denoise.")
+    p.add_argument("--version", action="version", version=f"arsmooth {__version__}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    for add in (_add_demo, _add_reproduce, _add_train, _add_presets, _add_sample, _add_evaluate, _add_sensitivity, _add_sigma, _add_export, _add_bench, _add_fit_classifier, _add_metrics, _add_report, _add_pretrained, _add_list):
+        add(sub)
     return p
 
 

@@ -12,13 +12,12 @@ import time
 from pathlib import Path
 
 import torch
-from tqdm.auto import tqdm
 
 from . import smoothing as S
 from .data.synthetic import train_test
 from .errors import ArsmoothError
 from .fileio import atomic_write_text, prepare_out_dir
-from .fit import evaluate
+from .fit import evaluate, fit
 from .kernels import Gaussian
 from .models.made import MADE, StackedMADE
 from .viz import pyplot, save_figure
@@ -81,27 +80,17 @@ def run_demo(
     models = {"MADE (3 logistics)": MADE(dim=2, hidden=(hidden, hidden), n_mix=3),
               "smoothed MADE (3 logistics, ours)": StackedMADE(dim=2, hidden=(hidden, hidden), n_mix=3)}
     base, smooth = models.values()
-    opts = [torch.optim.Adam(m.parameters(), lr=1e-3) for m in models.values()]
-    decay = math.exp(math.log(0.02) / steps)
-    scheds = [torch.optim.lr_scheduler.ExponentialLR(o, decay) for o in opts]
-    gen, noise = torch.Generator().manual_seed(seed), torch.Generator().manual_seed(seed + 1)
+    noise = torch.Generator().manual_seed(seed + 1)
     history = {name: [] for name in models}
-    perm, pos, bs = None, train.shape[0], 256
-    bar = tqdm(range(steps), desc="demo: training both models", disable=not progress, dynamic_ncols=True)
-    for step in bar:
-        if pos + bs > train.shape[0]:
-            perm, pos = torch.randperm(train.shape[0], generator=gen), 0
-        batch = train[perm[pos : pos + bs]]
-        pos += bs
+
+    def both_losses(batch):  # both models see the same batches; each one's gradient comes from its own loss
         losses = [-base.log_prob(batch).mean(), S.smoothed_nll_loss(smooth, kernel, batch, noise)]
-        for opt, sched, loss, name in zip(opts, scheds, losses, models):
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
+        for name, loss in zip(models, losses):
             history[name].append(loss.item())
-        if step % 50 == 0:
-            bar.set_postfix(made=f"{losses[0].item():.3f}", smoothed=f"{losses[1].item():.3f}")
+        return losses[0] + losses[1]
+
+    fit(torch.nn.ModuleList(models.values()), both_losses, train, steps=steps, batch_size=256, lr=1e-3,
+        lr_decay=math.exp(math.log(0.02) / steps), seed=seed, desc="demo: training both models", progress=progress)
     for m in models.values():
         m.eval()
     g = torch.Generator().manual_seed(seed + 2)
@@ -112,6 +101,17 @@ def run_demo(
     samples = {"test data": test[:n_show], "MADE (3 logistics)": base.sample(n_show, g)}
     for method in ("smoothed", "single-step", "two-step"):
         samples[f"ours: {method}"] = S.sample(smooth, kernel, n_show, method, g)
+    _plots(samples, history, steps, out)
+    digits = _digits(out, seed, progress) if images else []
+    wall = time.perf_counter() - t0
+    report = _report(hidden, steps, sigma, seed, nll_base, nll_elbo, nll_iw, digits, wall)
+    path = out / "report.md"
+    atomic_write_text(path, "\n".join(report) + "\n")
+    return path
+
+
+def _plots(samples: dict, history: dict, steps: int, out: Path) -> None:
+    """``samples.png`` (one scatter per sampler) and ``loss.png`` (both training curves, smoothed)."""
     plt = pyplot()
     fig, axes = plt.subplots(1, len(samples), figsize=(2.5 * len(samples), 2.7))
     for ax, (title, pts) in zip(axes, samples.items()):
@@ -128,9 +128,11 @@ def run_demo(
     ax.set(xlabel="step", ylabel="training loss (nats)")
     ax.legend(fontsize=8)
     save_figure(fig, out / "loss.png")
-    digits = _digits(out, seed, progress) if images else []
-    wall = time.perf_counter() - t0
-    report = [
+
+
+def _report(hidden: int, steps: int, sigma: float, seed: int, nll_base: float, nll_elbo: float, nll_iw: float,
+            digits: list[str], wall: float) -> list[str]:
+    return [
         "# arsmooth demo: distribution smoothing on the olympics data",
         "",
         "Five intersecting unit circles (noise std 0.1). Both models are MADEs with 3 logistics per",
@@ -163,6 +165,3 @@ def run_demo(
         f"Seed {seed}; wall time {wall:.0f} s on {torch.get_num_threads()} thread(s). For the paper's full",
         "experiments run `arsmooth reproduce table1 --out DIR` (see `arsmooth reproduce --help`).",
     ]
-    path = out / "report.md"
-    atomic_write_text(path, "\n".join(report) + "\n")
-    return path

@@ -210,6 +210,8 @@ def _device_setting(cfg: dict | None, run_dir: Path, resume: bool) -> str:
 
 def _train(ctx: D.Context, cfg, run_dir: Path, resume, overwrite, progress, train_images, test_images,
            init_from=None) -> dict:
+    """Set up a run (or restore it from its checkpoint), train it until a budget or a signal stops it, and
+    write its record; the pieces are :class:`_Trainer`'s."""
     sync_dev = torch.device("cuda", ctx.local_rank) if ctx.enabled and torch.cuda.is_available() and \
         _device_setting(cfg, run_dir, resume) != "cpu" else torch.device("cpu")
     err = None
@@ -221,182 +223,248 @@ def _train(ctx: D.Context, cfg, run_dir: Path, resume, overwrite, progress, trai
     D.check_all(ctx, err is None, f"rank 0 could not use the run folder {run_dir}", sync_dev)
     if err is not None:
         raise err
-    ckpt_path = run_dir / "last.pt"
-    ckpt = None
-    if resume:
-        ckpt = C.load_checkpoint(ckpt_path)
-        saved = ckpt["config"]
-        if cfg is not None and cfg != saved:
-            diff = sorted(f"{s}.{k}" for s in saved if isinstance(saved[s], dict) for k in saved[s]
-                          if cfg.get(s, {}).get(k) != saved[s][k])
-            # budgets may grow on resume; anything else must match the run being resumed
-            allowed = {"train.max_steps", "train.max_minutes"}
-            bad = [d for d in diff if d not in allowed] + (["kind"] if cfg["kind"] != saved["kind"] else [])
-            if bad:
-                raise ArsmoothError(f"the config differs from the run being resumed in {', '.join(bad)}; "
-                                    "resume with the run's own config (omit the preset)")
-            saved = {**saved, "train": {**saved["train"], **{k.split(".")[1]: cfg["train"][k.split(".")[1]] for k in diff}}}
-        cfg = saved
-    validate(cfg)
-    t_cfg = cfg["train"]
-    device = pick_device(cfg["device"])
-    if device.type == "cuda" and ctx.enabled:
-        device = torch.device("cuda", ctx.local_rank)
-    if train_images is None:
-        train_images = load_configured(cfg["data"], "train")[0]
-        test_images = load_configured(cfg["data"], "test")[0]
-    if cfg["data"]["limit"]:
-        train_images = train_images[: cfg["data"]["limit"]]
-    if test_images is None:
-        test_images = train_images[:0]
-    test_images = test_images[: t_cfg["eval_images"]].to(device)
-    train_images = train_images.to(device)
-    shape = tuple(train_images.shape[1:])
+    ckpt = C.load_checkpoint(run_dir / "last.pt") if resume else None
+    trainer = _Trainer(ctx, _resumed_config(cfg, ckpt), run_dir, sync_dev, train_images, test_images, init_from, ckpt)
+    return trainer.finish(trainer.loop(progress))
 
-    n, bs = train_images.shape[0], min(t_cfg["batch_size"], train_images.shape[0])
-    if bs % ctx.world:  # refused before anything is written to the run folder
-        raise ArsmoothError(f"the global batch size {bs} must be divisible by the number of processes ({ctx.world}); "
-                            f"pick a train.batch_size that is")
-    torch.manual_seed(t_cfg["seed"])  # the same initial weights on every rank
-    model = build_model(cfg, shape).to(device)
-    warm = init_weights_from(model, cfg, init_from) if init_from is not None and ckpt is None else None
-    model._check(train_images[:1])
-    for stage in getattr(model, "stages", (model,)):
-        stage.net.check_size(train_images[:1])  # image size the network can take: refuse before writing anything
-    opt = torch.optim.Adam(model.parameters(), lr=t_cfg["lr"])
-    sched = torch.optim.lr_scheduler.ExponentialLR(opt, gamma=t_cfg["lr_decay"])
-    ema = {k: v.detach().clone() for k, v in model.state_dict().items()} if t_cfg["ema"] else None
-    kernel = make_kernel(cfg["smoothing"]["kernel"], cfg["smoothing"]["sigma"])
-    # noise of the whole global batch comes from one generator, the same on every rank; dropout
-    # draws from the global generator, seeded per rank
-    noise_gen = torch.Generator(device).manual_seed(t_cfg["seed"] + 7919)
-    torch.manual_seed(t_cfg["seed"] * 1000 + 1 + ctx.rank)
-    step, seconds_before, running = 0, 0.0, None
-    if ckpt is not None:
-        if tuple(ckpt["extra"]["image_shape"]) != shape:
-            raise ArsmoothError(f"the run was trained on images {tuple(ckpt['extra']['image_shape'])}, these are {shape}")
-        model.load_state_dict(ckpt["model"])
-        opt.load_state_dict(ckpt["optimizer"])
-        sched.load_state_dict(ckpt["scheduler"])
-        if ema is not None and ckpt.get("ema"):
-            ema = {k: v.to(device) for k, v in ckpt["ema"].items()}
-        step, seconds_before = ckpt["step"], ckpt["extra"].get("train_seconds", 0.0)
-        running, warm = ckpt["extra"].get("running_bpd"), ckpt["extra"].get("init_from")
-        if ctx.main:
+
+def _resumed_config(cfg: dict | None, ckpt: dict | None) -> dict:
+    """The config a run trains with: ``cfg`` for a new run; the checkpoint's on resume, where a given config
+    may only raise the budgets (``train.max_steps``, ``train.max_minutes``)."""
+    if ckpt is None:
+        return cfg
+    saved = ckpt["config"]
+    if cfg is None or cfg == saved:
+        return saved
+    diff = sorted(f"{s}.{k}" for s in saved if isinstance(saved[s], dict) for k in saved[s]
+                  if cfg.get(s, {}).get(k) != saved[s][k])
+    allowed = {"train.max_steps", "train.max_minutes"}
+    bad = [d for d in diff if d not in allowed] + (["kind"] if cfg["kind"] != saved["kind"] else [])
+    if bad:
+        raise ArsmoothError(f"the config differs from the run being resumed in {', '.join(bad)}; "
+                            "resume with the run's own config (omit the preset)")
+    return {**saved, "train": {**saved["train"], **{k.split(".")[1]: cfg["train"][k.split(".")[1]] for k in diff}}}
+
+
+class _Trainer:
+    """One training run: its data, model, optimizer and random streams, and the pieces of the loop
+    (``loop`` -> ``_should_stop``, ``_batch``, ``_step``, ``_log``, ``_checkpoint``; ``finish``)."""
+
+    def __init__(self, ctx: D.Context, cfg: dict, run_dir: Path, sync_dev: torch.device, train_images,
+                 test_images, init_from, ckpt: dict | None):
+        validate(cfg)
+        self.ctx, self.cfg, self.t_cfg, self.run_dir, self.sync_dev = ctx, cfg, cfg["train"], run_dir, sync_dev
+        self.ckpt_path, self.resumed = run_dir / "last.pt", ckpt is not None
+        self.device = pick_device(cfg["device"])
+        if self.device.type == "cuda" and ctx.enabled:
+            self.device = torch.device("cuda", ctx.local_rank)
+        self._data(train_images, test_images)
+        self._build(init_from if ckpt is None else None)
+        self.step, self.seconds_before, self.running = 0, 0.0, None
+        if ckpt is not None:
+            self._restore(ckpt)
+        elif ctx.main:
+            atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(cfg, sort_keys=False))
+        self._accelerate()
+        self.cache: dict = {}
+        self.t0 = time.perf_counter()
+        self.last_ckpt_time, self.last_good = self.t0, self.step
+        self.max_s = None if self.t_cfg["max_minutes"] is None else 60 * self.t_cfg["max_minutes"]
+        self.kill_at = _test_kill_step(ctx)
+
+    def _data(self, train_images, test_images) -> None:
+        cfg, t_cfg = self.cfg, self.t_cfg
+        if train_images is None:
+            train_images = load_configured(cfg["data"], "train")[0]
+            test_images = load_configured(cfg["data"], "test")[0]
+        if cfg["data"]["limit"]:
+            train_images = train_images[: cfg["data"]["limit"]]
+        if test_images is None:
+            test_images = train_images[:0]
+        self.test_images = test_images[: t_cfg["eval_images"]].to(self.device)
+        self.train_images = train_images.to(self.device)
+        self.shape = tuple(self.train_images.shape[1:])
+        self.n, self.bs = self.train_images.shape[0], min(t_cfg["batch_size"], self.train_images.shape[0])
+        if self.bs % self.ctx.world:  # refused before anything is written to the run folder
+            raise ArsmoothError(f"the global batch size {self.bs} must be divisible by the number of processes "
+                                f"({self.ctx.world}); pick a train.batch_size that is")
+
+    def _build(self, init_from) -> None:
+        """Model (the same initial weights on every rank), optimizer, schedule, EMA, kernel, random streams."""
+        cfg, t_cfg = self.cfg, self.t_cfg
+        torch.manual_seed(t_cfg["seed"])
+        model = build_model(cfg, self.shape).to(self.device)
+        self.warm = init_weights_from(model, cfg, init_from) if init_from is not None else None
+        model._check(self.train_images[:1])
+        for stage in getattr(model, "stages", (model,)):
+            stage.net.check_size(self.train_images[:1])  # image size the network can take: refuse before writing
+        self.model = model
+        self.opt = torch.optim.Adam(model.parameters(), lr=t_cfg["lr"])
+        self.sched = torch.optim.lr_scheduler.ExponentialLR(self.opt, gamma=t_cfg["lr_decay"])
+        self.ema = {k: v.detach().clone() for k, v in model.state_dict().items()} if t_cfg["ema"] else None
+        self.kernel = make_kernel(cfg["smoothing"]["kernel"], cfg["smoothing"]["sigma"])
+        # noise of the whole global batch comes from one generator, the same on every rank; dropout
+        # draws from the global generator, seeded per rank
+        self.noise_gen = torch.Generator(self.device).manual_seed(t_cfg["seed"] + 7919)
+        torch.manual_seed(t_cfg["seed"] * 1000 + 1 + self.ctx.rank)
+
+    def _restore(self, ckpt: dict) -> None:
+        """Continue exactly where the checkpoint stopped: weights, optimizer, schedule, EMA, random states."""
+        if tuple(ckpt["extra"]["image_shape"]) != self.shape:
+            raise ArsmoothError(f"the run was trained on images {tuple(ckpt['extra']['image_shape'])}, "
+                                f"these are {self.shape}")
+        self.model.load_state_dict(ckpt["model"])
+        self.opt.load_state_dict(ckpt["optimizer"])
+        self.sched.load_state_dict(ckpt["scheduler"])
+        if self.ema is not None and ckpt.get("ema"):
+            self.ema = {k: v.to(self.device) for k, v in ckpt["ema"].items()}
+        self.step, self.seconds_before = ckpt["step"], ckpt["extra"].get("train_seconds", 0.0)
+        self.running, self.warm = ckpt["extra"].get("running_bpd"), ckpt["extra"].get("init_from")
+        if self.ctx.main:
             C.restore_rng(ckpt["rng"])
-            _truncate_metrics(run_dir / "metrics.jsonl", step)
+            _truncate_metrics(self.run_dir / "metrics.jsonl", self.step)
         else:
-            torch.manual_seed(t_cfg["seed"] * 1000 + 1 + ctx.rank + 7 * step)
+            torch.manual_seed(self.t_cfg["seed"] * 1000 + 1 + self.ctx.rank + 7 * self.step)
         if "noise" in ckpt["rng"]:
-            noise_gen.set_state(ckpt["rng"]["noise"])
-    elif ctx.main:
-        atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(cfg, sort_keys=False))
-    gpu = cfg.get("gpu") or {}
-    use_bf16 = device.type == "cuda" and gpu.get("bf16", False)  # GPU options never touch CPU runs
-    if device.type == "cuda" and gpu.get("channels_last", False):
-        model = model.to(memory_format=torch.channels_last)
-        train_images = train_images.contiguous(memory_format=torch.channels_last)
-    loss_module = _Loss(model)
-    if ctx.enabled:
-        # DDP's hint that it copies gradients whose strides differ from its bucket (weight norm's (C, 1, 1, 1)
-        # magnitudes): a speed note, not a correctness issue, printed once per rank; keep the log clean
-        warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides")
-        loss_module = DistributedDataParallel(loss_module, device_ids=[device.index] if device.type == "cuda" else None)
-    dims = math.prod(shape)
-    cache: dict = {}
-    t0 = time.perf_counter()
-    last_ckpt_time, last_good = t0, step
-    max_s = None if t_cfg["max_minutes"] is None else 60 * t_cfg["max_minutes"]
-    kill_at = _test_kill_step(ctx)
+            self.noise_gen.set_state(ckpt["rng"]["noise"])
 
-    def save(stopped: str) -> None:
-        nonlocal last_ckpt_time, last_good
-        test_bpd = evaluate_bpd(model, kernel, test_images, seed=t_cfg["seed"] + 1)
-        C.save_checkpoint(ckpt_path, kind=cfg["kind"], model_state=model.state_dict(), config=cfg,
-                          sigma=_sigma_of(model, cfg), step=step,
-                          optimizer_state=opt.state_dict(), scheduler_state=sched.state_dict(), ema_state=ema,
-                          rng_state={**C.capture_rng(), "noise": noise_gen.get_state()},
-                          extra={"image_shape": list(shape), "train_seconds": seconds_before + time.perf_counter() - t0,
+    def _accelerate(self) -> None:
+        """GPU options (never on CPU, so CPU results never change) and the DDP wrapper under torchrun."""
+        gpu = self.cfg.get("gpu") or {}
+        self.use_bf16 = self.device.type == "cuda" and gpu.get("bf16", False)
+        if self.device.type == "cuda" and gpu.get("channels_last", False):
+            self.model = self.model.to(memory_format=torch.channels_last)
+            self.train_images = self.train_images.contiguous(memory_format=torch.channels_last)
+        self.loss_module = _Loss(self.model)
+        if self.ctx.enabled:
+            # DDP's hint that it copies gradients whose strides differ from its bucket (weight norm's (C, 1, 1, 1)
+            # magnitudes): a speed note, not a correctness issue, printed once per rank; keep the log clean
+            warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides")
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.loss_module = DistributedDataParallel(self.loss_module, device_ids=ids)
+
+    def _seconds(self) -> float:
+        return self.seconds_before + time.perf_counter() - self.t0
+
+    def loop(self, progress: bool) -> str:
+        """Train until ``train.max_steps``, ``train.max_minutes`` or a signal; returns what stopped it."""
+        self.start_step = self.step
+        if self.ctx.main and self.resumed and self.step < self.t_cfg["max_steps"]:
+            (self.run_dir / "summary.json").unlink(missing_ok=True)  # the run goes on: its old summary no longer holds
+        self.model.train()
+        bar = tqdm(total=self.t_cfg["max_steps"], initial=self.step, desc=f"train {self.cfg['kind']}",
+                   disable=not (progress and self.ctx.main), dynamic_ncols=True)
+        stopped = "max_steps"
+        signals = _StopOnSignal()
+        try:
+            while self.step < self.t_cfg["max_steps"]:
+                reason = self._should_stop(signals)
+                if reason:
+                    stopped = reason
+                    break
+                loss_all = self._step(*self._batch(), bar)
+                self.step += 1
+                bpd = bits_per_dim(loss_all.item(), math.prod(self.shape))
+                self.running = bpd if self.running is None else 0.98 * self.running + 0.02 * bpd
+                bar.update(1)
+                self._log(bar)
+                self._checkpoint()
+        finally:
+            signals.restore()
+        bar.close()
+        return stopped
+
+    def _should_stop(self, signals: _StopOnSignal) -> str | None:
+        """A signal on any rank, or the time budget; every rank agrees with rank 0, so all stop together."""
+        if D.agree(self.ctx, signals.received is not None, self.sync_dev):
+            return signals.received or "signal"  # on another rank
+        out_of_time = self.max_s is not None and self._seconds() >= self.max_s
+        return "max_minutes" if D.agree(self.ctx, out_of_time, self.sync_dev) else None
+
+    def _batch(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """This rank's rows of the global batch of ``self.step`` and their noise (eps for a smoothed model)."""
+        ctx, bs, shape = self.ctx, self.bs, self.shape
+        x = self.train_images[_batch_indices(self.step, self.n, bs, self.t_cfg["seed"], self.cache, ctx)]
+        if self.model.kind == "smoothed":  # x~ = x + sigma eps inside the model
+            return x, torch.randn((bs, *shape), generator=self.noise_gen, device=x.device, dtype=x.dtype)[ctx.rank :: ctx.world]
+        if self.model.kind != "baseline":
+            return x, x + self.kernel.noise((bs, *shape), x, self.noise_gen)[ctx.rank :: ctx.world]
+        return x, None
+
+    def _step(self, x: torch.Tensor, x_tilde: torch.Tensor | None, bar) -> torch.Tensor:
+        """One optimizer step; returns the loss averaged over the ranks (before the step)."""
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.use_bf16):
+            loss = self.loss_module(x, x_tilde)
+        loss_all = D.mean(self.ctx, loss.detach())
+        if not torch.isfinite(loss_all):
+            bar.close()
+            raise ArsmoothError(f"the training loss became {loss_all.item()} at step {self.step + 1}; stopped. The last "
+                                f"good checkpoint (step {self.last_good}) is kept in {self.ckpt_path}; lower train.lr "
+                                "and --resume")
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt.step()
+        self.sched.step()
+        if self.ema is not None:
+            with torch.no_grad():
+                for k, v in self.model.state_dict().items():
+                    if v.dtype.is_floating_point:
+                        self.ema[k].mul_(self.t_cfg["ema"]).add_(v, alpha=1 - self.t_cfg["ema"])
+                    else:
+                        self.ema[k].copy_(v)
+        return loss_all
+
+    def _log(self, bar) -> None:
+        if self.step % self.t_cfg["log_every"] or not self.ctx.main:
+            return
+        bar.set_postfix(bpd=f"{self.running:.3f}")
+        rec = {"step": self.step, "train_bpd": self.running, "lr": self.sched.get_last_lr()[0]}
+        if self.model.kind == "smoothed":
+            rec["sigma"] = self.model.sigma
+        _append_metric(self.run_dir, {**rec, "seconds": round(self._seconds(), 2)})
+
+    def _checkpoint(self) -> None:
+        """A checkpoint every ``checkpoint_every`` steps or ``checkpoint_minutes`` minutes (the last one is
+        written by ``finish``); then the crash tests' kill switch (:func:`_test_kill_step`)."""
+        now = time.perf_counter()
+        if self.step == self.t_cfg["max_steps"] or (self.max_s is not None and self.seconds_before + now - self.t0 >= self.max_s):
+            return  # the loop head decides; the final checkpoint follows the loop
+        due = self.step % self.t_cfg["checkpoint_every"] == 0 or now - self.last_ckpt_time >= 60 * self.t_cfg["checkpoint_minutes"]
+        if self.ctx.main and due:
+            self.save("running")
+        if self.kill_at and self.step == self.kill_at:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    def save(self, stopped: str) -> None:
+        """Write ``last.pt`` atomically (with the test bits/dim) and log it."""
+        cfg, t_cfg, model = self.cfg, self.t_cfg, self.model
+        test_bpd = evaluate_bpd(model, self.kernel, self.test_images, seed=t_cfg["seed"] + 1)
+        C.save_checkpoint(self.ckpt_path, kind=cfg["kind"], model_state=model.state_dict(), config=cfg,
+                          sigma=_sigma_of(model, cfg), step=self.step, optimizer_state=self.opt.state_dict(),
+                          scheduler_state=self.sched.state_dict(), ema_state=self.ema,
+                          rng_state={**C.capture_rng(), "noise": self.noise_gen.get_state()},
+                          extra={"image_shape": list(self.shape), "train_seconds": self._seconds(),
                                  "test_bpd": test_bpd, "params": count_params(model), "stopped": stopped,
-                                 "running_bpd": running, "init_from": warm})
-        last_ckpt_time, last_good = time.perf_counter(), step
-        _append_metric(run_dir, {"step": step, "images": step * bs, "test_bpd": test_bpd, "checkpoint": True,
-                                 "seconds": round(seconds_before + time.perf_counter() - t0, 2)})
+                                 "running_bpd": self.running, "init_from": self.warm})
+        self.last_ckpt_time, self.last_good = time.perf_counter(), self.step
+        _append_metric(self.run_dir, {"step": self.step, "images": self.step * self.bs, "test_bpd": test_bpd,
+                                      "checkpoint": True, "seconds": round(self._seconds(), 2)})
 
-    start_step = step
-    if ctx.main and ckpt is not None and step < t_cfg["max_steps"]:
-        (run_dir / "summary.json").unlink(missing_ok=True)  # the run goes on: its old summary no longer holds
-    model.train()
-    bar = tqdm(total=t_cfg["max_steps"], initial=step, desc=f"train {cfg['kind']}", disable=not (progress and ctx.main),
-               dynamic_ncols=True)
-    stopped = "max_steps"
-    signals = _StopOnSignal()
-    try:
-        while step < t_cfg["max_steps"]:
-            out_of_time = max_s is not None and seconds_before + time.perf_counter() - t0 >= max_s
-            if D.agree(ctx, signals.received is not None, sync_dev):
-                stopped = signals.received or "signal"  # on another rank
-                break
-            if D.agree(ctx, out_of_time, sync_dev):
-                stopped = "max_minutes"
-                break
-            x = train_images[_batch_indices(step, n, bs, t_cfg["seed"], cache, ctx)]
-            x_tilde = None
-            if model.kind == "smoothed":  # eps of the global batch, this rank's rows; x~ = x + sigma eps in the model
-                x_tilde = torch.randn((bs, *shape), generator=noise_gen, device=x.device, dtype=x.dtype)[ctx.rank :: ctx.world]
-            elif model.kind != "baseline":  # the global batch's noise, this rank's rows
-                x_tilde = x + kernel.noise((bs, *shape), x, noise_gen)[ctx.rank :: ctx.world]
-            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_bf16):
-                loss = loss_module(x, x_tilde)
-            loss_all = D.mean(ctx, loss.detach())
-            if not torch.isfinite(loss_all):
-                bar.close()
-                raise ArsmoothError(f"the training loss became {loss_all.item()} at step {step + 1}; stopped. The last "
-                                    f"good checkpoint (step {last_good}) is kept in {ckpt_path}; lower train.lr and --resume")
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            if ema is not None:
-                with torch.no_grad():
-                    for k, v in model.state_dict().items():
-                        if v.dtype.is_floating_point:
-                            ema[k].mul_(t_cfg["ema"]).add_(v, alpha=1 - t_cfg["ema"])
-                        else:
-                            ema[k].copy_(v)
-            step += 1
-            bpd = bits_per_dim(loss_all.item(), dims)
-            running = bpd if running is None else 0.98 * running + 0.02 * bpd
-            bar.update(1)
-            if step % t_cfg["log_every"] == 0 and ctx.main:
-                bar.set_postfix(bpd=f"{running:.3f}")
-                rec = {"step": step, "train_bpd": running, "lr": sched.get_last_lr()[0]}
-                if model.kind == "smoothed":
-                    rec["sigma"] = model.sigma
-                _append_metric(run_dir, {**rec, "seconds": round(seconds_before + time.perf_counter() - t0, 2)})
-            now = time.perf_counter()
-            if step == t_cfg["max_steps"] or (max_s is not None and seconds_before + now - t0 >= max_s):
-                continue  # the loop head decides; the final checkpoint follows the loop
-            if ctx.main and (step % t_cfg["checkpoint_every"] == 0 or now - last_ckpt_time >= 60 * t_cfg["checkpoint_minutes"]):
-                save("running")
-            if kill_at and step == kill_at:
-                os.kill(os.getpid(), signal.SIGKILL)
-    finally:
-        signals.restore()
-    bar.close()
-    summary = {"kind": cfg["kind"], "steps": step, "stopped": stopped, "params": count_params(model),
-               "eval_images": int(test_images.shape[0]), "device": str(device), "processes": ctx.world,
-               "threads": torch.get_num_threads(), "batch_size": cfg["train"]["batch_size"]}
-    finished = stopped in ("max_steps", "max_minutes")
-    if ctx.main:
-        if step != start_step or ckpt is None:  # resuming a run with nothing left to do writes nothing new
-            save(stopped if finished else "running")
-        summary = {**summary, "train_seconds": round(seconds_before + time.perf_counter() - t0, 1),
-                   "test_bpd": _last_test_bpd(run_dir)}
-        if finished:  # a run stopped by a signal is not finished: no summary, so --resume and reproduce go on
-            atomic_write_text(run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
-    D.barrier(ctx)
-    return summary
+    def finish(self, stopped: str) -> dict:
+        """The final checkpoint and, for a run that reached its budget, ``summary.json``; returns the summary."""
+        summary = {"kind": self.cfg["kind"], "steps": self.step, "stopped": stopped, "params": count_params(self.model),
+                   "eval_images": int(self.test_images.shape[0]), "device": str(self.device),
+                   "processes": self.ctx.world, "threads": torch.get_num_threads(),
+                   "batch_size": self.t_cfg["batch_size"]}
+        finished = stopped in ("max_steps", "max_minutes")
+        if self.ctx.main:
+            if self.step != self.start_step or not self.resumed:  # resuming a run with nothing left to do writes nothing
+                self.save(stopped if finished else "running")
+            summary = {**summary, "train_seconds": round(self._seconds(), 1), "test_bpd": _last_test_bpd(self.run_dir)}
+            if finished:  # a run stopped by a signal is not finished: no summary, so --resume and reproduce go on
+                atomic_write_text(self.run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
+        D.barrier(self.ctx)
+        return summary
 
 
 def _sigma_of(model, cfg: dict) -> float | None:

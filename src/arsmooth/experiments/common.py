@@ -15,6 +15,33 @@ from .. import __version__
 from ..fileio import atomic_write_text
 
 
+@dataclass(frozen=True)
+class Budget:
+    """How much a synthetic experiment trains and evaluates; each one names a quick and a full budget."""
+
+    n_train: int
+    n_test: int
+    steps: int
+    n_samples: int = 0  # samples drawn for the figures or scored
+    base_steps: int = 0  # fig4: steps of the 8-logistic baseline
+    hidden: tuple[int, ...] = ()  # MADE hidden layers
+    k_iw: int = 0  # K of the importance-weighted bound
+    select_steps: int = 0  # realnvp: steps of each run that picks sigma on validation data
+    layers: int = 0  # realnvp: coupling layers of p(x~) and of the baseline
+    width: int = 0  # realnvp: hidden units of p(x~)
+    posterior: tuple[int, int] = (0, 0)  # realnvp: (coupling layers, hidden units) of p(x | x~)
+    n_seeds: int = 1  # training seeds averaged
+
+
+@dataclass(frozen=True)
+class Budgets:
+    quick: Budget  # the same code path in seconds (tests)
+    full: Budget  # the committed results
+
+    def of(self, run: "Run") -> Budget:
+        return self.quick if run.quick else self.full
+
+
 @dataclass
 class Run:
     """What an experiment reports: its JSON result, a markdown body, figures and a record of the run."""

@@ -105,58 +105,30 @@ def _stage2_preset(prefix: str, design: str) -> str:
 
 def _run(run: Run, out: Path, sigma: float | None, progress: bool, dataset: str,
          stage2: str = DEFAULT_STAGE2, data_root: str | None = None, inception_weights: str | None = None) -> None:
-    quick = run.quick
-    budget = _budget(quick, dataset)
-    prefix = "digits" if quick else PRESET_PREFIX[dataset]
-    overrides = [f"train.seed={run.seed}"] + ([f"smoothing.sigma={sigma}"] if sigma is not None else [])
-    if data_root is not None:
-        overrides.append(f"data.data_root={json.dumps(str(data_root))}")
-    if quick and dataset in RGB_DATASETS:  # the tiny digits networks on a few of the dataset's own images
-        overrides += [f"data.dataset={dataset}", "data.limit=64"]
-    presets = {"baseline": f"{prefix}-baseline", "stage1": f"{prefix}-stage1", "stage2": _stage2_preset(prefix, stage2)}
-    cfgs = {k: load_config(p, overrides) for k, p in presets.items()}
-    data_name = cfgs["baseline"]["data"]["dataset"]
+    """Train (or resume) the three models, draw the Fig. 6 columns, score bounds, samples and tasks."""
+    budget = _budget(run.quick, dataset)
+    presets, cfgs = _configs(run, dataset, sigma, stage2, data_root)
     test = load_configured(cfgs["baseline"]["data"], "test")[0]
-    n = budget["n_samples"]
-    # under torchrun: one process group for the three trainings and the sampling, left before scoring
-    ctx = D.setup("cuda" if torch.cuda.is_available() and cfgs["baseline"].get("device", "auto") != "cpu" else "cpu")
-    try:
-        summaries = {kind: _train_or_resume(cfg, out / "runs" / kind, progress) for kind, cfg in cfgs.items()}
-        base, _ = I.load_model(out / "runs" / "baseline" / "last.pt", "baseline")
-        pair, kernel = I.load_pair(out / "runs" / "stage1" / "last.pt", out / "runs" / "stage2" / "last.pt")
-        cols = _sample_columns(out, base, pair, kernel, n, budget["sample_batch"], run.seed, progress, ctx)
-    except BaseException:
-        D.shutdown(ctx, clean=False)
-        raise
-    D.shutdown(ctx)
-    if not ctx.main:  # its share of the samples is with rank 0, which alone scores them
+    trained = _train_and_sample(run, out, cfgs, budget, progress)
+    if trained is None:  # not rank 0 of a torchrun group: its share of the samples is with rank 0, which scores them
         return
+    summaries, base, pair, kernel, cols = trained
     g = torch.Generator().manual_seed(run.seed + 200)  # the rest does not depend on whether samples were reused
     for method, x in cols.items():
         save_grid(x[:100], out / f"samples_{method.replace('-', '_')}.png")
-    side_by_side(cols, out / "samples_fig6.png", n=min(n, 10))
-    bpd = I.likelihood(test[: budget["n_eval"]], baseline=base, pair=pair, kernel=kernel, n_draws=1, generator=g)
-    iw = I.likelihood(test[: budget["n_iw"]], pair=pair, kernel=kernel, n_draws=1, k_iw=budget["k_iw"], generator=g)
-    bpd.update(two_step_iw=iw["two_step_iw"], iw_k=iw["iw_k"], iw_images=iw["n_images"],
-               two_step_elbo_on_iw_images=iw["two_step_elbo"])
-    metrics, probes, clf_info = _evaluate_samples(out, cols, test, cfgs, base, pair, kernel, run.seed, quick,
+    side_by_side(cols, out / "samples_fig6.png", n=min(budget["n_samples"], 10))
+    bpd = _bounds(test, budget, base, pair, kernel, g)
+    metrics, probes, clf_info = _evaluate_samples(out, cols, test, cfgs, base, pair, kernel, run.seed, run.quick,
                                                   progress)
     inception = None
     if inception_weights is not None:  # the standard Inception FID / KID / IS, beside ours
         from .. import metrics as MT
 
-        test_u8 = to_uint8(test[:n])
+        test_u8 = to_uint8(test[: budget["n_samples"]])
         inception = {k.replace("-", "_"): MT.inception_metrics(to_uint8(x), test_u8, inception_weights)
                      for k, x in cols.items()}
-    xt = test[: budget["n_task"]]
-    inp = I.inpaint(pair, kernel, xt, g, progress)
-    show = min(8, budget["n_task"])
-    side_by_side({"original": xt, "observed": inp["observed"], "x~": inp["x_tilde"], "completed": inp["completed"]},
-                 out / "inpainting.png", n=show)
-    den = I.denoise(pair, kernel, xt, g, progress)
-    ablation = I.clean_model_single_step(base, xt, generator=g)
-    side_by_side(den["images"], out / "denoising.png", n=show)
-    run.settings = {"presets": presets, "stage2": stage2, **budget, "data": data_name,
+    den, ablation = _tasks(out, test[: budget["n_task"]], base, pair, kernel, g, progress)
+    run.settings = {"presets": presets, "stage2": stage2, **budget, "data": cfgs["baseline"]["data"]["dataset"],
                     "feature_extractor": clf_info}
     run.result = {
         "config": {k: v for k, v in cfgs.items()},
@@ -178,14 +150,72 @@ def _run(run: Run, out: Path, sigma: float | None, progress: bool, dataset: str,
         "ablation_c6": ablation,
     }
     run.figures += [f for f in FIGURES if (out / f).is_file()]  # no probes.png without labels
-    r = run.result
-    m = metrics
+    run.summary += _summary(run, summaries, bpd, budget, kernel.std, clf_info, dataset)
+
+
+def _configs(run: Run, dataset: str, sigma: float | None, stage2: str, data_root: str | None) -> tuple[dict, dict]:
+    """The presets of the three models and their configs, with the run's seed, sigma and data folder."""
+    prefix = "digits" if run.quick else PRESET_PREFIX[dataset]
+    overrides = [f"train.seed={run.seed}"] + ([f"smoothing.sigma={sigma}"] if sigma is not None else [])
+    if data_root is not None:
+        overrides.append(f"data.data_root={json.dumps(str(data_root))}")
+    if run.quick and dataset in RGB_DATASETS:  # the tiny digits networks on a few of the dataset's own images
+        overrides += [f"data.dataset={dataset}", "data.limit=64"]
+    presets = {"baseline": f"{prefix}-baseline", "stage1": f"{prefix}-stage1", "stage2": _stage2_preset(prefix, stage2)}
+    return presets, {k: load_config(p, overrides) for k, p in presets.items()}
+
+
+def _train_and_sample(run: Run, out: Path, cfgs: dict, budget: dict, progress: bool):
+    """Train or resume the three runs in ``out/runs``, load them and draw the Fig. 6 columns. Under torchrun
+    one process group serves the three trainings and the sampling and is left here; ranks other than the
+    first get None."""
+    ctx = D.setup("cuda" if torch.cuda.is_available() and cfgs["baseline"].get("device", "auto") != "cpu" else "cpu")
+    try:
+        summaries = {kind: _train_or_resume(cfg, out / "runs" / kind, progress) for kind, cfg in cfgs.items()}
+        base, _ = I.load_model(out / "runs" / "baseline" / "last.pt", "baseline")
+        pair, kernel = I.load_pair(out / "runs" / "stage1" / "last.pt", out / "runs" / "stage2" / "last.pt")
+        cols = _sample_columns(out, base, pair, kernel, budget["n_samples"], budget["sample_batch"], run.seed,
+                               progress, ctx)
+    except BaseException:
+        D.shutdown(ctx, clean=False)
+        raise
+    D.shutdown(ctx)
+    return (summaries, base, pair, kernel, cols) if ctx.main else None
+
+
+def _bounds(test, budget: dict, base, pair, kernel, g: torch.Generator) -> dict:
+    """Bits/dim: the baseline's exact value and the two-step -ELBO on ``n_eval`` test images, the IW bound on
+    the first ``n_iw`` (with the -ELBO on those, to compare like with like)."""
+    bpd = I.likelihood(test[: budget["n_eval"]], baseline=base, pair=pair, kernel=kernel, n_draws=1, generator=g)
+    iw = I.likelihood(test[: budget["n_iw"]], pair=pair, kernel=kernel, n_draws=1, k_iw=budget["k_iw"], generator=g)
+    bpd.update(two_step_iw=iw["two_step_iw"], iw_k=iw["iw_k"], iw_images=iw["n_images"],
+               two_step_elbo_on_iw_images=iw["two_step_elbo"])
+    return bpd
+
+
+def _tasks(out: Path, xt, base, pair, kernel, g: torch.Generator, progress: bool) -> tuple[dict, dict]:
+    """Inpainting and denoising of the test images ``xt`` (with their figures), and the App. C.6 ablation."""
+    inp = I.inpaint(pair, kernel, xt, g, progress)
+    show = min(8, len(xt))
+    side_by_side({"original": xt, "observed": inp["observed"], "x~": inp["x_tilde"], "completed": inp["completed"]},
+                 out / "inpainting.png", n=show)
+    den = I.denoise(pair, kernel, xt, g, progress)
+    ablation = I.clean_model_single_step(base, xt, generator=g)
+    side_by_side(den["images"], out / "denoising.png", n=show)
+    return den, ablation
+
+
+def _summary(run: Run, summaries: dict, bpd: dict, budget: dict, sigma: float, clf_info: dict,
+             dataset: str) -> list[str]:
+    """The markdown body of ``NAME.md``."""
+    r, quick = run.result, run.quick
+    m, probes, ablation = r["metrics"], r["probe_accuracy"], r["ablation_c6"]
     bpd_cells = {"baseline": f"{r['bpd']['baseline']:.3f}",
                  "two_step": f"≤ {r['bpd']['two_step_elbo']:.3f} (IW ≤ {r['bpd']['two_step_iw']:.3f})"}
     metric_rows = [f"| {name} | {m[k]['fid']:.2f} | {m[k]['kid']:.2f} ± {m[k]['kid_std']:.2f} | "
                    f"{_num(m[k]['is'])} | {bpd_cells.get(k, '')} |" for k, name in _COLUMNS.items()]
-    run.summary += [
-        f"Data: {data_name}; presets {', '.join(run.settings['presets'].values())}; sigma {kernel.std}.",
+    return [
+        f"Data: {run.settings['data']}; presets {', '.join(run.settings['presets'].values())}; sigma {sigma}.",
         f"Test bits/dim on {bpd['n_images']} test images (8-bit; lower is better): baseline (exact) "
         f"{r['bpd']['baseline']:.3f}; two-step -ELBO ({bpd['elbo_noise_draws']} noise draw) {r['bpd']['two_step_elbo']:.3f}; "
         f"two-step IW bound (K={bpd['iw_k']}, the first {bpd['iw_images']} test images; -ELBO on those "
@@ -198,8 +228,8 @@ def _run(run: Run, out: Path, sigma: float | None, progress: bool, dataset: str,
         "",
         f"Denoising PSNR (dB, {budget['n_task']} test images): noisy {r['denoise_psnr']['noisy']:.2f}, "
         f"single-step {r['denoise_psnr']['single_step']:.2f}, two-step {r['denoise_psnr']['two_step']:.2f}.",
-        f"Figure columns of samples_fig6.png: baseline, smoothed x~, single-step, two-step; {n} samples of each "
-        "in samples.npz (uint8), the first 100 in samples_METHOD.png.",
+        f"Figure columns of samples_fig6.png: baseline, smoothed x~, single-step, two-step; {budget['n_samples']} "
+        "samples of each in samples.npz (uint8), the first 100 in samples_METHOD.png.",
         "",
         f"Sample quality ({m['n_samples']} samples per row against as many test images; the feature extractor is "
         f"{_extractor(clf_info)}, not Inception: these numbers compare rows of this table only). KID: mean ± std "
@@ -218,7 +248,7 @@ def _run(run: Run, out: Path, sigma: float | None, progress: bool, dataset: str,
          + "; ".join(f"{k}: " + ", ".join(f"{a:.2f}" for a in v) for k, v in probes.items()) + ".") if probes
         else "No linear probes: the dataset has no labels.",
         "",
-        *_inception_lines(inception, dataset),
+        *_inception_lines(r.get("inception_metrics"), dataset),
     ]
 
 

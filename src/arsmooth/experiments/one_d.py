@@ -14,7 +14,7 @@ from ..kernels import Gaussian, make_kernel
 from ..models.made import StackedMADE
 from ..models.mixture import MixtureOfLogistics1d
 from ..viz import pyplot, save_figure
-from .common import Run, fmt
+from .common import Budget, Budgets, Run, fmt
 
 GRID = (-8.0, 8.0, 32_001)  # fine grid for total variation and plots
 
@@ -59,10 +59,16 @@ def _neg_elbo(model, kernel, data, seed, n_draws=10) -> float:
     return evaluate(lambda b: -S.elbo(model, kernel, b, n_draws=n_draws, generator=g), data)
 
 
+FIG3 = Budgets(quick=Budget(2000, 1000, 100), full=Budget(20_000, 10_000, 6000))
+FIG4 = Budgets(quick=Budget(2000, 1000, 60, base_steps=100), full=Budget(20_000, 10_000, 3000, base_steps=6000))
+DENOISE1D = Budgets(quick=Budget(2000, 1000, 100, n_samples=2000), full=Budget(20_000, 10_000, 6000, n_samples=100_000))
+
+
 def fig3(run: Run, out: Path, sigma: float | None, progress: bool) -> None:
     """Fig. 3: a 3-component mixture of logistics fits ten narrow modes badly, their smoothed version well."""
     sigma = 0.5 if sigma is None else sigma
-    n_train, n_test, steps = (2000, 1000, 100) if run.quick else (20_000, 10_000, 6000)
+    b = FIG3.of(run)
+    n_train, n_test, steps = b.n_train, b.n_test, b.steps
     run.settings = {"n_mix": 3, "sigma": sigma, "kernel": "gaussian", "steps": steps, "n_train": n_train}
     train, test = train_test("ten_modes", n_train, n_test, run.seed)
     kernel = Gaussian(sigma)
@@ -110,7 +116,8 @@ FIG4_KERNELS = ("gaussian", "laplace", "uniform")
 def fig4(run: Run, out: Path, sigma: float | None, progress: bool) -> None:
     """Fig. 4: six modes; 8-logistic baseline vs a 2-component two-step model; ELBO against kernel std."""
     quick = run.quick
-    n_train, n_test, steps, base_steps = (2000, 1000, 60, 100) if quick else (20_000, 10_000, 3000, 6000)
+    b = FIG4.of(run)
+    n_train, n_test, steps, base_steps = b.n_train, b.n_test, b.steps, b.base_steps
     stds = (0.3, 1.0) if quick else FIG4_STDS
     if sigma is not None:
         stds = tuple(sorted(set(stds) | {sigma}))
@@ -174,7 +181,8 @@ def fig4(run: Run, out: Path, sigma: float | None, progress: bool) -> None:
 def denoise1d(run: Run, out: Path, sigma: float | None, progress: bool) -> None:
     """App. B.1: exact single-step denoising, and 1 vs 2 components in p(x | x~)."""
     sigma = 0.3 if sigma is None else sigma
-    n_train, n_test, steps, n_samples = (2000, 1000, 100, 2000) if run.quick else (20_000, 10_000, 6000, 100_000)
+    b = DENOISE1D.of(run)
+    n_train, n_test, steps, n_samples = b.n_train, b.n_test, b.steps, b.n_samples
     run.settings = {"sigma": sigma, "steps": steps, "hidden": [64, 64], "n_samples": n_samples}
     kernel = Gaussian(sigma)
     smooth = TWO_GAUSSIANS.smoothed(sigma)

@@ -16,7 +16,7 @@ from ..models import count_params
 from ..models.made import MADE, StackedMADE
 from ..models.realnvp import CenteredConditional, RealNVP
 from ..viz import pyplot, save_figure
-from .common import Run, fmt
+from .common import Budget, Budgets, Run, fmt
 
 TABLE1_DATASETS = ("rings", "olympics")
 REALNVP_DATASETS = ("checkerboard", "olympics")
@@ -73,13 +73,15 @@ def _bounds(model, kernel, test, seed, k_iw: int | None) -> tuple[float, float |
     return neg_elbo, neg_iw
 
 
+TABLE1 = Budgets(quick=Budget(2000, 500, 60, hidden=(32, 32), k_iw=5, n_samples=1000),
+                 full=Budget(20_000, 10_000, 20_000, hidden=(256, 256), k_iw=100, n_samples=5000))
+
+
 def table1(run: Run, out: Path, sigma: float | None, progress: bool) -> None:
     """Table 1 and Figs. 5, 12, 13: MADE with 3 and 6 logistics vs the smoothed two-step MADE (3)."""
     sigma = 0.3 if sigma is None else sigma
-    quick = run.quick
-    n_train, n_test, steps, hidden, k_iw, n_show = (
-        (2000, 500, 60, (32, 32), 5, 1000) if quick else (20_000, 10_000, 20_000, (256, 256), 100, 5000)
-    )
+    b = TABLE1.of(run)
+    n_train, n_test, steps, hidden, k_iw, n_show = b.n_train, b.n_test, b.steps, b.hidden, b.k_iw, b.n_samples
     kernel = Gaussian(sigma)
     run.settings = {"sigma": sigma, "steps": steps, "hidden": list(hidden), "batch_size": 256, "lr": 1e-3,
                     "lr_final_factor": 0.02, "iw_k": k_iw, "n_train": n_train, "n_test": n_test}
@@ -159,6 +161,11 @@ SIGMA_GRID = (0.02, 0.05, 0.1, 0.2)
 # seed tried (results/synthetic/README.md).
 PRIOR_SIZE = (8, 89)  # p(x~) of the full run: (coupling layers, hidden width)
 POSTERIOR_SIZE = (4, 32)
+REALNVP = Budgets(
+    quick=Budget(2000, 500, 60, select_steps=30, width=16, layers=4, posterior=(2, 8), k_iw=5, n_samples=1000,
+                 n_seeds=2),
+    full=Budget(20_000, 10_000, 30_000, select_steps=5_000, width=PRIOR_SIZE[1], layers=PRIOR_SIZE[0],
+                posterior=POSTERIOR_SIZE, k_iw=100, n_samples=5000, n_seeds=3))
 
 
 def _fit_plain(hidden, n_layers, train, steps, seed, desc, progress) -> RealNVP:
@@ -220,60 +227,24 @@ def realnvp(run: Run, out: Path, sigma: float | None, progress: bool) -> None:
     those of ``--seed``) and the results are the means: one seed's initialisation moves a 2-d flow by
     several hundredths of a nat, as much as the effect being measured.
     """
-    quick = run.quick
-    n_train, n_test, steps, select_steps, hidden, n_layers, posterior, k_iw, n_show, n_seeds = (
-        (2000, 500, 60, 30, 16, 4, (2, 8), 5, 1000, 2) if quick
-        else (20_000, 10_000, 30_000, 5_000, PRIOR_SIZE[1], PRIOR_SIZE[0], POSTERIOR_SIZE, 100, 5000, 3)
-    )
-    build = partial(_realnvp_pair, posterior=posterior)
-    seeds = [run.seed + i for i in range(n_seeds)]
-    grid = (SIGMA_GRID[1], SIGMA_GRID[-1]) if quick else SIGMA_GRID
-    pair_params = count_params(build(hidden, n_layers, 0.3))
-    base_hidden = _matching_hidden(pair_params, n_layers)
+    b = REALNVP.of(run)
+    build = partial(_realnvp_pair, posterior=b.posterior)
+    seeds = [run.seed + i for i in range(b.n_seeds)]
+    grid = (SIGMA_GRID[1], SIGMA_GRID[-1]) if run.quick else SIGMA_GRID
+    base_hidden = _matching_hidden(count_params(build(b.width, b.layers, 0.3)), b.layers)
+    select_steps, k_iw = b.select_steps, b.k_iw
     run.settings = {"sigma": sigma if sigma is not None else f"chosen on validation from {list(grid)}",
-                    "steps": steps, "selection_steps": select_steps, "layers": n_layers, "hidden_smoothed": hidden,
-                    "posterior_layers_hidden": list(posterior),
+                    "steps": b.steps, "selection_steps": select_steps, "layers": b.layers, "hidden_smoothed": b.width,
+                    "posterior_layers_hidden": list(b.posterior),
                     "hidden_baseline": base_hidden, "batch_size": 256, "lr": 1e-3, "lr_final_factor": 0.02,
-                    "iw_k": k_iw, "n_train": n_train, "n_test": n_test, "training_seeds": seeds,
+                    "iw_k": k_iw, "n_train": b.n_train, "n_test": b.n_test, "training_seeds": seeds,
                     "posterior_context": "x~ and sigma * grad log p(x~), clamped to +-10 (ScoreConditionedPair)"}
-    plt = pyplot()
     params, chosen, sweeps, splits, per_seed = {}, {}, {}, {}, {}
     for ds in REALNVP_DATASETS:
-        train, test = train_test(ds, n_train, n_test, run.seed)
-        if sigma is None:
-            n_val = n_train // 5
-            fit_part, val = train[:-n_val], train[-n_val:]
-            sweeps[ds] = {}
-            for s in grid:
-                pair = _fit_pair(s, hidden, n_layers, fit_part, select_steps, run.seed, f"{ds} select sigma {s}",
-                                 progress, build)
-                sweeps[ds][s] = _bounds(pair, Gaussian(s), val, run.seed + 2, None)[0]
-            chosen[ds] = min(sweeps[ds], key=sweeps[ds].get)
-        else:
-            chosen[ds] = sigma
-        kernel = Gaussian(chosen[ds])
-        per_seed[ds] = {"realnvp": [], "smoothed_realnvp": [], "smoothed_realnvp_iw": []}
-        for seed in seeds:
-            base = _fit_plain(base_hidden, n_layers, train, steps, seed, f"{ds} RealNVP, seed {seed}", progress)
-            pair = _fit_pair(chosen[ds], hidden, n_layers, train, steps, seed, f"{ds} smoothed RealNVP, seed {seed}",
-                             progress, build)
-            params = {"realnvp": count_params(base), "smoothed_realnvp": count_params(pair)}
-            neg_elbo, neg_iw = _bounds(pair, kernel, test, seed + 2, k_iw)
-            for key, v in zip(per_seed[ds], (evaluate(lambda b: -base.log_prob(b), test), neg_elbo, neg_iw)):
-                per_seed[ds][key].append(v)
-            splits.setdefault(ds, []).append(split_bound(pair, ds, chosen[ds], test, seed + 3))
-            if seed != seeds[0]:
-                continue
-            gen = torch.Generator().manual_seed(seed + 9)
-            with torch.no_grad():
-                samples = {"data": test[:n_show], "RealNVP": base.sample(n_show, generator=gen),
-                           "smoothed x~": pair.sample_noisy(n_show, gen),
-                           "two-step (ours)": S.sample(pair, kernel, n_show, "two-step", gen)}
-            fig, axes = plt.subplots(1, 4, figsize=(10, 2.6))
-            for ax, (title, pts) in zip(axes, samples.items()):
-                _scatter(ax, pts, title, 4.5 if ds == "checkerboard" else 3.2)
-            save_figure(fig, out / f"realnvp_{ds}.png")
-            run.figures.append(f"realnvp_{ds}.png")
+        found = _realnvp_dataset(run, out, ds, sigma, grid, build, base_hidden, seeds, progress)
+        params, chosen[ds], per_seed[ds], splits[ds] = found["params"], found["sigma"], found["per_seed"], found["split"]
+        if found["sweep"] is not None:
+            sweeps[ds] = found["sweep"]
         mean = {k: mean_sd(v)[0] for k, v in per_seed[ds].items()}
         run.result[ds] = {"realnvp": mean["realnvp"], "smoothed_realnvp": mean["smoothed_realnvp"]}
         run.settings.setdefault("iw_bound", {})[ds] = mean["smoothed_realnvp_iw"]
@@ -319,3 +290,49 @@ def realnvp(run: Run, out: Path, sigma: float | None, progress: bool) -> None:
               f"{fmt(sp['posterior_nll_exact'])} | {fmt(-sp['neg_log_q'])} | {fmt(sp['neg_elbo'])} | {fmt(sp['data_nll_exact'])} |"
               for ds, per in splits.items() for seed, sp in zip(seeds, per)),
         ]
+
+
+def _realnvp_dataset(run: Run, out: Path, ds: str, sigma: float | None, grid, build, base_hidden: int, seeds: list[int],
+                     progress: bool) -> dict:
+    """One dataset of ``realnvp``: sigma (given, or picked on a validation split), both models from every
+    seed, their bounds and the split of the smoothed bound; the sample figure of the first seed."""
+    b = REALNVP.of(run)
+    train, test = train_test(ds, b.n_train, b.n_test, run.seed)
+    sweep = None
+    if sigma is None:
+        n_val = b.n_train // 5
+        fit_part, val = train[:-n_val], train[-n_val:]
+        sweep = {}
+        for s in grid:
+            pair = _fit_pair(s, b.width, b.layers, fit_part, b.select_steps, run.seed, f"{ds} select sigma {s}",
+                             progress, build)
+            sweep[s] = _bounds(pair, Gaussian(s), val, run.seed + 2, None)[0]
+        sigma = min(sweep, key=sweep.get)
+    kernel = Gaussian(sigma)
+    per_seed = {"realnvp": [], "smoothed_realnvp": [], "smoothed_realnvp_iw": []}
+    split, params = [], {}
+    for seed in seeds:
+        base = _fit_plain(base_hidden, b.layers, train, b.steps, seed, f"{ds} RealNVP, seed {seed}", progress)
+        pair = _fit_pair(sigma, b.width, b.layers, train, b.steps, seed, f"{ds} smoothed RealNVP, seed {seed}",
+                         progress, build)
+        params = {"realnvp": count_params(base), "smoothed_realnvp": count_params(pair)}
+        neg_elbo, neg_iw = _bounds(pair, kernel, test, seed + 2, b.k_iw)
+        for key, v in zip(per_seed, (evaluate(lambda x: -base.log_prob(x), test), neg_elbo, neg_iw)):
+            per_seed[key].append(v)
+        split.append(split_bound(pair, ds, sigma, test, seed + 3))
+        if seed == seeds[0]:
+            _realnvp_figure(run, out, ds, base, pair, kernel, test, b.n_samples, seed)
+    return {"sigma": sigma, "sweep": sweep, "per_seed": per_seed, "split": split, "params": params}
+
+
+def _realnvp_figure(run: Run, out: Path, ds: str, base, pair, kernel, test, n_show: int, seed: int) -> None:
+    gen = torch.Generator().manual_seed(seed + 9)
+    with torch.no_grad():
+        samples = {"data": test[:n_show], "RealNVP": base.sample(n_show, generator=gen),
+                   "smoothed x~": pair.sample_noisy(n_show, gen),
+                   "two-step (ours)": S.sample(pair, kernel, n_show, "two-step", gen)}
+    fig, axes = pyplot().subplots(1, 4, figsize=(10, 2.6))
+    for ax, (title, pts) in zip(axes, samples.items()):
+        _scatter(ax, pts, title, 4.5 if ds == "checkerboard" else 3.2)
+    save_figure(fig, out / f"realnvp_{ds}.png")
+    run.figures.append(f"realnvp_{ds}.png")
