@@ -1,14 +1,14 @@
 """Ablation of the posterior's context in the smoothed RealNVP, at equal sigma, on validation data.
 
-    python scripts/realnvp_context_ablation.py checkerboard --steps 10000 --sigmas 0.02,0.05 >> OUT.jsonl
-    python scripts/realnvp_context_ablation.py olympics --layers 4 --hidden 16 --variants x_and_tweedie
+    python results/synthetic/scripts/realnvp_context_ablation.py checkerboard --steps 10000 --sigmas 0.02,0.05 >> OUT.jsonl
+    python results/synthetic/scripts/realnvp_context_ablation.py olympics --layers 4 --hidden 16 --variants x_and_tweedie
 
 With ``--layers`` / ``--hidden`` the same comparison runs at other sizes (the plain RealNVP's width is
 matched to the pair's parameter count, as in the full run). ``--splits 64/8x64,89/4x32`` compares ways of
 sharing the budget between the stages (prior width / posterior layers x width), and ``--train-seed`` changes
 the initialisation and batches while the data stay those of ``--seed``:
 
-    python scripts/realnvp_context_ablation.py olympics --sigmas 0.05 --variants x_and_tweedie \
+    python results/synthetic/scripts/realnvp_context_ablation.py olympics --sigmas 0.05 --variants x_and_tweedie \
         --splits 64/8x64,89/4x32 --train-seed 1
 
 For one dataset: the plain RealNVP, and the smoothed pair with p(x | x~) given x~ only (the paper's

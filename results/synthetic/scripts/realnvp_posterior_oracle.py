@@ -1,6 +1,6 @@
 """Where the smoothed RealNVP loses: each term of its bound beside the exact value, and p(x | x~) given an oracle.
 
-    python scripts/realnvp_posterior_oracle.py checkerboard --sigma 0.05 --train-seed 1 >> OUT.jsonl
+    python results/synthetic/scripts/realnvp_posterior_oracle.py checkerboard --sigma 0.05 --train-seed 1 >> OUT.jsonl
 
 Both 2-d sets of the RealNVP study have closed-form densities, smoothed or not (``data.synthetic``), so
 -ELBO = E[-log p(x~)] + E[-log p(x | x~)] - H(q) can be split into what p(x~) loses and what p(x | x~)

@@ -2,7 +2,7 @@
 # Learning curves of candidate CPU sizes for the MNIST baseline (issue: presets chosen by measurement).
 # Each candidate trains for the same wall time on one thread (the other core busy with other work),
 # scoring 500 test images at every time-based checkpoint; metrics.jsonl then gives test bits/dim
-# against images seen and seconds. Usage: scripts/learning_curves.sh [MINUTES] [RUNS_DIR]
+# against images seen and seconds. Usage: results/images/learning_curves/learning_curves.sh [MINUTES] [RUNS_DIR]
 set -euo pipefail
 MIN="${1:-20}"; RUNS="${2:-runs/lc}"
 export ARSMOOTH_DATA="${ARSMOOTH_DATA:-$(cd "$(dirname "$0")/../.." && pwd)/shared/data}"

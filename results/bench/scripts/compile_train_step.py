@@ -1,6 +1,6 @@
 """Does torch.compile speed up a PixelCNN++ training step on CPU? Compile time and step times.
 
-    python scripts/compile_train_step.py mnist-stage1 --threads 1 --batch 16
+    python results/bench/scripts/compile_train_step.py mnist-stage1 --threads 1 --batch 16
 """
 
 import argparse

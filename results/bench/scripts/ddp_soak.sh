@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Run the 2-process gloo training (digits preset) N times in a row and record every exit status:
-# the check that a correct DDP run never aborts at exit (issue 6). Usage: scripts/ddp_soak.sh [N] [OUT]
+# the check that a correct DDP run never aborts at exit (issue 6). Usage: results/bench/scripts/ddp_soak.sh [N] [OUT]
 set -u
 N=${1:-10}
 OUT=${2:-results/bench/ddp_soak.txt}

@@ -1,6 +1,6 @@
 """Where a PixelCNN++ training step spends its time on CPU, and how fast one convolution runs.
 
-    python scripts/profile_train_step.py mnist-cpu-stage1 --fused false --threads 1 --batch 16
+    python results/bench/scripts/profile_train_step.py mnist-cpu-stage1 --fused false --threads 1 --batch 16
 
 Prints the profiler's top operators for loss + backward + Adam of the preset's network (random
 weights and images), then the GFLOP/s of the largest convolution of the paper-size network

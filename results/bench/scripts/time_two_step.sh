@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Time 1,000 two-step MNIST samples from the CPU-scale checkpoints of results/images/mnist (issue 5).
-# Usage: scripts/time_two_step.sh [THREADS] [OUT]
+# Usage: results/bench/scripts/time_two_step.sh [THREADS] [OUT]
 set -eu
 THREADS=${1:-2}
 OUT=${2:-results/bench/two_step_1000.txt}

@@ -1,6 +1,6 @@
 """Is the RealNVP verdict a matter of budget? One seed of ``arsmooth reproduce realnvp`` with more steps.
 
-    python scripts/realnvp_budget.py checkerboard --steps 90000 --train-seed 0 >> results/synthetic/realnvp_budget.jsonl
+    python results/synthetic/scripts/realnvp_budget.py checkerboard --steps 90000 --train-seed 0 >> results/synthetic/realnvp_budget.jsonl
 
 Trains the plain RealNVP and the smoothed pair exactly as the full run trains them for one training seed
 (same data, sizes, optimiser and learning-rate schedule stretched over ``--steps``, same noise level as the
