@@ -17,6 +17,15 @@ ENABLE = ("set ARSMOOTH_DATA to a folder holding MNIST/raw/ and FashionMNIST/raw
           "files to run this on the real data")
 
 
+def perturb(model, scale: float = 0.3, seed: int = 0):
+    """Add seeded noise to every parameter (layers that start at zero would make checks trivial)."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(scale * torch.randn(p.shape, generator=g, dtype=p.dtype))
+    return model
+
+
 def real_data_root() -> Path | None:
     """``$ARSMOOTH_DATA`` if it holds the official MNIST files, else None (the real-data tests skip)."""
     root = os.environ.get("ARSMOOTH_DATA")
