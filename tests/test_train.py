@@ -291,3 +291,11 @@ def test_dropout_mode_setting_reaches_the_network_and_is_checked():
     del old["model"]["dropout_mode"]  # a config saved before the setting existed: element, as then
     assert all(type(m) is torch.nn.Dropout for m in build_model(old, (1, 8, 8)).modules()
                if isinstance(m, torch.nn.modules.dropout._DropoutNd))
+
+
+def test_typed_values_reach_the_config_without_a_text_round_trip():
+    cfg = load_config("digits-stage1", ["train.seed=3"], values={"smoothing.sigma": 1e-5, "train.max_minutes": None,
+                                                                  "smoothing.learn_sigma": False})
+    assert cfg["smoothing"]["sigma"] == 1e-5 and cfg["train"]["max_minutes"] is None and cfg["train"]["seed"] == 3
+    with pytest.raises(ArsmoothError, match="smoothing.sigma must be a positive number"):
+        load_config("digits-stage1", values={"smoothing.sigma": -1.0})

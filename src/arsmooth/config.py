@@ -85,13 +85,17 @@ def _parse_override(text: str) -> dict:
     if "=" not in text:
         raise ArsmoothError(f"override {text!r} must look like section.key=value (e.g. train.batch_size=16)")
     key, value = text.split("=", 1)
-    parsed = _read_yaml(f"v: {value}", f"override {text!r}")["v"] if value.strip() else None
+    return _nested(key.strip(), _read_yaml(f"v: {value}", f"override {text!r}")["v"] if value.strip() else None)
+
+
+def _nested(key: str, value) -> dict:
+    """``{"a": {"b": value}}`` for the dotted key ``a.b``."""
     d: dict = {}
     cur = d
-    parts = key.strip().split(".")
+    parts = key.split(".")
     for p in parts[:-1]:
         cur = cur.setdefault(p, {})
-    cur[parts[-1]] = parsed
+    cur[parts[-1]] = value
     return d
 
 
@@ -103,8 +107,10 @@ STAGE2_CONDITIONINGS = ("stacked", "spatial")
 DROPOUT_MODES = ("element", "channel")
 
 
-def load_config(preset: str, overrides: list[str] | tuple[str, ...] = ()) -> dict:
-    """Defaults, then a preset name or a YAML file path, then ``key.sub=value`` overrides; validated."""
+def load_config(preset: str, overrides: list[str] | tuple[str, ...] = (), values: dict | None = None) -> dict:
+    """Defaults, then a preset name or a YAML file path, then ``key.sub=value`` overrides (text, as ``--set``
+    gives them), then ``values`` (``{"key.sub": value}``, typed: code passes numbers without a text round
+    trip); validated."""
     cfg = defaults()
     path = Path(preset)
     dataset = None
@@ -126,6 +132,8 @@ def load_config(preset: str, overrides: list[str] | tuple[str, ...] = ()) -> dic
         cfg["data"]["dataset"] = dataset
     for o in overrides:
         cfg = _merge(cfg, _parse_override(o))
+    for key, value in (values or {}).items():
+        cfg = _merge(cfg, _nested(key, value))
     validate(cfg)
     return cfg
 

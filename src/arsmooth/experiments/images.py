@@ -156,13 +156,13 @@ def _run(run: Run, out: Path, sigma: float | None, progress: bool, dataset: str,
 def _configs(run: Run, dataset: str, sigma: float | None, stage2: str, data_root: str | None) -> tuple[dict, dict]:
     """The presets of the three models and their configs, with the run's seed, sigma and data folder."""
     prefix = "digits" if run.quick else PRESET_PREFIX[dataset]
-    overrides = [f"train.seed={run.seed}"] + ([f"smoothing.sigma={sigma}"] if sigma is not None else [])
+    values = {"train.seed": run.seed, **({"smoothing.sigma": sigma} if sigma is not None else {})}
     if data_root is not None:
-        overrides.append(f"data.data_root={json.dumps(str(data_root))}")
+        values["data.data_root"] = str(data_root)
     if run.quick and dataset in RGB_DATASETS:  # the tiny digits networks on a few of the dataset's own images
-        overrides += [f"data.dataset={dataset}", "data.limit=64"]
+        values.update({"data.dataset": dataset, "data.limit": 64})
     presets = {"baseline": f"{prefix}-baseline", "stage1": f"{prefix}-stage1", "stage2": _stage2_preset(prefix, stage2)}
-    return presets, {k: load_config(p, overrides) for k, p in presets.items()}
+    return presets, {k: load_config(p, values=values) for k, p in presets.items()}
 
 
 def _train_and_sample(run: Run, out: Path, cfgs: dict, budget: dict, progress: bool):
@@ -413,9 +413,9 @@ def _stage2_designs(run: Run, out: Path, sigma: float | None, progress: bool, da
 
     quick, budget = run.quick, _designs_budget(run.quick)
     prefix = "digits" if quick else f"{dataset}-cpu"
-    overrides = [f"train.seed={run.seed}"] + ([f"smoothing.sigma={sigma}"] if sigma is not None else [])
+    values = {"train.seed": run.seed, **({"smoothing.sigma": sigma} if sigma is not None else {})}
     presets = {"stage1": f"{prefix}-stage1", **{f"stage2-{d}": _stage2_preset(prefix, d) for d in DESIGNS}}
-    cfgs = {k: load_config(p, overrides) for k, p in presets.items()}
+    cfgs = {k: load_config(p, values=values) for k, p in presets.items()}
     summaries = {k: _train_or_resume(cfg, out / "runs" / k, progress) for k, cfg in cfgs.items()}
     data_cfg = cfgs["stage1"]["data"]
     test = load_configured(data_cfg, "test")[0]

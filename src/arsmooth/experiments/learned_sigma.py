@@ -147,9 +147,8 @@ def learned_sigma_mnist(run: Run, out: Path, sigma: float | None, progress: bool
 
     cfg = _image_settings(run.quick)
     sigma0 = 0.5 if sigma is None else sigma
-    base = [f"train.seed={run.seed}", f"smoothing.sigma={sigma0}", f"train.max_steps={cfg['steps']}",
-            "train.max_minutes=null"]
-    cfgs = {arm: load_config(cfg["preset"], [*base, f"smoothing.learn_sigma={str(arm == 'learned').lower()}"])
+    base = {"train.seed": run.seed, "smoothing.sigma": sigma0, "train.max_steps": cfg["steps"], "train.max_minutes": None}
+    cfgs = {arm: load_config(cfg["preset"], values={**base, "smoothing.learn_sigma": arm == "learned"})
             for arm in ("fixed", "learned")}
     data = cfgs["fixed"]["data"]
     test = load_configured(data, "test")[0]
