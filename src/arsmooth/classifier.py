@@ -203,7 +203,7 @@ def fit_dataset(dataset: str, data_root=None, epochs: int | None = None, seed: i
     full training set."""
     from .data.images import load_dataset
 
-    base = dataset.split(":", 1)[0] if dataset.startswith("celeba:") else dataset
+    base = dataset.split(":", 1)[0]  # celeba:<folder> takes celeba's epochs
     if base not in DEFAULT_EPOCHS:
         raise ArsmoothError(f"fit-classifier handles {', '.join(DEFAULT_EPOCHS)}, got {dataset!r}")
     train = load_dataset(dataset, "train", data_root)

@@ -31,8 +31,11 @@ def _u8(x: Tensor | np.ndarray) -> Tensor:
 
 
 @torch.no_grad()
-def sample_metrics(fake, real, net: LeNet, seed: int = 0, batch_size: int = 500) -> dict:
-    """FID, KID (mean, std) and IS of uint8 images ``fake`` against ``real``, ``(N, C, H, W)``."""
+def sample_metrics(fake, real, net: LeNet, seed: int = 0, batch_size: int = 500, score: bool = True) -> dict:
+    """FID, KID (mean, std) and IS of uint8 images ``fake`` against ``real``, ``(N, C, H, W)``.
+
+    ``score=False`` (a classifier whose logits are not classes, e.g. the rotation task): IS is None.
+    """
     from torchmetrics.image.fid import FrechetInceptionDistance
     from torchmetrics.image.inception import InceptionScore
     from torchmetrics.image.kid import KernelInceptionDistance
@@ -44,23 +47,23 @@ def sample_metrics(fake, real, net: LeNet, seed: int = 0, batch_size: int = 500)
     subset = max(2, min(1000, len(fake) // 2, len(real) // 2))  # KID's subsets: half the samples, at most 1000
     fid = FrechetInceptionDistance(feature=Features(net), reset_real_features=False)
     kid = KernelInceptionDistance(feature=Features(net), subset_size=subset, subsets=50, reset_real_features=False)
-    score = InceptionScore(feature=Logits(net), splits=10 if len(fake) >= 100 else 1)
+    score = InceptionScore(feature=Logits(net), splits=10 if len(fake) >= 100 else 1) if score else None
     for side, imgs in (("real", real), ("fake", fake)):
         for i in range(0, len(imgs), batch_size):
             b = imgs[i : i + batch_size]
             fid.update(b, real=side == "real")
             kid.update(b, real=side == "real")
-            if side == "fake":
+            if side == "fake" and score is not None:
                 score.update(b)
     torch.manual_seed(seed)  # KID subsets and the IS split order use the global generator
     k_mean, k_std = kid.compute()
-    is_mean, _ = score.compute()
-    return {"fid": float(fid.compute()), "kid": float(k_mean), "kid_std": float(k_std), "is": float(is_mean),
+    is_mean = None if score is None else float(score.compute()[0])
+    return {"fid": float(fid.compute()), "kid": float(k_mean), "kid_std": float(k_std), "is": is_mean,
             "n_samples": len(fake), "n_real": len(real), "kid_subset_size": subset}
 
 
 def real_baseline(test_u8, train_u8, n: int, net: LeNet, net_sha: str, cache_dir: str | Path | None = None,
-                  seed: int = 0) -> dict:
+                  seed: int = 0, score: bool = True) -> dict:
     """Metrics of ``n`` test images against ``n`` random training images (the floor a model can reach).
 
     Computed once per dataset size and classifier and cached as JSON in ``cache_dir``.
@@ -71,7 +74,7 @@ def real_baseline(test_u8, train_u8, n: int, net: LeNet, net_sha: str, cache_dir
         return json.loads(path.read_text())
     g = torch.Generator().manual_seed(seed)
     idx = torch.randperm(len(train_u8), generator=g)[:n]
-    res = sample_metrics(_u8(train_u8)[idx], _u8(test_u8)[:n], net, seed)
+    res = sample_metrics(_u8(train_u8)[idx], _u8(test_u8)[:n], net, seed, score=score)
     if path is not None:
         atomic_write_text(path, json.dumps(res, indent=1) + "\n")
     return res

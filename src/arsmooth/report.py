@@ -14,6 +14,7 @@ import os
 from pathlib import Path
 
 from .errors import ArsmoothError
+from .experiments.common import num_or_na
 
 ROWS = {"real": "real (test vs training images)", "baseline": "baseline PixelCNN++", "smoothed": "p(x~) samples x~",
         "single_step": "single-step denoised", "two_step": "two-step (ours)"}
@@ -133,7 +134,7 @@ def _section(run_dir: Path, out_dir: Path, name: str, res: dict, rec: dict) -> l
                   "rows, not papers.", "",
                   "| samples | FID (LeNet features) | KID (LeNet features) | Inception-style score (LeNet logits) | bits/dim |",
                   "|---|---|---|---|---|"]
-        lines += [f"| {label} | {m[k]['fid']:.2f} | {m[k]['kid']:.3f} ± {m[k]['kid_std']:.3f} | {_num(m[k]['is'])} | "
+        lines += [f"| {label} | {m[k]['fid']:.2f} | {m[k]['kid']:.3f} ± {m[k]['kid_std']:.3f} | {num_or_na(m[k]['is'])} | "
                   f"{bpd_cell.get(k, '')} |" for k, label in ROWS.items() if k in m]
         if name == "cifar10":
             lines += ["", *_table2(res)]
@@ -160,10 +161,6 @@ def _task(fx: dict) -> str:
         if fx.get("task") == "rotation" else ""
 
 
-def _num(x, fmt: str = ".2f") -> str:
-    return "n/a" if x is None else format(x, fmt)
-
-
 def _table2(res: dict) -> list[str]:
     """The paper's Table 2 with our rows interleaved: Inception metrics where the run computed them."""
     inc, bpd = res.get("inception_metrics"), res["bpd"]
@@ -177,9 +174,9 @@ def _table2(res: dict) -> list[str]:
     for k, label in TABLE2_ROWS.items():
         if k in PAPER_TABLE2:
             i, f, kd, b = PAPER_TABLE2[k]
-            lines.append(f"| {label} (paper) | {i:.2f} | {f:.2f} | {_num(kd, '.3f')} | {b or '-'} |")
+            lines.append(f"| {label} (paper) | {i:.2f} | {f:.2f} | {num_or_na(kd, '.3f')} | {b or '-'} |")
         q = (inc or {}).get(k) or {}
-        lines.append(f"| {label} (ours) | {_num(q.get('is'))} | {_num(q.get('fid'))} | {_num(q.get('kid'), '.3f')} | "
+        lines.append(f"| {label} (ours) | {num_or_na(q.get('is'))} | {num_or_na(q.get('fid'))} | {num_or_na(q.get('kid'), '.3f')} | "
                      f"{ours_bpd.get(k, '-')} |")
     return lines
 

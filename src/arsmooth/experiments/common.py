@@ -99,5 +99,10 @@ def command_line() -> str:
     return " ".join(["arsmooth", *sys.argv[1:]]) if sys.argv and sys.argv[0].endswith("arsmooth") else " ".join(sys.argv)
 
 
+def num_or_na(x: float | None, spec: str = ".2f") -> str:
+    """``x`` formatted by ``spec``, or ``n/a`` for a number that was not computed."""
+    return "n/a" if x is None else format(x, spec)
+
+
 def fmt(x: float) -> str:
     return f"{x:.3f}"

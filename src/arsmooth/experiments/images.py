@@ -21,7 +21,7 @@ from ..data.images import load_configured, to_uint8
 from ..fileio import atomic_write
 from ..train import evaluate_bpd, train
 from ..viz import save_grid, side_by_side
-from .common import Run
+from .common import Run, num_or_na
 
 from . import _IMAGE_FIGURES as FIGURES
 
@@ -213,7 +213,7 @@ def _summary(run: Run, summaries: dict, bpd: dict, budget: dict, sigma: float, c
     bpd_cells = {"baseline": f"{r['bpd']['baseline']:.3f}",
                  "two_step": f"≤ {r['bpd']['two_step_elbo']:.3f} (IW ≤ {r['bpd']['two_step_iw']:.3f})"}
     metric_rows = [f"| {name} | {m[k]['fid']:.2f} | {m[k]['kid']:.2f} ± {m[k]['kid_std']:.2f} | "
-                   f"{_num(m[k]['is'])} | {bpd_cells.get(k, '')} |" for k, name in _COLUMNS.items()]
+                   f"{num_or_na(m[k]['is'])} | {bpd_cells.get(k, '')} |" for k, name in _COLUMNS.items()]
     return [
         f"Data: {run.settings['data']}; presets {', '.join(run.settings['presets'].values())}; sigma {sigma}.",
         f"Test bits/dim on {bpd['n_images']} test images (8-bit; lower is better): baseline (exact) "
@@ -264,10 +264,6 @@ def _training_record(summary: dict, cfg: dict) -> dict:
             "cpu_hours": None if cpu is None else round(cpu, 3)}
 
 
-def _num(x: float | None, fmt: str = ".2f") -> str:
-    return "n/a" if x is None else format(x, fmt)
-
-
 def _extractor(info: dict) -> str:
     what = ("our LeNet trained to tell four rotations apart (self-supervised: the data have no labels; no "
             "Inception-style score)") if info.get("task") == "rotation" else "our LeNet"
@@ -313,12 +309,12 @@ def _evaluate_samples(out: Path, cols: dict, test, cfgs: dict, base, pair, kerne
     n = len(next(iter(cols.values())))
     test_u8, train_u8 = to_uint8(test), to_uint8(train_x)
     keep = ("fid", "kid", "kid_std", "is")
-    metrics = {k.replace("-", "_"): {q: v for q, v in MT.sample_metrics(to_uint8(x), test_u8[:n], clf, seed).items()
+    score = info.get("task") != "rotation"  # logits over four rotations: an Inception-style score would mean nothing
+    metrics = {k.replace("-", "_"): {q: v for q, v in MT.sample_metrics(to_uint8(x), test_u8[:n], clf, seed,
+                                                                        score=score).items()
                                      if q in keep} for k, x in cols.items()}
-    real = MT.real_baseline(test_u8, train_u8, n, clf, info["weights_sha256"], out, seed)
+    real = MT.real_baseline(test_u8, train_u8, n, clf, info["weights_sha256"], out, seed, score=score)
     metrics = {**metrics, "real": {q: real[q] for q in keep}, "n_samples": n}
-    if info.get("task") == "rotation":  # logits over four rotations: an Inception-style score would mean nothing
-        metrics = {k: {**v, "is": None} if isinstance(v, dict) else v for k, v in metrics.items()}
     for space, embed in (("pixels", None), ("features", clf.features)):
         rows = []
         for name in ("baseline", "two-step"):
