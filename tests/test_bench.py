@@ -38,14 +38,17 @@ def test_bench_train_times_both_networks_on_the_same_step(tmp_path):
     assert r["fast_fraction_of_matmul"] == pytest.approx(r["fast_gflops_per_s"] / r["matmul_gflops_per_s"], rel=1e-9)
 
 
-def test_bench_train_at_channel_dropout_counts_the_mask_thread(tmp_path):
+@pytest.mark.parametrize("masks,fast_threads", [("bits", 1), ("bernoulli", 2)])
+def test_bench_train_at_channel_dropout_counts_the_mask_thread(tmp_path, masks, fast_threads):
     out = tmp_path / "c.jsonl"
     p = _bench("train", "--preset", "digits-stage1", "--batch-size", "4", "--steps", "1", "--set", "model.dropout=0.5",
-               "--set", "model.dropout_mode=channel", "--out", str(out))
+               "--set", "model.dropout_mode=channel", "--set", f"model.dropout_masks={masks}", "--out", str(out))
     assert p.returncode == 0, p.stderr
     r = json.loads(out.read_text().splitlines()[0])
     assert r["dropout_mode"] == "channel" and r["same_loss_and_grads"]
-    assert r["threads_used"] == {"fast": 2, "reference": 1}  # one torch thread, plus the fused path's mask thread
+    assert r["dropout_masks"] == masks and r["reference_dropout_masks"] == "bernoulli"
+    # one torch thread; with bernoulli masks the fused path adds its mask thread, bit masks are drawn inline
+    assert r["threads_used"] == {"fast": fast_threads, "reference": 1}
 
 
 def test_gpu_check_script_says_no_gpu_in_one_line_and_its_dry_run_measures(tmp_path):

@@ -9,11 +9,12 @@ from arsmooth.networks.pixelcnnpp import PixelCNNpp, concat_elu, padded_concat_e
 from arsmooth.networks.stacked import bottom_half, stack_pair
 
 
-def _model(channels, nr_resnet=1, nr_filters=8, nr_mix=2, dropout=0.0, fused=False, dropout_mode="element"):
+def _model(channels, nr_resnet=1, nr_filters=8, nr_mix=2, dropout=0.0, fused=False, dropout_mode="element",
+           dropout_masks="bernoulli"):
     torch.manual_seed(1)
     m = PixelCNNpp(
         in_channels=channels, nr_resnet=nr_resnet, nr_filters=nr_filters,
-        nr_logistic_mix=nr_mix, dropout=dropout, fused=fused, dropout_mode=dropout_mode,
+        nr_logistic_mix=nr_mix, dropout=dropout, fused=fused, dropout_mode=dropout_mode, dropout_masks=dropout_masks,
     )
     return m.double().eval()
 
@@ -160,7 +161,8 @@ def test_padded_concat_elu_equals_the_straightforward_chain(pad, channels_last):
     ref = torch.nn.functional.pad(torch.nn.functional.dropout(concat_elu(torch.cat(xs, 1)), 0.5, True), pad)
     torch.manual_seed(7)
     out = padded_concat_elu(xs, pad, 0.5, True)
-    assert torch.equal(out, ref)
+    assert torch.equal(out == 0, ref == 0)  # the same entries dropped (and the same padding)
+    torch.testing.assert_close(out, ref, rtol=1e-13, atol=1e-15)  # the ELU's vectorised and scalar paths: 1 ulp
     assert out.is_contiguous(memory_format=fmt)
     g = torch.randn_like(ref)
     ref_grads = torch.autograd.grad(ref, xs, g)
@@ -175,14 +177,22 @@ def test_padded_concat_elu_gradient_is_the_derivative():
 
     assert torch.autograd.gradcheck(lambda x: _PaddedConcatElu.apply((1, 1, 1, 0), mask, x), xs)
     assert torch.autograd.gradcheck(lambda x: _PaddedConcatElu.apply((1, 0, 1, 0), None, x), xs)
+    channel_mask = torch.tensor([0.0, 2.0, 2.0, 0.0], dtype=torch.float64).view(1, 4, 1, 1)  # Dropout2d's shape
+    two = [torch.randn(1, 1, 3, 4, dtype=torch.float64, requires_grad=True) for _ in range(2)]
+    assert torch.autograd.gradcheck(lambda a, b: _PaddedConcatElu.apply((0, 1, 0, 1), channel_mask, a, b), two)
+    assert torch.autograd.gradcheck(lambda a, b: _PaddedConcatElu.apply((0, 0, 0, 0), channel_mask, a, b), two)
+    assert torch.autograd.gradcheck(lambda a, b: _PaddedConcatElu.apply((0, 0, 0, 0), None, a, b), two)
 
 
+@pytest.mark.parametrize("source", ["bernoulli", "bits"])
 @pytest.mark.parametrize("channels,mode", [(1, "element"), (3, "element"), (1, "channel"), (3, "channel")])
-def test_fused_network_trains_exactly_like_the_straightforward_one(channels, mode):
+def test_fused_network_trains_exactly_like_the_straightforward_one(channels, mode, source):
     # train mode with dropout: same weights and seed give the same loss and gradients, i.e. the
-    # fused path consumes the same random numbers (channel mode: those nn.Dropout2d draws)
-    ref = _model(channels, nr_resnet=2, dropout=0.5, dropout_mode=mode).float().train()
-    fused = _model(channels, nr_resnet=2, dropout=0.5, fused=True, dropout_mode=mode).float().train()
+    # fused path consumes the same random numbers (bernoulli: F.dropout's, channel mode nn.Dropout2d's;
+    # bits: the bit masks, drawn by both networks)
+    ref = _model(channels, nr_resnet=2, dropout=0.5, dropout_mode=mode, dropout_masks=source).float().train()
+    fused = _model(channels, nr_resnet=2, dropout=0.5, fused=True, dropout_mode=mode,
+                   dropout_masks=source).float().train()
     fused.load_state_dict(ref.state_dict())
     x = L.quantize(torch.rand(3, channels, 8, 8) * 2 - 1)
     grads = []
@@ -196,11 +206,14 @@ def test_fused_network_trains_exactly_like_the_straightforward_one(channels, mod
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
 
 
-@pytest.mark.parametrize("mode", ["element", "channel"])
-def test_dropout_masks_are_unbiased_and_independent(mode, monkeypatch):
+@pytest.mark.parametrize("mode,source,p", [("element", "bernoulli", 0.3), ("channel", "bernoulli", 0.3),
+                                           ("element", "bits", 0.5), ("channel", "bits", 0.5),
+                                           ("element", "bits", 0.25), ("element", "bits", 0.3)])
+def test_dropout_masks_are_unbiased_and_independent(mode, source, p, monkeypatch):
     """The masks the fused network multiplies by (the straightforward network's, by the test above): every
     entry is 0 or 1 / (1 - p), dropped with probability p, with no correlation between neighbouring
-    entries; channel masks are one draw per image and channel. Bounds: 5 standard errors."""
+    entries; channel masks are one draw per image and channel. Bounds: 5 standard errors. Bit masks:
+    p = 1/2 (one bit per entry), p = 1/4 (a byte per entry) and p = 0.3 (not a whole number of bits)."""
     import arsmooth.networks.pixelcnnpp as P
 
     seen, real = [], P._PaddedConcatElu
@@ -213,8 +226,8 @@ def test_dropout_masks_are_unbiased_and_independent(mode, monkeypatch):
             return real.apply(pad, mask, *xs)
 
     monkeypatch.setattr(P, "_PaddedConcatElu", Recording)
-    p, b = 0.3, 16
-    m = _model(1, nr_resnet=2, dropout=p, fused=True, dropout_mode=mode).float().train()
+    b = 16
+    m = _model(1, nr_resnet=2, dropout=p, fused=True, dropout_mode=mode, dropout_masks=source).float().train()
     torch.manual_seed(0)
     m(torch.rand(b, 1, 8, 8) * 2 - 1)
     assert len(seen) == 2 * 3 * 2 + 2 * (3 * 2 + 2)  # one mask per gated resnet
@@ -230,3 +243,22 @@ def test_dropout_masks_are_unbiased_and_independent(mode, monkeypatch):
     c = torch.cat([(mk[:, 1:] if mode == "channel" else mk[..., 1:]).flatten() for mk in seen]) == 0
     corr = torch.corrcoef(torch.stack([a.double(), c.double()]))[0, 1]
     assert abs(corr) < 5 / len(a) ** 0.5
+
+
+def test_random_bytes_give_independent_fair_bits():
+    """Every bit position of the bytes (hence of the 64-bit words they come from) is a fair coin, and
+    neighbouring bits, within a byte and across bytes, are uncorrelated. Bounds: 5 standard errors."""
+    from arsmooth.networks.pixelcnnpp import random_bytes
+
+    torch.manual_seed(0)
+    n = 1 << 17
+    b = random_bytes(n)
+    assert b.dtype == torch.uint8 and b.shape == (n,)
+    bits = ((b.long().unsqueeze(1) >> torch.arange(8)) & 1).double()  # (n, 8)
+    words = bits.view(-1, 64)  # the 64 bits of each generator draw, in order
+    assert torch.all((words.mean(0) - 0.5).abs() < 5 * (0.25 / len(words)) ** 0.5)
+    flat = bits.flatten()
+    corr = torch.corrcoef(torch.stack([flat[:-1], flat[1:]]))[0, 1]
+    assert abs(corr) < 5 / len(flat) ** 0.5
+    corr8 = torch.corrcoef(torch.stack([flat[:-8], flat[8:]]))[0, 1]  # the same bit of neighbouring bytes
+    assert abs(corr8) < 5 / len(flat) ** 0.5

@@ -5,14 +5,17 @@ model configuration, threads and device. The obvious sampler costs one full netw
 the same for every pixel, so it is timed on the first ``ref_pixels`` pixels and scaled to the whole
 image (``"obvious_pixels_timed"`` says how many); ``ref_pixels=0`` times it on the whole image.
 
-The training benchmark times full steps (loss, backward, Adam) of the fused network against the
-straightforward one (``model.fused=false``: ``F.pad``, ``torch.cat``, ``F.elu``, ``F.dropout`` as in
-the public PixelCNN++ ports), steps interleaved so that machine load hits both alike, after checking
-that their first step gives the same loss and gradients from the same random numbers. It also reports
+The training benchmark times full steps (loss, backward, Adam) of the fused network (with the preset's
+``model.dropout_masks``, by default bit masks) against the straightforward one built as the public
+PixelCNN++ ports are (``model.fused=false``, ``model.dropout_masks=bernoulli``: ``F.pad``, ``torch.cat``,
+``F.elu``, ``F.dropout``), steps interleaved so that machine load hits both alike, after checking that the
+fused step's loss and gradients equal those of the straightforward network drawing the same masks from the
+same random numbers (with bit masks, a third copy of the straightforward network does). It also reports
 the step's floating-point work (``torch.utils.flop_counter``: the convolutions and products), the
 GFLOP/s of both paths beside a 2048^3 matrix product timed in the same run, the CPUs the process may
-use and the threads each path actually ran (the fused path draws its dropout masks on one extra
-thread during the forward pass). Compare with another implementation at equal ``model.dropout_mode``.
+use and the threads each path actually ran (with ``dropout_masks=bernoulli`` the fused path draws its masks
+on one extra thread during the forward pass). Compare with another implementation at equal
+``model.dropout_mode``.
 """
 
 from __future__ import annotations
@@ -126,10 +129,13 @@ def bench_sample(preset: str, batch: int = 64, ref_pixels: int = 28, device: str
 
 def bench_train(preset: str, batch: int | None = None, steps: int = 5, device: str = "cpu", seed: int = 0,
                 overrides=()) -> dict:
-    """Training steps of the fused network vs the straightforward one (same weights, same data)."""
+    """Training steps of the fused network vs the port-style straightforward one (same weights, same data)."""
     model, cfg = _model(preset, device, [*overrides, "model.fused=true"])
-    ref, _ = _model(preset, device, [*overrides, "model.fused=false"])
+    masks = cfg["model"]["dropout_masks"]
+    ref, _ = _model(preset, device, [*overrides, "model.fused=false", "model.dropout_masks=bernoulli"])
+    same, _ = _model(preset, device, [*overrides, "model.fused=false"])  # the fused network's own masks
     ref.load_state_dict(model.state_dict())
+    same.load_state_dict(model.state_dict())
     batch = batch or cfg["train"]["batch_size"]
     h, w = model.image_size
     gen = torch.Generator(device).manual_seed(seed)
@@ -141,11 +147,11 @@ def bench_train(preset: str, batch: int | None = None, steps: int = 5, device: s
     cuda = device.startswith("cuda")
     bf16, channels_last = cuda and gpu.get("bf16", False), cuda and gpu.get("channels_last", False)  # as train does
     if channels_last:
-        model, ref = (m.to(memory_format=torch.channels_last) for m in (model, ref))
+        model, ref, same = (m.to(memory_format=torch.channels_last) for m in (model, ref, same))
         x = x.contiguous(memory_format=torch.channels_last)
         x_tilde = None if x_tilde is None else x_tilde.contiguous(memory_format=torch.channels_last)
     runs = {}
-    for name, m in (("fused", model), ("straightforward", ref)):
+    for name, m in (("fused", model), ("straightforward", ref), ("same masks", same)):
         m.train()
         runs[name] = {"model": m, "opt": torch.optim.Adam(m.parameters(), lr=cfg["train"]["lr"]), "t": 0.0}
 
@@ -166,7 +172,9 @@ def bench_train(preset: str, batch: int | None = None, steps: int = 5, device: s
 
     torch.manual_seed(seed)
     flops = step_flops(ref, x, x_tilde)  # the same convolutions in both networks
-    (l_f, g_f), (l_r, g_r) = step(runs["fused"], False, seed), step(runs["straightforward"], False, seed)
+    (l_f, g_f), (l_r, g_r) = step(runs["fused"], False, seed), step(runs["same masks"], False, seed)
+    del runs["same masks"]
+    step(runs["straightforward"], False, seed)  # its untimed first step, as the fused one had
     grad_err = max(((a - b).abs().max() / b.abs().max().clamp_min(1e-12)).item() for a, b in zip(g_f, g_r))
     loss_err = abs(l_f.item() - l_r.item()) / max(abs(l_r.item()), 1e-12)
     for i in range(steps):  # interleaved, alternating who goes first
@@ -175,7 +183,8 @@ def bench_train(preset: str, batch: int | None = None, steps: int = 5, device: s
             step(runs[name], True, seed + 1 + i)
     t_f, t_r = runs["fused"]["t"], runs["straightforward"]["t"]
     threads = torch.get_num_threads()
-    mask_thread = not cuda and cfg["model"]["dropout"] > 0  # the fused forward pass: threads - 1 for torch, 1 for masks
+    # with bernoulli masks, the fused forward pass runs threads - 1 for torch and 1 for the masks
+    mask_thread = not cuda and cfg["model"]["dropout"] > 0 and masks == "bernoulli"
     peak = matmul_gflops(device)
     return {"bench": "train", "preset": preset, "kind": model.kind, "batch": batch, "steps_timed": steps,
             "fast_images_per_s": batch * steps / t_f, "reference_images_per_s": batch * steps / t_r,
@@ -188,7 +197,8 @@ def bench_train(preset: str, batch: int | None = None, steps: int = 5, device: s
             "matmul_gflops_per_s": peak, "fast_fraction_of_matmul": flops * steps / t_f / 1e9 / peak,
             "cpus_available": cpus_available() if not cuda else None,
             "threads_used": {"fast": max(threads - 1, 1) + 1 if mask_thread else threads, "reference": threads},
-            "dropout_mode": cfg["model"].get("dropout_mode", "element"),
+            "dropout_mode": cfg["model"].get("dropout_mode", "element"), "dropout_masks": masks,
+            "reference_dropout_masks": "bernoulli",
             "model": {**cfg["model"], "params": count_params(model)}, **_env(device)}
 
 

@@ -105,6 +105,7 @@ RUN_KINDS = (*KINDS, "smoothed")  # what a run trains and a checkpoint holds: sm
 STAGE2_LIKELIHOODS = ("discretized", "continuous-jitter")
 STAGE2_CONDITIONINGS = ("stacked", "spatial")
 DROPOUT_MODES = ("element", "channel")
+DROPOUT_MASKS = ("bits", "bernoulli")  # how a CPU training step draws dropout masks (networks.pixelcnnpp)
 
 
 def load_config(preset: str, overrides: list[str] | tuple[str, ...] = (), values: dict | None = None) -> dict:
@@ -181,6 +182,8 @@ def validate(cfg: dict) -> None:
     _need(isinstance(m.get("fused", True), bool), f"model.fused must be true or false, got {m.get('fused')!r}")
     _need(m.get("dropout_mode", "element") in DROPOUT_MODES,
           f"model.dropout_mode must be one of {', '.join(DROPOUT_MODES)}, got {m.get('dropout_mode')!r}")
+    _need(m.get("dropout_masks", "bernoulli") in DROPOUT_MASKS,
+          f"model.dropout_masks must be one of {', '.join(DROPOUT_MASKS)}, got {m.get('dropout_masks')!r}")
     _need(s["kernel"] in ("gaussian", "laplace", "uniform"), f"smoothing.kernel must be gaussian, laplace or uniform, got {s['kernel']!r}")
     _need(_is_num(s["sigma"]) and s["sigma"] > 0, f"smoothing.sigma must be a positive number, got {s['sigma']!r}")
     _need(isinstance(s.get("learn_sigma", False), bool), f"smoothing.learn_sigma must be true or false, got {s.get('learn_sigma')!r}")

@@ -18,7 +18,8 @@ def build_model(cfg: dict, image_shape: tuple[int, int, int]) -> ImageModel | Sm
               nr_logistic_mix=m["nr_logistic_mix"], dropout=m["dropout"], stage2_likelihood=m["stage2_likelihood"],
               image_size=tuple(image_shape[1:]), fused=m.get("fused", True),
               stage2_conditioning=m.get("stage2_conditioning", "stacked"),  # older configs: stacked
-              dropout_mode=m.get("dropout_mode", "element"))  # older configs: element
+              dropout_mode=m.get("dropout_mode", "element"),  # older configs: element
+              dropout_masks=m.get("dropout_masks", "bernoulli"))  # older configs drew F.dropout's masks
     if cfg["kind"] == "smoothed":
         s = cfg["smoothing"]
         return SmoothedImageModel(sigma=s["sigma"], learn_sigma=s.get("learn_sigma", False), **kw)

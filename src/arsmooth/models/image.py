@@ -52,6 +52,7 @@ class ImageModel(nn.Module):
         fused: bool = False,
         stage2_conditioning: str = "stacked",
         dropout_mode: str = "element",
+        dropout_masks: str = "bits",
     ):
         super().__init__()
         if kind not in KINDS:
@@ -69,7 +70,8 @@ class ImageModel(nn.Module):
         self.image_size = tuple(image_size)
         self.net = PixelCNNpp(in_channels=channels, nr_resnet=nr_resnet, nr_filters=nr_filters,
                               nr_logistic_mix=nr_logistic_mix, dropout=dropout, fused=fused,
-                              spatial_condition=self.spatial, dropout_mode=dropout_mode)
+                              spatial_condition=self.spatial, dropout_mode=dropout_mode,
+                              dropout_masks=dropout_masks)
 
     @property
     def discretized(self) -> bool:

@@ -28,7 +28,7 @@ from torch import Tensor
 from torch.nn.utils.parametrizations import weight_norm
 
 from .. import likelihoods as L
-from ..config import DROPOUT_MODES
+from ..config import DROPOUT_MASKS, DROPOUT_MODES
 from ..errors import ArsmoothError
 
 
@@ -48,12 +48,15 @@ def concat_elu(x: Tensor) -> Tensor:
 
 
 class _PaddedConcatElu(torch.autograd.Function):
-    """``F.pad(concat_elu(cat(xs)) * mask, pad)``: one contiguous ELU buffer, written once into the padded one.
+    """``F.pad(concat_elu(cat(xs)) * mask, pad)`` in fewer memory passes than the straightforward chain.
 
-    The straightforward chain allocates a tensor for the negation, the concatenation, the ELU, the
-    dropout product and the padding, and its backward pass runs through each of them; here the
-    backward pass is one masked ``elu_backward`` on the saved ELU output and one subtraction.
-    ``mask`` is the already scaled dropout mask ``(B, 2C, H, W)`` or None.
+    The chain allocates a tensor for the negation, the concatenation, the ELU, the dropout product and the
+    padding, and its backward pass runs through each of them. Here ``elu(x)`` and ``elu(-x)`` are written
+    into the two halves of one contiguous buffer (contiguous, so the ELU runs vectorised), which is then
+    scaled by the mask into the inside of the padded buffer, whose border alone is zeroed; without padding
+    and mask the ELU buffer itself is the output. The backward pass is one ``elu_backward`` on the saved
+    ELU output and one subtraction. ``mask`` is the scaled dropout mask (``(B, 2C, H, W)``, or
+    ``(B, 2C, 1, 1)`` for channel dropout) or None.
     """
 
     @staticmethod
@@ -66,16 +69,20 @@ class _PaddedConcatElu(torch.autograd.Function):
         k = 0
         for x in xs:  # channel order of cat([x, -x]) with x = cat(xs): [xs..., -xs...]
             n = x.shape[1]
-            y[:, k : k + n].copy_(x)
-            torch.neg(x, out=y[:, c + k : c + k + n])
+            torch._C._nn.elu(x, 1.0, 1.0, 1.0, out=y[:, k : k + n])
+            F.elu(torch.neg(x, out=y[:, c + k : c + k + n]), inplace=True)
             k += n
-        F.elu(y, inplace=True)  # (B, 2C, H, W)
-        out = torch.empty(b, 2 * c, h + top + bottom, w + left + right, dtype=y.dtype, device=y.device,
-                          memory_format=fmt).zero_()
-        inner = out[:, :, top : top + h, left : left + w]
-        torch.mul(y, mask, out=inner) if mask is not None else inner.copy_(y)
         ctx.pad, ctx.split = pad, [x.shape[1] for x in xs]
         ctx.save_for_backward(y, *([mask] if mask is not None else []))
+        if not any(pad):
+            return y if mask is None else y * mask
+        out = torch.empty(b, 2 * c, h + top + bottom, w + left + right, dtype=y.dtype, device=y.device,
+                          memory_format=fmt)
+        for rows, cols in ((slice(0, top), slice(None)), (slice(top + h, None), slice(None)),
+                           (slice(top, top + h), slice(0, left)), (slice(top, top + h), slice(left + w, None))):
+            out[:, :, rows, cols].zero_()  # the border only; the inside is written next
+        inner = out[:, :, top : top + h, left : left + w]
+        torch.mul(y, mask, out=inner) if mask is not None else inner.copy_(y)
         return out
 
     @staticmethod
@@ -109,8 +116,44 @@ def _dropout_mask(like: Tensor, shape: tuple[int, ...], p: float) -> Tensor:
     return out.bernoulli_(1 - p).div_(1 - p)
 
 
+def random_bytes(n: int, device: torch.device | str = "cpu") -> Tensor:
+    """``n`` uniformly random bytes (uint8) from the default generator: 64-bit words (the generator's full
+    64-bit range), read as bytes, so one draw gives 8 bytes and every bit is a fair coin."""
+    words = torch.empty((n + 7) // 8, dtype=torch.int64, device=device).random_(-(2**63), None)
+    return words.view(torch.uint8)[:n]
+
+
+_BITS = {}  # dtype, device -> (256, 8) table: row k holds the 8 bits of byte k as 0 / 1
+
+
+def _bits_dropout_mask(like: Tensor, shape: tuple[int, ...], p: float) -> Tensor:
+    """The mask ``F.dropout`` multiplies by (keep with probability ``1 - p``, scaled by ``1 / (1 - p)``),
+    drawn from random bits instead of one generator call per entry: at ``p = 1/2`` every bit of a random
+    byte is one draw (a byte-to-8-values table lookup, 64 draws per generator call); at ``p = k/256`` a
+    random byte below ``256 (1 - p)`` keeps. Other ``p`` are not a whole number of bits: ``bernoulli_``.
+    Same distribution as ``F.dropout``'s mask, another random stream. Contiguous (default) layout."""
+    n, keep = 1, 256 * (1 - p)
+    for d in shape:
+        n *= d
+    if p == 0.5 and n % 8 == 0:
+        key = (like.dtype, like.device)
+        if key not in _BITS:
+            _BITS[key] = ((torch.arange(256).unsqueeze(1) >> torch.arange(8)) & 1).to(like.dtype).to(like.device)
+        return torch.index_select(_BITS[key] * 2, 0, random_bytes(n // 8, like.device).int()).view(shape)
+    if keep != round(keep):
+        return _dropout_mask(like, shape, p).contiguous()
+    return (random_bytes(n, like.device) < int(keep)).view(shape).to(like.dtype).div_(1 - p)
+
+
+def draw_dropout_mask(like: Tensor, shape: tuple[int, ...], p: float, source: str) -> Tensor:
+    """A scaled dropout mask of ``shape`` from ``source``: ``bernoulli`` (exactly ``F.dropout``'s draws) or
+    ``bits`` (:func:`_bits_dropout_mask`)."""
+    return _bits_dropout_mask(like, shape, p) if source == "bits" else _dropout_mask(like, shape, p)
+
+
 def padded_concat_elu(xs: list[Tensor], pad: tuple[int, int, int, int] = (0, 0, 0, 0), dropout: float = 0.0,
-                      training: bool = False, masks: DropoutMasks | None = None, channel: bool = False) -> Tensor:
+                      training: bool = False, masks: DropoutMasks | None = None, channel: bool = False,
+                      source: str = "bernoulli") -> Tensor:
     """Same values as ``F.pad(F.dropout(concat_elu(torch.cat(xs, 1)), dropout, training), pad)``
     (``F.dropout2d`` with ``channel``: one draw per image and channel, ``(B, 2C, 1, 1)``).
 
@@ -119,12 +162,14 @@ def padded_concat_elu(xs: list[Tensor], pad: tuple[int, int, int, int] = (0, 0, 
     so ahead of time: a training run consumes the same random numbers as the straightforward chain
     and gives the same results to float tolerance. (On CUDA, ``F.dropout`` uses a fused kernel with
     its own random stream: there the masks have the same distribution, not the same values.)
+    ``source="bits"`` draws the mask from random bits (:func:`draw_dropout_mask`), as the straightforward
+    network with ``dropout_masks="bits"`` does.
     """
     mask = None
     if training and dropout > 0:
         b, _, h, w = xs[0].shape
         shape = (b, 2 * sum(x.shape[1] for x in xs), *((1, 1) if channel else (h, w)))
-        mask = masks.next(shape) if masks is not None else _dropout_mask(xs[0], shape, dropout)
+        mask = masks.next(shape) if masks is not None else draw_dropout_mask(xs[0], shape, dropout, source)
     return _PaddedConcatElu.apply(pad, mask, *xs)
 
 
@@ -244,12 +289,14 @@ class GatedResnet(nn.Module):
     ``fused=True`` computes the same function with fewer memory passes: each concat-ELU (with its
     dropout and the next convolution's padding) is written into one buffer by
     ``padded_concat_elu``, the gate is one ``addcmul``. Same parameters, same random numbers.
+    ``mask_source`` is how dropout masks are drawn on CPU in training (``bits`` or ``bernoulli``, see
+    :func:`draw_dropout_mask`); both paths draw the same masks from the same generator state.
     """
 
     def __init__(self, nr_filters: int, conv: type[nn.Module], n_aux: int, dropout: float, fused: bool = False,
-                 n_cond: int = 0, channel_dropout: bool = False):
+                 n_cond: int = 0, channel_dropout: bool = False, mask_source: str = "bernoulli"):
         super().__init__()
-        self.fused, self.channel_dropout = fused, channel_dropout
+        self.fused, self.channel_dropout, self.mask_source = fused, channel_dropout, mask_source
         self.conv_in = conv(2 * nr_filters, nr_filters)
         self.nin_aux = _nin(2 * n_aux * nr_filters, nr_filters) if n_aux else None
         self.dropout = nn.Dropout2d(dropout) if channel_dropout else nn.Dropout(dropout)
@@ -264,18 +311,29 @@ class GatedResnet(nn.Module):
         c = self.conv_in(concat_elu(x))  # (B, F, H, W)
         if aux is not None:
             c = c + self.nin_aux(concat_elu(torch.cat(aux, 1)))
-        c = self.conv_out(self.dropout(concat_elu(c)))  # (B, 2F, H, W)
+        c = self.conv_out(self._dropout(concat_elu(c)))  # (B, 2F, H, W)
         if cond is not None:
             c = c + self.nin_cond(cond)
         a, b = c.chunk(2, 1)
         return x + a * torch.sigmoid(b)
+
+    def _source(self, x: Tensor) -> str:
+        return self.mask_source if x.device.type == "cpu" else "bernoulli"  # CUDA: torch's dropout kernels
+
+    def _dropout(self, h: Tensor) -> Tensor:
+        """``self.dropout(h)``, or with bit masks the same distribution from :func:`draw_dropout_mask`."""
+        if not (self.training and self.dropout.p > 0 and self._source(h) == "bits"):
+            return self.dropout(h)
+        b, c = h.shape[:2]
+        return h * draw_dropout_mask(h, (b, c, 1, 1) if self.channel_dropout else h.shape, self.dropout.p, "bits")
 
     def _fused_forward(self, x: Tensor, aux: list[Tensor] | None, masks: DropoutMasks | None,
                        cond: Tensor | None) -> Tensor:
         c = self.conv_in.conv(padded_concat_elu([x], self.conv_in.pad))  # (B, F, H, W)
         if aux is not None:
             c = c + self.nin_aux(padded_concat_elu(aux))
-        h = padded_concat_elu([c], self.conv_out.pad, self.dropout.p, self.training, masks, self.channel_dropout)
+        h = padded_concat_elu([c], self.conv_out.pad, self.dropout.p, self.training, masks, self.channel_dropout,
+                              self._source(x))
         c = self.conv_out.conv(h)  # (B, 2F, H, W)
         if cond is not None:
             c = c + self.nin_cond(cond)
@@ -332,7 +390,10 @@ class PixelCNNpp(nn.Module):
     Paper defaults (CIFAR-10): ``nr_resnet=5, nr_filters=160, nr_logistic_mix=10, dropout=0.5``;
     MNIST in the smoothing paper uses ``nr_filters=40``. ``dropout_mode``: ``element`` drops single
     activations (``nn.Dropout``), ``channel`` whole feature maps per image (``nn.Dropout2d``, what the
-    paper's official code and the public PyTorch port draw).
+    paper's official code and the public PyTorch port draw). ``dropout_masks`` (CPU training): ``bits``
+    draws the masks from random bits (one generator call per 64 draws at ``dropout=0.5``; same
+    distribution, another random stream), ``bernoulli`` exactly as ``F.dropout`` does (the fused path
+    then draws them on a side thread, :class:`DropoutMasks`).
     """
 
     def __init__(
@@ -346,6 +407,7 @@ class PixelCNNpp(nn.Module):
         fused: bool = False,
         spatial_condition: bool = False,
         dropout_mode: str = "element",
+        dropout_masks: str = "bits",
     ):
         super().__init__()
         if in_channels not in (1, 3):
@@ -359,7 +421,9 @@ class PixelCNNpp(nn.Module):
             raise ArsmoothError(f"dropout must be in [0, 1), got {dropout}")
         if dropout_mode not in DROPOUT_MODES:
             raise ArsmoothError(f"dropout_mode must be one of {', '.join(DROPOUT_MODES)}, got {dropout_mode!r}")
-        self.dropout_mode = dropout_mode
+        if dropout_masks not in DROPOUT_MASKS:
+            raise ArsmoothError(f"dropout_masks must be one of {', '.join(DROPOUT_MASKS)}, got {dropout_masks!r}")
+        self.dropout_mode, self.dropout_masks = dropout_mode, dropout_masks
         self.in_channels, self.nr_resnet, self.nr_filters = in_channels, nr_resnet, nr_filters
         self.nr_logistic_mix, self.dropout, self.fused = nr_logistic_mix, dropout, fused
         self.out_channels = L.image_param_channels(in_channels, nr_logistic_mix)
@@ -375,8 +439,8 @@ class PixelCNNpp(nn.Module):
         n_cond = nf if spatial_condition else 0
 
         def blocks(n: int, conv: type[nn.Module], n_aux: int) -> nn.ModuleList:
-            return nn.ModuleList(GatedResnet(nf, conv, n_aux, dropout, fused, n_cond, dropout_mode == "channel")
-                                 for _ in range(n))
+            return nn.ModuleList(GatedResnet(nf, conv, n_aux, dropout, fused, n_cond, dropout_mode == "channel",
+                                             dropout_masks) for _ in range(n))
 
         # Down pass (resolution H -> H/4; the paper's code calls it the "up pass"): nr_resnet
         # blocks per stage; ul gets u as auxiliary input.
@@ -420,7 +484,8 @@ class PixelCNNpp(nn.Module):
         """Mixture parameters ``(B, P, H, W)``; ``cond`` is x~ for a spatially conditioned network."""
         self._check(x, cond)
         maps = None if cond is None else self.encoder(cond)
-        if not (self.fused and self.training and self.dropout > 0 and x.device.type == "cpu"):
+        if not (self.fused and self.training and self.dropout > 0 and x.device.type == "cpu"
+                and self.dropout_masks == "bernoulli"):  # bit masks are cheap enough to draw inline
             return self._walk(_TensorOps(None, maps), x)
         threads = torch.get_num_threads()
         masks = DropoutMasks(x, self._mask_shapes(x.shape[0], *x.shape[2:]), self.dropout)
