@@ -123,7 +123,7 @@ def random_bytes(n: int, device: torch.device | str = "cpu") -> Tensor:
     return words.view(torch.uint8)[:n]
 
 
-_BITS = {}  # dtype, device -> (256, 8) table: row k holds the 8 bits of byte k as 0 / 1
+_BITS = {}  # dtype, device -> (256, 8) table: row k holds the 8 bits of byte k as 0 / 2 (dropped / kept at p=1/2)
 
 
 def _bits_dropout_mask(like: Tensor, shape: tuple[int, ...], p: float) -> Tensor:
@@ -138,8 +138,8 @@ def _bits_dropout_mask(like: Tensor, shape: tuple[int, ...], p: float) -> Tensor
     if p == 0.5 and n % 8 == 0:
         key = (like.dtype, like.device)
         if key not in _BITS:
-            _BITS[key] = ((torch.arange(256).unsqueeze(1) >> torch.arange(8)) & 1).to(like.dtype).to(like.device)
-        return torch.index_select(_BITS[key] * 2, 0, random_bytes(n // 8, like.device).int()).view(shape)
+            _BITS[key] = (2 * ((torch.arange(256).unsqueeze(1) >> torch.arange(8)) & 1)).to(like.dtype).to(like.device)
+        return torch.index_select(_BITS[key], 0, random_bytes(n // 8, like.device).int()).view(shape)
     if keep != round(keep):
         return _dropout_mask(like, shape, p).contiguous()
     return (random_bytes(n, like.device) < int(keep)).view(shape).to(like.dtype).div_(1 - p)
