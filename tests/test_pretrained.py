@@ -17,7 +17,7 @@ from arsmooth.errors import ArsmoothError
 
 def test_every_shipped_file_matches_its_manifest_and_loads():
     m = P.manifest()
-    assert "mnist" in m, "the package ships the pretrained MNIST models"
+    assert {"mnist", "fashion"} <= set(m), "the package ships the pretrained MNIST and Fashion-MNIST models"
     for name, models in m.items():
         assert set(models) <= set(P.KINDS)
         sigmas = set()
@@ -64,11 +64,12 @@ def test_ship_is_exact_and_a_damaged_file_is_refused(tmp_path):
     assert "\n" not in str(err.value)
 
 
-def test_sample_pretrained_from_the_cli(tmp_path, monkeypatch):
+@pytest.mark.parametrize("name", ["mnist", "fashion"])
+def test_sample_pretrained_from_the_cli(tmp_path, monkeypatch, name):
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("ARSMOOTH_DATA", raising=False)
     for method in ("baseline", "two-step"):
-        assert main(["sample", "--pretrained", "mnist", "--method", method, "-n", "2", "--out", "s",
+        assert main(["sample", "--pretrained", name, "--method", method, "-n", "2", "--out", "s",
                      "--no-progress", "--threads", "1"]) == 0
         u8 = np.load(tmp_path / "s" / f"samples_{method.replace('-', '_')}.npz")["uint8"]
         assert u8.shape == (2, 1, 28, 28) and u8.dtype == np.uint8
