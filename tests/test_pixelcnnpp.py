@@ -184,6 +184,16 @@ def test_padded_concat_elu_gradient_is_the_derivative():
     assert torch.autograd.gradcheck(lambda a, b: _PaddedConcatElu.apply((0, 0, 0, 0), None, a, b), two)
 
 
+def test_gate_gradient_is_the_derivative():
+    from arsmooth.networks.pixelcnnpp import _Gate
+
+    x = torch.randn(2, 3, 4, 5, dtype=torch.float64, requires_grad=True)
+    c = torch.randn(2, 6, 4, 5, dtype=torch.float64, requires_grad=True)
+    a, b = c.detach().chunk(2, 1)
+    assert torch.allclose(_Gate.apply(x, c), x + a * torch.sigmoid(b))
+    assert torch.autograd.gradcheck(_Gate.apply, (x, c))
+
+
 @pytest.mark.parametrize("source", ["bernoulli", "bits"])
 @pytest.mark.parametrize("channels,mode", [(1, "element"), (3, "element"), (1, "channel"), (3, "channel")])
 def test_fused_network_trains_exactly_like_the_straightforward_one(channels, mode, source):

@@ -47,6 +47,28 @@ def concat_elu(x: Tensor) -> Tensor:
     return F.elu(torch.cat([x, -x], 1))  # (B, 2C, H, W)
 
 
+class _Gate(torch.autograd.Function):
+    """``x + a * sigmoid(b)`` with ``(a, b) = c.chunk(2, 1)``, the gated resnet's output; the backward pass
+    writes both halves of ``c``'s gradient into one buffer instead of concatenating them."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, c: Tensor) -> Tensor:
+        a, b = c.chunk(2, 1)
+        s = torch.sigmoid(b)
+        ctx.save_for_backward(a, s)
+        return torch.addcmul(x, a, s)
+
+    @staticmethod
+    def backward(ctx, g: Tensor):
+        a, s = ctx.saved_tensors
+        n = a.shape[1]
+        gc = torch.empty(g.shape[0], 2 * n, *g.shape[2:], dtype=g.dtype, device=g.device,
+                         memory_format=_layout(a))
+        torch.mul(g, s, out=gc[:, :n])  # d/da
+        torch.ops.aten.sigmoid_backward.grad_input(g * a, s, grad_input=gc[:, n:])  # d/db: g a s (1 - s)
+        return g, gc
+
+
 class _PaddedConcatElu(torch.autograd.Function):
     """``F.pad(concat_elu(cat(xs)) * mask, pad)`` in fewer memory passes than the straightforward chain.
 
@@ -91,9 +113,12 @@ class _PaddedConcatElu(torch.autograd.Function):
         y, *mask = ctx.saved_tensors
         h, w = y.shape[-2:]
         g = grad[:, :, top : top + h, left : left + w]
-        g = g * mask[0] if mask else g.contiguous()
-        # derivative of ELU from its output: 1 where y > 0, y + 1 elsewhere
-        d = torch.ops.aten.elu_backward(g, 1.0, 1.0, 1.0, True, y)  # (B, 2C, H, W)
+        # derivative of ELU from its output: 1 where y > 0, y + 1 elsewhere; with a mask, in place on g * mask
+        if mask:
+            g = g * mask[0]
+            d = torch.ops.aten.elu_backward.grad_input(g, 1.0, 1.0, 1.0, True, y, grad_input=g)
+        else:
+            d = torch.ops.aten.elu_backward(g, 1.0, 1.0, 1.0, True, y)  # (B, 2C, H, W)
         c = y.shape[1] // 2
         grads, k = [], 0
         for n in ctx.split:
@@ -288,7 +313,7 @@ class GatedResnet(nn.Module):
 
     ``fused=True`` computes the same function with fewer memory passes: each concat-ELU (with its
     dropout and the next convolution's padding) is written into one buffer by
-    ``padded_concat_elu``, the gate is one ``addcmul``. Same parameters, same random numbers.
+    ``padded_concat_elu``, the gate is one ``addcmul`` (:class:`_Gate`). Same parameters, same random numbers.
     ``mask_source`` is how dropout masks are drawn on CPU in training (``bits`` or ``bernoulli``, see
     :func:`draw_dropout_mask`); both paths draw the same masks from the same generator state.
     """
@@ -330,15 +355,14 @@ class GatedResnet(nn.Module):
     def _fused_forward(self, x: Tensor, aux: list[Tensor] | None, masks: DropoutMasks | None,
                        cond: Tensor | None) -> Tensor:
         c = self.conv_in.conv(padded_concat_elu([x], self.conv_in.pad))  # (B, F, H, W)
-        if aux is not None:
-            c = c + self.nin_aux(padded_concat_elu(aux))
+        if aux is not None:  # in place: a convolution's backward pass does not need its output
+            c = c.add_(self.nin_aux(padded_concat_elu(aux)))
         h = padded_concat_elu([c], self.conv_out.pad, self.dropout.p, self.training, masks, self.channel_dropout,
                               self._source(x))
         c = self.conv_out.conv(h)  # (B, 2F, H, W)
         if cond is not None:
-            c = c + self.nin_cond(cond)
-        a, b = c.chunk(2, 1)  # (B, F, H, W) each
-        return torch.addcmul(x, a, torch.sigmoid(b))
+            c = c.add_(self.nin_cond(cond))
+        return _Gate.apply(x, c)  # x + a * sigmoid(b), (a, b) = c.chunk(2, 1)
 
 
 class _PlainResnet(nn.Module):
