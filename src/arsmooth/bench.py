@@ -127,15 +127,24 @@ def bench_sample(preset: str, batch: int = 64, ref_pixels: int = 28, device: str
             "model": {**cfg["model"], "params": count_params(model)}, **_env(device)}
 
 
+def _train_networks(preset: str, device: str, overrides) -> tuple[ImageModel, ImageModel, ImageModel, dict]:
+    """The fused network, the port-style reference (``fused=false``, ``bernoulli`` masks) and the straightforward
+    network drawing the fused one's masks (the reference itself unless the masks are bits), one set of weights."""
+    model, cfg = _model(preset, device, [*overrides, "model.fused=true"])
+    ref, _ = _model(preset, device, [*overrides, "model.fused=false", "model.dropout_masks=bernoulli"])
+    ref.load_state_dict(model.state_dict())
+    same = ref
+    if cfg["model"]["dropout_masks"] != "bernoulli":
+        same, _ = _model(preset, device, [*overrides, "model.fused=false"])
+        same.load_state_dict(model.state_dict())
+    return model, ref, same, cfg
+
+
 def bench_train(preset: str, batch: int | None = None, steps: int = 5, device: str = "cpu", seed: int = 0,
                 overrides=()) -> dict:
     """Training steps of the fused network vs the port-style straightforward one (same weights, same data)."""
-    model, cfg = _model(preset, device, [*overrides, "model.fused=true"])
+    model, ref, same, cfg = _train_networks(preset, device, overrides)
     masks = cfg["model"]["dropout_masks"]
-    ref, _ = _model(preset, device, [*overrides, "model.fused=false", "model.dropout_masks=bernoulli"])
-    same, _ = _model(preset, device, [*overrides, "model.fused=false"])  # the fused network's own masks
-    ref.load_state_dict(model.state_dict())
-    same.load_state_dict(model.state_dict())
     batch = batch or cfg["train"]["batch_size"]
     h, w = model.image_size
     gen = torch.Generator(device).manual_seed(seed)
@@ -147,13 +156,17 @@ def bench_train(preset: str, batch: int | None = None, steps: int = 5, device: s
     cuda = device.startswith("cuda")
     bf16, channels_last = cuda and gpu.get("bf16", False), cuda and gpu.get("channels_last", False)  # as train does
     if channels_last:
-        model, ref, same = (m.to(memory_format=torch.channels_last) for m in (model, ref, same))
+        for m in (model, ref, same):
+            m.to(memory_format=torch.channels_last)  # in place (a module's .to returns itself)
         x = x.contiguous(memory_format=torch.channels_last)
         x_tilde = None if x_tilde is None else x_tilde.contiguous(memory_format=torch.channels_last)
-    runs = {}
-    for name, m in (("fused", model), ("straightforward", ref), ("same masks", same)):
+
+    def run_of(m) -> dict:
         m.train()
-        runs[name] = {"model": m, "opt": torch.optim.Adam(m.parameters(), lr=cfg["train"]["lr"]), "t": 0.0}
+        return {"model": m, "opt": torch.optim.Adam(m.parameters(), lr=cfg["train"]["lr"]), "t": 0.0}
+
+    runs = {"fused": run_of(model), "straightforward": run_of(ref)}
+    check = runs["straightforward"] if same is ref else run_of(same)
 
     def step(r: dict, timed: bool, rng_seed: int) -> tuple[torch.Tensor, list | None]:
         torch.manual_seed(rng_seed)  # the same dropout masks for both networks
@@ -172,9 +185,9 @@ def bench_train(preset: str, batch: int | None = None, steps: int = 5, device: s
 
     torch.manual_seed(seed)
     flops = step_flops(ref, x, x_tilde)  # the same convolutions in both networks
-    (l_f, g_f), (l_r, g_r) = step(runs["fused"], False, seed), step(runs["same masks"], False, seed)
-    del runs["same masks"]
-    step(runs["straightforward"], False, seed)  # its untimed first step, as the fused one had
+    (l_f, g_f), (l_r, g_r) = step(runs["fused"], False, seed), step(check, False, seed)
+    if check is not runs["straightforward"]:
+        step(runs["straightforward"], False, seed)  # its untimed first step, as the fused one had
     grad_err = max(((a - b).abs().max() / b.abs().max().clamp_min(1e-12)).item() for a, b in zip(g_f, g_r))
     loss_err = abs(l_f.item() - l_r.item()) / max(abs(l_r.item()), 1e-12)
     for i in range(steps):  # interleaved, alternating who goes first
