@@ -299,3 +299,19 @@ def test_typed_values_reach_the_config_without_a_text_round_trip():
     assert cfg["smoothing"]["sigma"] == 1e-5 and cfg["train"]["max_minutes"] is None and cfg["train"]["seed"] == 3
     with pytest.raises(ArsmoothError, match="smoothing.sigma must be a positive number"):
         load_config("digits-stage1", values={"smoothing.sigma": -1.0})
+
+
+def test_dropout_masks_setting_reaches_every_block_and_old_configs_keep_bernoulli():
+    from arsmooth.models.build import build_model
+
+    with pytest.raises(ArsmoothError, match="model.dropout_masks must be one of bits, bernoulli, got 'coin'"):
+        load_config("digits-baseline", ["model.dropout_masks=coin"])
+
+    def sources(cfg):
+        return {m.mask_source for m in build_model(cfg, (1, 8, 8)).modules() if hasattr(m, "mask_source")}
+
+    assert sources(load_config("digits-baseline")) == {"bits"}  # the default for new runs
+    assert sources(load_config("digits-baseline", ["model.dropout_masks=bernoulli"])) == {"bernoulli"}
+    old = load_config("digits-baseline")
+    del old["model"]["dropout_masks"]  # a config saved before the setting existed: F.dropout's masks, as then
+    assert sources(old) == {"bernoulli"}

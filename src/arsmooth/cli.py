@@ -430,7 +430,7 @@ def _common(sp, seed_help: str = "random seed") -> None:
 
 def _add_demo(sub) -> None:
     d = sub.add_parser("demo", help="baseline vs smoothed MADE on the olympics data, then pretrained MNIST "
-                       "digits (about 50 seconds)",
+                       "digits (about a minute)",
                        description="Train a baseline MADE and a smoothed MADE side by side on the 2-d "
                        "olympics data and write report.md with the test NLL table and sample plots. Runs on "
                        "one thread unless --threads says otherwise: these small models gain nothing from a "

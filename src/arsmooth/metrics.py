@@ -47,17 +47,17 @@ def sample_metrics(fake, real, net: LeNet, seed: int = 0, batch_size: int = 500,
     subset = max(2, min(1000, len(fake) // 2, len(real) // 2))  # KID's subsets: half the samples, at most 1000
     fid = FrechetInceptionDistance(feature=Features(net), reset_real_features=False)
     kid = KernelInceptionDistance(feature=Features(net), subset_size=subset, subsets=50, reset_real_features=False)
-    score = InceptionScore(feature=Logits(net), splits=10 if len(fake) >= 100 else 1) if score else None
+    incep = InceptionScore(feature=Logits(net), splits=10 if len(fake) >= 100 else 1) if score else None
     for side, imgs in (("real", real), ("fake", fake)):
         for i in range(0, len(imgs), batch_size):
             b = imgs[i : i + batch_size]
             fid.update(b, real=side == "real")
             kid.update(b, real=side == "real")
-            if side == "fake" and score is not None:
-                score.update(b)
+            if side == "fake" and incep is not None:
+                incep.update(b)
     torch.manual_seed(seed)  # KID subsets and the IS split order use the global generator
     k_mean, k_std = kid.compute()
-    is_mean = None if score is None else float(score.compute()[0])
+    is_mean = None if incep is None else float(incep.compute()[0])
     return {"fid": float(fid.compute()), "kid": float(k_mean), "kid_std": float(k_std), "is": is_mean,
             "n_samples": len(fake), "n_real": len(real), "kid_subset_size": subset}
 

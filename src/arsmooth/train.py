@@ -427,7 +427,7 @@ class _Trainer:
         """A checkpoint every ``checkpoint_every`` steps or ``checkpoint_minutes`` minutes (the last one is
         written by ``finish``); then the crash tests' kill switch (:func:`_test_kill_step`)."""
         now = time.perf_counter()
-        if self.step == self.t_cfg["max_steps"] or (self.max_s is not None and self.seconds_before + now - self.t0 >= self.max_s):
+        if self.step == self.t_cfg["max_steps"] or (self.max_s is not None and self._seconds() >= self.max_s):
             return  # the loop head decides; the final checkpoint follows the loop
         due = self.step % self.t_cfg["checkpoint_every"] == 0 or now - self.last_ckpt_time >= 60 * self.t_cfg["checkpoint_minutes"]
         if self.ctx.main and due:

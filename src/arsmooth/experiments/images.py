@@ -153,10 +153,15 @@ def _run(run: Run, out: Path, sigma: float | None, progress: bool, dataset: str,
     run.summary += _summary(run, summaries, bpd, budget, kernel.std, clf_info, dataset)
 
 
+def _seed_and_sigma(run: Run, sigma: float | None) -> dict:
+    """The settings every image experiment gives its presets: the run's seed, and ``--sigma`` when given."""
+    return {"train.seed": run.seed, **({"smoothing.sigma": sigma} if sigma is not None else {})}
+
+
 def _configs(run: Run, dataset: str, sigma: float | None, stage2: str, data_root: str | None) -> tuple[dict, dict]:
     """The presets of the three models and their configs, with the run's seed, sigma and data folder."""
     prefix = "digits" if run.quick else PRESET_PREFIX[dataset]
-    values = {"train.seed": run.seed, **({"smoothing.sigma": sigma} if sigma is not None else {})}
+    values = _seed_and_sigma(run, sigma)
     if data_root is not None:
         values["data.data_root"] = str(data_root)
     if run.quick and dataset in RGB_DATASETS:  # the tiny digits networks on a few of the dataset's own images
@@ -409,7 +414,7 @@ def _stage2_designs(run: Run, out: Path, sigma: float | None, progress: bool, da
 
     quick, budget = run.quick, _designs_budget(run.quick)
     prefix = "digits" if quick else f"{dataset}-cpu"
-    values = {"train.seed": run.seed, **({"smoothing.sigma": sigma} if sigma is not None else {})}
+    values = _seed_and_sigma(run, sigma)
     presets = {"stage1": f"{prefix}-stage1", **{f"stage2-{d}": _stage2_preset(prefix, d) for d in DESIGNS}}
     cfgs = {k: load_config(p, values=values) for k, p in presets.items()}
     summaries = {k: _train_or_resume(cfg, out / "runs" / k, progress) for k, cfg in cfgs.items()}
