@@ -3,6 +3,8 @@
 # and on one pinned core (taskset -c 0), fused step (bit masks) against the port-style straightforward
 # network (fused=false, F.dropout's bernoulli masks). Run it on a quiet machine.
 # Usage: results/bench/scripts/train_sizes.sh [OUT] [STEPS]     (then: python results/bench/scripts/train_table.py OUT)
+# CORES="2 pinned" and MODES="element channel" (the defaults) pick a part of the matrix, e.g.
+# CORES=2 MODES=element results/bench/scripts/train_sizes.sh results/bench/train_sizes_run3.jsonl 10
 set -eu
 OUT=${1:-results/bench/train_sizes.jsonl}
 STEPS=${2:-10}
@@ -10,8 +12,8 @@ STEPS=${2:-10}
 tmp=$(mktemp -d)
 # resnets filters logistics batch: the paper's MNIST size, the mnist-cpu size, a middle one
 SIZES=("5 40 10 16" "1 16 5 16" "2 32 5 32")
-for cores in 2 pinned; do
-  for mode in element channel; do
+for cores in ${CORES:-2 pinned}; do
+  for mode in ${MODES:-element channel}; do
     for size in "${SIZES[@]}"; do
       set -- $size
       args=(bench train --preset mnist-stage1 --set kind=baseline --set model.nr_resnet=$1 --set model.nr_filters=$2
