@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from arsmooth import likelihoods as L
+from arsmooth.config import ModelSettings, SmoothingSettings
 from arsmooth.models.image import ImageModel, SmoothedImageModel
 from arsmooth.models.made import MADE, StackedMADE
 from arsmooth.models.realnvp import RealNVP
@@ -54,9 +55,12 @@ def _image_loss(model, channels):
 
 def _image(kind, channels=1, **kw):
     torch.manual_seed(1)
-    kw = {"channels": channels, "nr_resnet": 1, "nr_filters": 8, "nr_logistic_mix": 2, "dropout": 0.5,
-          "image_size": (8, 8), **kw}
-    return (SmoothedImageModel(sigma=0.3, **kw) if kind == "smoothed" else ImageModel(kind, **kw)).double()
+    learn = kw.pop("learn_sigma", False)
+    m = ModelSettings(nr_resnet=1, nr_filters=8, nr_logistic_mix=2, dropout=0.5, **kw)
+    size = dict(channels=channels, image_size=(8, 8))
+    if kind == "smoothed":
+        return SmoothedImageModel(m, SmoothingSettings(sigma=0.3, learn_sigma=learn), **size).double()
+    return ImageModel(kind, m, **size).double()
 
 
 def _gradient_cases():
@@ -72,7 +76,8 @@ def _gradient_cases():
             (lambda f=flow, c=c: f.log_prob(torch.randn(32, 3, dtype=torch.float64), c).mean())
     for channels in (1, 3):
         torch.manual_seed(1)
-        net = PixelCNNpp(in_channels=channels, nr_resnet=1, nr_filters=8, nr_logistic_mix=2, dropout=0.5).double()
+        net = PixelCNNpp(channels, ModelSettings(nr_resnet=1, nr_filters=8, nr_logistic_mix=2, dropout=0.5),
+                         spatial_condition=False).double()
         yield f"PixelCNN++ ({channels} channel)", net.train(), _image_loss(net, channels)
     for kind, kw in (("baseline", {}), ("stage1", {}), ("stage2", {}), ("stage2", {"stage2_conditioning": "spatial"}),
                      ("smoothed", {"learn_sigma": True, "stage2_conditioning": "spatial"})):

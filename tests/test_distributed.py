@@ -53,6 +53,23 @@ def test_resume_with_another_number_of_processes(tmp_path):
     _same_params(a["model"], b["model"])
 
 
+def test_resume_under_torchrun_takes_the_device_of_the_saved_run(tmp_path):
+    """A run saved with device: cpu, resumed by torchrun with --resume alone: the group comes up on gloo from
+    the saved settings (read before the process group starts) and the run goes on on 2 processes."""
+    first = subprocess.run([sys.executable, "-m", "arsmooth", "train", "digits-stage1", "--out", str(tmp_path / "r"),
+                            *SETTINGS[:6], "--set", "device=cpu", "--max-steps", "2", "--no-progress", "--threads", "1"],
+                           capture_output=True, text=True, timeout=300)
+    assert first.returncode == 0, first.stderr[-2000:]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    rest = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m",
+                           "arsmooth", "train", "--out", str(tmp_path / "r"), "--resume", "--max-steps", "4",
+                           "--no-progress", "--threads", "1"], capture_output=True, text=True, timeout=300, env=env)
+    assert rest.returncode == 0, rest.stderr[-2000:]
+    assert "4 steps on 2 processes" in rest.stdout
+    ck = load_checkpoint(tmp_path / "r" / "last.pt")
+    assert ck["step"] == 4 and ck["config"]["device"] == "cpu"
+
+
 def test_a_failed_config_check_leaves_nothing_behind(tmp_path):
     """3 processes cannot share a global batch of 8: one line, no config.yaml, and the folder stays usable."""
     p = _run(3, tmp_path / "r")

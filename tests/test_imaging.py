@@ -11,13 +11,14 @@ from arsmooth import smoothing as S
 from arsmooth.cli import IMAGE_METHODS
 from arsmooth.errors import ArsmoothError
 from arsmooth.kernels import Gaussian
+from arsmooth.config import ModelSettings
 from arsmooth.models.image import ImageModel
 
 
 def _pair(seed=0, channels=1):
     torch.manual_seed(seed)
-    kw = dict(channels=channels, nr_resnet=1, nr_filters=8, nr_logistic_mix=2, dropout=0.0, image_size=(8, 8))
-    return S.SmoothedPair(ImageModel("stage1", **kw).double(), ImageModel("stage2", **kw).double()), Gaussian(0.5)
+    m, kw = ModelSettings(nr_resnet=1, nr_filters=8, nr_logistic_mix=2, dropout=0.0), dict(channels=channels, image_size=(8, 8))
+    return S.SmoothedPair(ImageModel("stage1", m, **kw).double(), ImageModel("stage2", m, **kw).double()), Gaussian(0.5)
 
 
 def _images(n=4, channels=1, seed=1):
@@ -125,8 +126,8 @@ def test_quick_mnist_path_end_to_end(tmp_path):
 
 def test_fig6_columns_resume_exactly_and_depend_on_batch_index_only(tmp_path, monkeypatch):
     pair, k = _pair()
-    base = ImageModel("baseline", channels=1, nr_resnet=1, nr_filters=8, nr_logistic_mix=2, dropout=0.0,
-                      image_size=(8, 8)).double()
+    base = ImageModel("baseline", ModelSettings(nr_resnet=1, nr_filters=8, nr_logistic_mix=2, dropout=0.0),
+                      channels=1, image_size=(8, 8)).double()
     whole = I.fig6_columns(base, pair, k, 5, seed=3, batch_size=2)
     assert list(whole) == list(I.FIG6_COLUMNS) and all(v.shape == (5, 1, 8, 8) for v in whole.values())
     assert not torch.equal(whole["smoothed"][:2], whole["smoothed"][2:4])  # batches are not repeats

@@ -92,11 +92,12 @@ def test_linear_probe_finds_linear_information():
 
 
 def test_block_features_one_per_ul_block():
+    from arsmooth.config import ModelSettings
     from arsmooth.kernels import Gaussian
     from arsmooth.models.image import ImageModel
     from arsmooth.probes import block_features
 
-    m = ImageModel("stage2", nr_resnet=2, nr_filters=4, nr_logistic_mix=2, image_size=(8, 8))
+    m = ImageModel("stage2", ModelSettings(nr_resnet=2, nr_filters=4, nr_logistic_mix=2), channels=1, image_size=(8, 8))
     x = torch.rand(5, 1, 8, 8) * 2 - 1
     f = block_features(m, x, Gaussian(0.3), torch.Generator().manual_seed(0), grids=(1, 2))
     assert len(f[1]) == 3 * 2 + (2 + 3 + 3) and all(t.shape == (5, 4) for t in f[1])

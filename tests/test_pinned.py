@@ -28,7 +28,7 @@ def test_seeded_initial_loss_of_each_quick_preset(preset):
     cfg = load_config(preset)
     torch.manual_seed(0)
     model = build_model(cfg, tuple(x.shape[1:])).eval()
-    kernel = make_kernel(cfg["smoothing"]["kernel"], cfg["smoothing"]["sigma"])
+    kernel = make_kernel(cfg.smoothing.kernel, cfg.smoothing.sigma)
     x_tilde = None if model.kind == "baseline" else kernel.sample(x, torch.Generator().manual_seed(1))
     assert loss_given_noise(model, x, x_tilde).item() == pytest.approx(PINNED[preset], rel=1e-5)
 

@@ -5,6 +5,7 @@ import torch
 
 from arsmooth import likelihoods as L
 from arsmooth.errors import ArsmoothError
+from arsmooth.config import ModelSettings
 from arsmooth.networks.pixelcnnpp import PixelCNNpp, concat_elu, padded_concat_elu
 from arsmooth.networks.stacked import bottom_half, stack_pair
 
@@ -12,10 +13,9 @@ from arsmooth.networks.stacked import bottom_half, stack_pair
 def _model(channels, nr_resnet=1, nr_filters=8, nr_mix=2, dropout=0.0, fused=False, dropout_mode="element",
            dropout_masks="bernoulli"):
     torch.manual_seed(1)
-    m = PixelCNNpp(
-        in_channels=channels, nr_resnet=nr_resnet, nr_filters=nr_filters,
-        nr_logistic_mix=nr_mix, dropout=dropout, fused=fused, dropout_mode=dropout_mode, dropout_masks=dropout_masks,
-    )
+    m = PixelCNNpp(channels, ModelSettings(nr_resnet=nr_resnet, nr_filters=nr_filters, nr_logistic_mix=nr_mix,
+                                           dropout=dropout, fused=fused, dropout_mode=dropout_mode,
+                                           dropout_masks=dropout_masks), spatial_condition=False)
     return m.double().eval()
 
 
@@ -115,7 +115,7 @@ def test_sizes_not_divisible_by_4_are_refused(shape):
 
 def test_wrong_channel_count_is_refused():
     with pytest.raises(ArsmoothError, match="1 or 3"):
-        PixelCNNpp(in_channels=2)
+        PixelCNNpp(2, ModelSettings(), spatial_condition=False)
     with pytest.raises(ArsmoothError, match=r"\(B, 3, H, W\)"):
         _model(3)(torch.zeros(1, 1, 8, 8, dtype=torch.float64))
 

@@ -3,6 +3,7 @@
 import pytest
 import torch
 
+from arsmooth.config import ModelSettings
 from arsmooth.models.image import ImageModel
 from arsmooth.networks.pixelcnnpp import PixelCNNpp
 from arsmooth.sampling import _Graph
@@ -18,7 +19,8 @@ def _perturb(m: torch.nn.Module, seed: int) -> None:
 
 @pytest.mark.parametrize("channels,h,w,nr_resnet", [(1, 8, 8, 1), (3, 8, 12, 2), (1, 16, 4, 0), (3, 4, 4, 1)])
 def test_cached_graph_equals_network(channels, h, w, nr_resnet):
-    net = PixelCNNpp(in_channels=channels, nr_resnet=nr_resnet, nr_filters=6, nr_logistic_mix=2, dropout=0.0)
+    net = PixelCNNpp(channels, ModelSettings(nr_resnet=nr_resnet, nr_filters=6, nr_logistic_mix=2, dropout=0.0),
+                     spatial_condition=False)
     net = net.double().eval()
     _perturb(net, 0)
     x = torch.rand(3, channels, h, w, dtype=torch.double) * 2 - 1
@@ -27,7 +29,7 @@ def test_cached_graph_equals_network(channels, h, w, nr_resnet):
 
 
 def _model(kind, channels, seed=0):
-    m = ImageModel(kind, channels=channels, nr_resnet=1, nr_filters=6, nr_logistic_mix=3, dropout=0.0,
+    m = ImageModel(kind, ModelSettings(nr_resnet=1, nr_filters=6, nr_logistic_mix=3, dropout=0.0), channels=channels,
                    image_size=(8, 8)).double()
     _perturb(m, seed)
     return m
@@ -65,6 +67,7 @@ def test_fast_sampler_with_known_rows(kind):
 
 
 def test_fast_sampler_float32_matches():
-    m = ImageModel("stage1", channels=3, nr_resnet=1, nr_filters=8, nr_logistic_mix=3, dropout=0.0, image_size=(8, 8))
+    m = ImageModel("stage1", ModelSettings(nr_resnet=1, nr_filters=8, nr_logistic_mix=3, dropout=0.0), channels=3,
+                   image_size=(8, 8))
     slow, fast = _both(m, n=2)
     torch.testing.assert_close(fast, slow, rtol=1e-4, atol=1e-4)

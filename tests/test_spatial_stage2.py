@@ -5,14 +5,16 @@ import torch
 
 from arsmooth import likelihoods as L
 from arsmooth.errors import ArsmoothError
+from arsmooth.config import ModelSettings
 from arsmooth.models.image import ImageModel
 from arsmooth.sampling import _Graph
 
 
 def _model(channels=1, nr_resnet=1, fused=False, dropout=0.0, seed=0, size=(8, 8)):
     torch.manual_seed(seed)
-    m = ImageModel("stage2", channels=channels, nr_resnet=nr_resnet, nr_filters=6, nr_logistic_mix=3,
-                   dropout=dropout, image_size=size, fused=fused, stage2_conditioning="spatial").double()
+    m = ImageModel("stage2", ModelSettings(nr_resnet=nr_resnet, nr_filters=6, nr_logistic_mix=3, dropout=dropout,
+                                           fused=fused, stage2_conditioning="spatial"),
+                   channels=channels, image_size=size).double()
     g = torch.Generator().manual_seed(seed + 1)
     with torch.no_grad():  # weights further from init, so every path matters
         for p in m.parameters():
@@ -124,9 +126,10 @@ def test_stage2_needs_its_context_and_other_kinds_have_no_encoder():
     with pytest.raises(ArsmoothError, match="x~"):
         m.log_prob(x)
     for kind in ("baseline", "stage1"):
-        assert ImageModel(kind, stage2_conditioning="spatial", nr_resnet=0, nr_filters=4).net.encoder is None
-    with pytest.raises(ArsmoothError, match="stage-2 conditioning"):
-        ImageModel("stage2", stage2_conditioning="diagonal")
+        m = ModelSettings(stage2_conditioning="spatial", nr_resnet=0, nr_filters=4)
+        assert ImageModel(kind, m, channels=1, image_size=(8, 8)).net.encoder is None
+    with pytest.raises(ArsmoothError, match="model.stage2_conditioning must be one of stacked, spatial"):
+        ModelSettings(stage2_conditioning="diagonal")
 
 
 def test_checkpoints_record_the_design_and_refuse_the_other(tmp_path):

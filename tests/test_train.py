@@ -1,5 +1,6 @@
 """Image training: presets and overrides, run folders, exact resume after SIGKILL, numerical faults."""
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -10,7 +11,7 @@ import yaml
 import torch
 
 from arsmooth import checkpoint as C
-from arsmooth.config import load_config, preset_names
+from arsmooth.config import Settings, load_config, preset_names
 from arsmooth.errors import ArsmoothError
 from arsmooth.train import train
 
@@ -23,8 +24,8 @@ def _cfg(kind="stage1", *sets):
 def test_presets_and_overrides():
     assert {"mnist-cpu-stage1", "mnist-stage2", "fashion-cpu-baseline", "digits-stage2"} <= set(preset_names())
     cfg = load_config("fashion-cpu-stage1", ["smoothing.sigma=0.3", "train.batch_size=8", "train.ema=0.99"])
-    assert cfg["data"]["dataset"] == "fashion" and cfg["smoothing"]["sigma"] == 0.3
-    assert cfg["train"]["batch_size"] == 8 and cfg["train"]["ema"] == 0.99
+    assert cfg.data.dataset == "fashion" and cfg.smoothing.sigma == 0.3
+    assert cfg.train.batch_size == 8 and cfg.train.ema == 0.99
     for bad, msg in [("smoothing.sigma=0", "sigma"), ("smoothing.sigma=-1", "sigma"), ("train.batch_size=0", "batch_size"),
                      ("train.nope=1", "unknown config key 'train.nope'"), ("kind=stage3", "kind"), ("train=3", "section"),
                      ("model.dropout=1.5", "dropout"), ("nonsense", "section.key=value")]:
@@ -41,13 +42,13 @@ def test_cifar10_and_celeba_presets_carry_the_papers_settings():
     for kind in ("baseline", "stage1", "stage2", "stage2-spatial"):
         for size in ("", "small-"):
             c, a = load_config(f"cifar10-{size}{kind}"), load_config(f"celeba-{size}{kind}")
-            assert c["data"]["dataset"] == "cifar10" and a["data"]["dataset"] == "celeba"
-            assert {**a, "data": c["data"]} == c and f"celeba-{size}{kind}" in names
-            assert c["smoothing"]["sigma"] == 0.3 and c["model"]["nr_logistic_mix"] == 10
-            assert (c["train"]["lr"], c["train"]["lr_decay"], c["model"]["dropout"]) == (2e-4, 0.999995, 0.5)
-            assert c["train"]["batch_size"] == (50 if kind.startswith("stage2") else 80)
-    paper = load_config("cifar10-stage1")["model"]
-    assert (paper["nr_resnet"], paper["nr_filters"]) == (5, 160)
+            assert c.data.dataset == "cifar10" and a.data.dataset == "celeba"
+            assert dataclasses.replace(a, data=c.data) == c and f"celeba-{size}{kind}" in names
+            assert c.smoothing.sigma == 0.3 and c.model.nr_logistic_mix == 10
+            assert (c.train.lr, c.train.lr_decay, c.model.dropout) == (2e-4, 0.999995, 0.5)
+            assert c.train.batch_size == (50 if kind.startswith("stage2") else 80)
+    paper = load_config("cifar10-stage1").model
+    assert (paper.nr_resnet, paper.nr_filters) == (5, 160)
     n = lambda cfg: sum(p.numel() for p in build_model(cfg, (3, 32, 32)).parameters())  # noqa: E731
     stacked, spatial = n(load_config("cifar10-small-stage2")), n(load_config("cifar10-small-stage2-spatial"))
     assert abs(spatial - stacked) < 0.02 * stacked  # the two designs at about equal parameters
@@ -81,14 +82,14 @@ def test_resume_after_sigkill_matches_uninterrupted_run(tmp_path, kind, sets):
     crashed = tmp_path / "crashed"
     code = ("import sys, yaml; from arsmooth.train import train; "
             "train(yaml.safe_load(open(sys.argv[1])), sys.argv[2], progress=False)")
-    (tmp_path / "cfg.yaml").write_text(__import__("yaml").safe_dump(cfg))
+    (tmp_path / "cfg.yaml").write_text(__import__("yaml").safe_dump(cfg.to_dict()))
     env = {**os.environ, "ARSMOOTH_KILL_AT_STEP": "8", "OMP_NUM_THREADS": "1"}
     p = subprocess.run([sys.executable, "-c", code, str(tmp_path / "cfg.yaml"), str(crashed)], env=env,
                        capture_output=True, timeout=300)
     assert p.returncode == -9, p.stderr.decode()[-500:]
     # nothing older than the last checkpoint interval is lost
     ck = C.load_checkpoint(crashed / "last.pt")
-    assert ck["step"] == 5 and 8 - ck["step"] < cfg["train"]["checkpoint_every"]
+    assert ck["step"] == 5 and 8 - ck["step"] < cfg.train.checkpoint_every
     assert not (crashed / "summary.json").exists()
     s = train(None, crashed, resume=True, progress=False)
     assert s["steps"] == 12
@@ -287,16 +288,16 @@ def test_dropout_mode_setting_reaches_the_network_and_is_checked():
         model = build_model(load_config("digits-baseline", [f"model.dropout_mode={mode}"]), (1, 8, 8))
         drops = [m for m in model.modules() if isinstance(m, torch.nn.modules.dropout._DropoutNd)]
         assert drops and all(type(m) is module for m in drops)
-    old = load_config("digits-baseline")
+    old = load_config("digits-baseline").to_dict()
     del old["model"]["dropout_mode"]  # a config saved before the setting existed: element, as then
-    assert all(type(m) is torch.nn.Dropout for m in build_model(old, (1, 8, 8)).modules()
+    assert all(type(m) is torch.nn.Dropout for m in build_model(Settings.from_dict(old), (1, 8, 8)).modules()
                if isinstance(m, torch.nn.modules.dropout._DropoutNd))
 
 
 def test_typed_values_reach_the_config_without_a_text_round_trip():
     cfg = load_config("digits-stage1", ["train.seed=3"], values={"smoothing.sigma": 1e-5, "train.max_minutes": None,
                                                                   "smoothing.learn_sigma": False})
-    assert cfg["smoothing"]["sigma"] == 1e-5 and cfg["train"]["max_minutes"] is None and cfg["train"]["seed"] == 3
+    assert cfg.smoothing.sigma == 1e-5 and cfg.train.max_minutes is None and cfg.train.seed == 3
     with pytest.raises(ArsmoothError, match="smoothing.sigma must be a positive number"):
         load_config("digits-stage1", values={"smoothing.sigma": -1.0})
 
@@ -312,6 +313,6 @@ def test_dropout_masks_setting_reaches_every_block_and_old_configs_keep_bernoull
 
     assert sources(load_config("digits-baseline")) == {"bits"}  # the default for new runs
     assert sources(load_config("digits-baseline", ["model.dropout_masks=bernoulli"])) == {"bernoulli"}
-    old = load_config("digits-baseline")
+    old = load_config("digits-baseline").to_dict()
     del old["model"]["dropout_masks"]  # a config saved before the setting existed: F.dropout's masks, as then
-    assert sources(old) == {"bernoulli"}
+    assert sources(Settings.from_dict(old)) == {"bernoulli"}

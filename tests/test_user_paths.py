@@ -13,7 +13,7 @@ import pytest
 
 from arsmooth import checkpoint as C
 from arsmooth.cli import main
-from arsmooth.config import load_config
+from arsmooth.config import Settings, load_config
 from arsmooth.errors import ArsmoothError
 from arsmooth.train import train
 
@@ -86,12 +86,12 @@ def test_a_broken_file_in_either_split_is_named(tmp_path):
 
 
 def test_scientific_notation_is_a_float(tmp_path):
-    assert load_config("digits-baseline", ["train.lr=1e-3"])["train"]["lr"] == 1e-3
+    assert load_config("digits-baseline", ["train.lr=1e-3"]).train.lr == 1e-3
     y = tmp_path / "c.yaml"
     y.write_text("kind: stage1\ndata: {dataset: digits}\ntrain: {lr: 2e-4, lr_decay: 1.0}\nsmoothing: {sigma: 5E-1}\n")
     cfg = load_config(str(y))
-    assert cfg["train"]["lr"] == 2e-4 and cfg["smoothing"]["sigma"] == 0.5
-    assert load_config("digits-baseline", ["data.dataset=1e3x"])["data"]["dataset"] == "1e3x"  # not a number
+    assert cfg.train.lr == 2e-4 and cfg.smoothing.sigma == 0.5
+    assert load_config("digits-baseline", ["data.dataset=1e3x"]).data.dataset == "1e3x"  # not a number
 
 
 @pytest.mark.parametrize("sig,code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
@@ -153,7 +153,7 @@ def test_presets_show_merged_settings_and_keys(capsys):
     import yaml
 
     shown = yaml.safe_load(capsys.readouterr().out)
-    assert shown == load_config("mnist-cpu-stage2-spatial", ["train.lr=5e-4"])
+    assert Settings.from_dict(shown) == load_config("mnist-cpu-stage2-spatial", ["train.lr=5e-4"])
     assert main(["presets", "--keys"]) == 0
     keys = capsys.readouterr().out
     assert "data.size" in keys and "model.stage2_conditioning" in keys and "train.lr " in keys
@@ -167,7 +167,7 @@ def test_max_minutes_alone_is_a_time_budget(tmp_path):
     assert s["stopped"] == "max_minutes"  # not the preset's max_steps (20)
     from arsmooth.cli import UNLIMITED_STEPS
 
-    assert load_config(str(tmp_path / "r" / "config.yaml"))["train"]["max_steps"] == UNLIMITED_STEPS
+    assert load_config(str(tmp_path / "r" / "config.yaml")).train.max_steps == UNLIMITED_STEPS
 
 
 def test_sample_methods_need_only_what_they_use(tmp_path):

@@ -20,13 +20,14 @@ on one extra thread during the forward pass). Compare with another implementatio
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import platform
 import time
 
 import torch
 
-from .config import load_config
+from .config import Settings, load_config
 from .errors import ArsmoothError
 from .models import count_params
 from .models.image import ImageModel
@@ -39,10 +40,10 @@ SHAPES = {"mnist": (1, 28, 28), "fashion": (1, 28, 28), "cifar10": (3, 32, 32), 
           "digits": (1, 8, 8)}
 
 
-def _model(preset: str, device: str, overrides=()) -> tuple[ImageModel, dict]:
+def _model(preset: str, device: str, overrides=()) -> tuple[ImageModel, Settings]:
     """A preset's network with its initial (random) weights, for the image shape of its dataset."""
     cfg = load_config(preset, list(overrides))
-    name = cfg["data"]["dataset"].split(":")[0]
+    name = cfg.data.dataset.split(":")[0]
     if name not in SHAPES:
         raise ArsmoothError(f"bench needs a preset of a built-in dataset ({', '.join(SHAPES)}), got {name!r}")
     torch.manual_seed(0)
@@ -124,7 +125,7 @@ def bench_sample(preset: str, batch: int = 64, ref_pixels: int = 28, device: str
             "speedup": t_ref_full / t_fast, "fast_seconds": round(t_fast, 3),
             "obvious_seconds_estimated": round(t_ref_full, 3), "obvious_pixels_timed": n_ref,
             "pixels_per_image": h * w, "same_samples_on_timed_pixels": same,
-            "model": {**cfg["model"], "params": count_params(model)}, **_env(device)}
+            "model": {**dataclasses.asdict(cfg.model), "params": count_params(model)}, **_env(device)}
 
 
 def _train_networks(preset: str, device: str, overrides) -> tuple[ImageModel, ImageModel, ImageModel, dict]:
@@ -134,7 +135,7 @@ def _train_networks(preset: str, device: str, overrides) -> tuple[ImageModel, Im
     ref, _ = _model(preset, device, [*overrides, "model.fused=false", "model.dropout_masks=bernoulli"])
     ref.load_state_dict(model.state_dict())
     same = ref
-    if cfg["model"]["dropout_masks"] != "bernoulli":
+    if cfg.model.dropout_masks != "bernoulli":
         same, _ = _model(preset, device, [*overrides, "model.fused=false"])
         same.load_state_dict(model.state_dict())
     return model, ref, same, cfg
@@ -144,17 +145,16 @@ def bench_train(preset: str, batch: int | None = None, steps: int = 5, device: s
                 overrides=()) -> dict:
     """Training steps of the fused network vs the port-style straightforward one (same weights, same data)."""
     model, ref, same, cfg = _train_networks(preset, device, overrides)
-    masks = cfg["model"]["dropout_masks"]
-    batch = batch or cfg["train"]["batch_size"]
+    masks = cfg.model.dropout_masks
+    batch = batch or cfg.train.batch_size
     h, w = model.image_size
     gen = torch.Generator(device).manual_seed(seed)
     # 8-bit images in [-1, 1]; x~ from the preset's kernel for the smoothed kinds
     x = torch.randint(0, 256, (batch, model.channels, h, w), generator=gen, device=device).float() / 127.5 - 1
-    kernel = make_kernel(cfg["smoothing"]["kernel"], cfg["smoothing"]["sigma"])
+    kernel = make_kernel(cfg.smoothing.kernel, cfg.smoothing.sigma)
     x_tilde = None if model.kind == "baseline" else kernel.sample(x, gen)
-    gpu = cfg.get("gpu") or {}
     cuda = device.startswith("cuda")
-    bf16, channels_last = cuda and gpu.get("bf16", False), cuda and gpu.get("channels_last", False)  # as train does
+    bf16, channels_last = cuda and cfg.gpu.bf16, cuda and cfg.gpu.channels_last  # as train does
     if channels_last:
         for m in (model, ref, same):
             m.to(memory_format=torch.channels_last)  # in place (a module's .to returns itself)
@@ -163,7 +163,7 @@ def bench_train(preset: str, batch: int | None = None, steps: int = 5, device: s
 
     def run_of(m) -> dict:
         m.train()
-        return {"model": m, "opt": torch.optim.Adam(m.parameters(), lr=cfg["train"]["lr"]), "t": 0.0}
+        return {"model": m, "opt": torch.optim.Adam(m.parameters(), lr=cfg.train.lr), "t": 0.0}
 
     runs = {"fused": run_of(model), "straightforward": run_of(ref)}
     check = runs["straightforward"] if same is ref else run_of(same)
@@ -197,7 +197,7 @@ def bench_train(preset: str, batch: int | None = None, steps: int = 5, device: s
     t_f, t_r = runs["fused"]["t"], runs["straightforward"]["t"]
     threads = torch.get_num_threads()
     # with bernoulli masks, the fused forward pass runs threads - 1 for torch and 1 for the masks
-    mask_thread = not cuda and cfg["model"]["dropout"] > 0 and masks == "bernoulli"
+    mask_thread = not cuda and cfg.model.dropout > 0 and masks == "bernoulli"
     peak = matmul_gflops(device)
     return {"bench": "train", "preset": preset, "kind": model.kind, "batch": batch, "steps_timed": steps,
             "fast_images_per_s": batch * steps / t_f, "reference_images_per_s": batch * steps / t_r,
@@ -210,9 +210,9 @@ def bench_train(preset: str, batch: int | None = None, steps: int = 5, device: s
             "matmul_gflops_per_s": peak, "fast_fraction_of_matmul": flops * steps / t_f / 1e9 / peak,
             "cpus_available": cpus_available() if not cuda else None,
             "threads_used": {"fast": max(threads - 1, 1) + 1 if mask_thread else threads, "reference": threads},
-            "dropout_mode": cfg["model"].get("dropout_mode", "element"), "dropout_masks": masks,
+            "dropout_mode": cfg.model.dropout_mode, "dropout_masks": masks,
             "reference_dropout_masks": "bernoulli",
-            "model": {**cfg["model"], "params": count_params(model)}, **_env(device)}
+            "model": {**dataclasses.asdict(cfg.model), "params": count_params(model)}, **_env(device)}
 
 
 DEFAULT_PRESETS = {"sample": ["mnist-cpu-stage1", "mnist-cpu-stage2", "mnist-cpu-baseline"],

@@ -1,8 +1,10 @@
 """Checkpoints: plain dicts of tensors and primitives, written atomically, loaded with ``weights_only=True``.
 
-A checkpoint records its kind (``baseline``, ``stage1``, ``stage2``), the noise sigma, the config
-(a plain dict), the training step and the arsmooth version and format that wrote it. Loading never
-unpickles code (``torch.load(weights_only=True)``) and turns every failure into one clear line.
+A checkpoint records its kind (``baseline``, ``stage1``, ``stage2``, ``smoothed``), the noise sigma (for
+``smoothed`` the learned value; the config holds the initial one), the run's settings as a plain dict
+(``Settings.to_dict()``; :func:`settings_of` reads them back), the training step and the arsmooth version
+and format that wrote it. Loading never unpickles code (``torch.load(weights_only=True)``) and turns
+every failure into one clear line.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import torch
 
 from . import __version__
 from .config import RUN_KINDS as KINDS
+from .config import Settings
 from .errors import ArsmoothError
 from .fileio import atomic_write
 
@@ -97,6 +100,12 @@ def load_checkpoint(path, *, expect_kind: str | tuple[str, ...] | None = None, m
     except Exception as e:  # noqa: BLE001 - every failure to read is the same user-facing error
         raise ArsmoothError(f"{path} is not a readable arsmooth checkpoint (truncated or corrupt): {_one_line(e)}") from None
     return _check_loaded(ckpt, path, expect_kind)
+
+
+def settings_of(ckpt: dict) -> Settings:
+    """The run settings a checkpoint holds (as a plain dict), typed and checked; settings added since it was
+    written take their defaults, or what runs did before them (:data:`arsmooth.config.LEGACY`)."""
+    return Settings.from_dict(ckpt["config"], "the checkpoint's config")
 
 
 def check_same_sigma(stage1: dict, stage2: dict) -> None:

@@ -104,10 +104,9 @@ def cmd_train(a) -> int:
     if a.resume and a.preset is None:
         cfg = None
         if sets:
-            from .checkpoint import load_checkpoint
+            from .checkpoint import load_checkpoint, settings_of
 
-            cfg = load_config(str(Path(a.out) / "config.yaml"), sets)
-            load_checkpoint(Path(a.out) / "last.pt")  # a clear error if it is missing or broken
+            cfg = settings_of(load_checkpoint(Path(a.out) / "last.pt")).with_overrides(sets)
     else:
         if a.preset is None:
             raise ArsmoothError("give a preset (see arsmooth presets) or --resume an existing run")
@@ -136,7 +135,7 @@ def cmd_presets(a) -> int:
     else:
         import yaml
 
-        print(yaml.safe_dump(load_config(a.name, a.set), sort_keys=False), end="")
+        print(yaml.safe_dump(load_config(a.name, a.set).to_dict(), sort_keys=False), end="")
     return 0
 
 
@@ -234,7 +233,7 @@ def cmd_evaluate(a) -> int:
     res = I.likelihood(x, baseline=base, pair=pair, kernel=kernel, n_draws=a.draws, k_iw=a.iw,
                        generator=torch.Generator().manual_seed(a.seed))
     res = {k: round(v, 5) if isinstance(v, float) else v for k, v in res.items()}
-    res["dataset"] = data["dataset"]
+    res["dataset"] = data.dataset
     print(json.dumps(res, indent=2))
     return 0
 
@@ -245,6 +244,7 @@ def cmd_sensitivity(a) -> int:
     import torch
 
     from . import imaging as I
+    from .checkpoint import settings_of
     from .data.images import load_configured
     from .kernels import make_kernel
 
@@ -252,7 +252,7 @@ def cmd_sensitivity(a) -> int:
     model, ck = I.load_model(a.stage2, "stage2")
     data = I.test_data_of([(a.stage2, ck)], None, a.data_root)
     x = load_configured(data, "test")[0][: a.n_images]
-    kernel = make_kernel(ck["config"]["smoothing"]["kernel"], ck["sigma"])
+    kernel = make_kernel(settings_of(ck).smoothing.kernel, ck["sigma"])
     xt = kernel.sample(x, torch.Generator().manual_seed(a.seed))
     res = I.stage2_sensitivity(model, x, xt, I.sensitivity_positions(*x.shape[-2:]))
     res = {"checkpoint": a.stage2, "design": model.conditioning, "sigma": ck["sigma"], **res}
@@ -270,7 +270,7 @@ def cmd_sigma(a) -> int:
 
     _threads(a.threads)
     sets = [f"data.dataset={a.dataset}", *a.set] + ([f"data.data_root={a.data_root}"] if a.data_root else [])
-    data = load_config("digits-baseline", sets)["data"]  # the data settings, validated as train validates them
+    data = load_config("digits-baseline", sets).data  # the data settings, checked as train checks them
     x = load_configured(data, "train")[0]
     values = [sigma_heuristic(x, a.n, seed) for seed in range(a.subsets)]
     res = {"dataset": a.dataset, "sigma": round(statistics.mean(values), 4),

@@ -6,6 +6,7 @@ Units: bits per dimension of 8-bit images (the paper reports bits/dim of the dis
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import torch
@@ -13,6 +14,7 @@ from torch import Tensor
 
 from . import checkpoint as C
 from . import smoothing as S
+from .config import DataSettings
 from .errors import ArsmoothError
 from .kernels import Gaussian, make_kernel
 from .models.image import ImageModel
@@ -44,7 +46,7 @@ def load_pair(stage1_path, stage2_path, device="cpu") -> tuple[S.SmoothedPair, o
     m1, c1 = load_model(stage1_path, "stage1", device)
     m2, c2 = load_model(stage2_path, "stage2", device)
     C.check_same_sigma(c1, c2)
-    k1, k2 = c1["config"]["smoothing"]["kernel"], c2["config"]["smoothing"]["kernel"]
+    k1, k2 = C.settings_of(c1).smoothing.kernel, C.settings_of(c2).smoothing.kernel
     if k1 != k2:
         raise ArsmoothError(f"stage 1 was trained with a {k1} kernel and stage 2 with a {k2} kernel; they must match")
     if tuple(c1["extra"]["image_shape"]) != tuple(c2["extra"]["image_shape"]):
@@ -55,20 +57,21 @@ def load_pair(stage1_path, stage2_path, device="cpu") -> tuple[S.SmoothedPair, o
 def load_prior(stage1_path, device="cpu") -> tuple[S.SmoothedPair, object]:
     """Stage 1 alone (for x~ samples and single-step denoising), as a pair without p(x | x~)."""
     m1, c1 = load_model(stage1_path, "stage1", device)
-    return S.SmoothedPair(m1, None), make_kernel(c1["config"]["smoothing"]["kernel"], c1["sigma"])
+    return S.SmoothedPair(m1, None), make_kernel(C.settings_of(c1).smoothing.kernel, c1["sigma"])
 
 
-def test_data_of(ckpts: list[tuple[str, dict]], dataset: str | None = None, data_root: str | None = None) -> dict:
+def test_data_of(ckpts: list[tuple[str, dict]], dataset: str | None = None,
+                 data_root: str | None = None) -> DataSettings:
     """The ``data`` settings to score checkpoints on: their own dataset (all must agree), or ``dataset``."""
-    own = {(c["config"]["data"]["dataset"]) for _, c in ckpts}
+    own = {C.settings_of(c).data.dataset for _, c in ckpts}
     if dataset is None and len(own) > 1:
         raise ArsmoothError(f"the checkpoints were trained on different datasets ({', '.join(sorted(own))}); "
                             "pass --dataset")
-    data = dict(ckpts[0][1]["config"]["data"])
-    if dataset is not None and dataset != data["dataset"]:
-        data = {"dataset": dataset, "data_root": None}
+    data = C.settings_of(ckpts[0][1]).data
+    if dataset is not None and dataset != data.dataset:
+        data = DataSettings(dataset=dataset)
     if data_root is not None:
-        data["data_root"] = data_root
+        data = dataclasses.replace(data, data_root=data_root)
     return data
 
 

@@ -83,7 +83,7 @@ def ship(name: str, runs: dict[str, str | Path], root: Path | None = None, notes
         out[kind] = {"file": fname, "sha256": sha256_of(root / fname), "run": run.as_posix(), "step": ck["step"],
                      "images_seen": last.get("images"), "train_seconds": last.get("seconds"),
                      "test_bpd_at_last_checkpoint": last.get("test_bpd"), "sigma": ck["sigma"],
-                     "model": {k: ck["config"]["model"][k] for k in ("nr_resnet", "nr_filters", "nr_logistic_mix")},
+                     "model": {k: getattr(C.settings_of(ck).model, k) for k in ("nr_resnet", "nr_filters", "nr_logistic_mix")},
                      **(notes or {}).get(kind, {})}
     m[name] = out
     atomic_write_text(root / "manifest.json", json.dumps(m, indent=1, sort_keys=True) + "\n")

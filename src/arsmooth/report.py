@@ -13,6 +13,7 @@ import json
 import os
 from pathlib import Path
 
+from .config import Settings
 from .errors import ArsmoothError
 from .experiments.common import num_or_na
 
@@ -37,10 +38,10 @@ def _train_run(run_dir: Path) -> dict:
     import yaml
 
     try:
-        cfg = yaml.safe_load((run_dir / "config.yaml").read_text())
+        cfg = Settings.from_dict(yaml.safe_load((run_dir / "config.yaml").read_text()), f"{run_dir}/config.yaml")
     except yaml.YAMLError as e:
         raise ArsmoothError(f"{run_dir}/config.yaml is not valid YAML: {str(e).splitlines()[0]}") from None
-    curve, bs = [], cfg["train"]["batch_size"]
+    curve, bs = [], cfg.train.batch_size
     for line in (run_dir / "metrics.jsonl").read_text().splitlines():
         try:
             rec = json.loads(line)
@@ -62,12 +63,12 @@ def _train_sections(runs: list[dict], out: Path) -> list[str]:
              "| run | kind | data | model (resnets / filters / logistics) | batch | steps | images seen | "
              "seconds | last test bits/dim | finished |", "|---|---|---|---|---|---|---|---|---|---|"]
     for r in runs:
-        c, m = r["config"], r["config"]["model"]
+        c, m = r["config"], r["config"].model
         images, secs, bpd = r["curve"][-1] if r["curve"] else (0, None, None)
-        steps = images // c["train"]["batch_size"]
-        design = f", {m['stage2_conditioning']}" if c["kind"] == "stage2" and m.get("stage2_conditioning") else ""
-        lines.append(f"| `{r['dir']}` | {c['kind']}{design} | {c['data']['dataset']} | {m['nr_resnet']} / "
-                     f"{m['nr_filters']} / {m['nr_logistic_mix']} | {c['train']['batch_size']} | {steps} | {images:,} | "
+        steps = images // c.train.batch_size
+        design = f", {m.stage2_conditioning}" if c.kind == "stage2" else ""
+        lines.append(f"| `{r['dir']}` | {c.kind}{design} | {c.data.dataset} | {m.nr_resnet} / "
+                     f"{m.nr_filters} / {m.nr_logistic_mix} | {c.train.batch_size} | {steps} | {images:,} | "
                      f"{'' if secs is None else f'{secs:.0f}'} | {'' if bpd is None else f'{bpd:.4f}'} | "
                      f"{'yes' if r['summary'] else 'no (resumable)'} |")
     plt = pyplot()
@@ -76,7 +77,7 @@ def _train_sections(runs: list[dict], out: Path) -> list[str]:
         if not r["curve"]:
             continue
         images, secs, bpd = zip(*r["curve"])
-        label = f"{r['dir'].name} ({r['config']['kind']})"
+        label = f"{r['dir'].name} ({r['config'].kind})"
         axes[0].plot(images, bpd, marker=".", label=label)
         if all(t is not None for t in secs):
             axes[1].plot([t / 3600 for t in secs], bpd, marker=".", label=label)

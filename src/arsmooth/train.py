@@ -8,6 +8,7 @@ position in the data order, so a resumed CPU run reaches the same parameters as 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -25,7 +26,7 @@ from tqdm.auto import tqdm
 from . import checkpoint as C
 from .checkpoint import read_metrics
 from . import distributed as D
-from .config import validate
+from .config import Settings
 from .data.images import load_configured
 from .errors import ArsmoothError
 from .fileio import atomic_write_text
@@ -131,7 +132,7 @@ def evaluate_bpd(model: ImageModel, kernel, images: torch.Tensor, batch_size: in
 
 
 def train(
-    cfg: dict,
+    cfg: Settings | dict | None,
     run_dir: str | Path,
     *,
     resume: bool = False,
@@ -143,12 +144,16 @@ def train(
 ) -> dict:
     """Train the model of ``cfg`` in ``run_dir``; returns the summary (also written to ``summary.json``).
 
+    ``cfg`` may be None on ``resume`` (the run's own settings); a plain dict is read as :class:`Settings`.
+
     ``train_images``/``test_images`` (in [-1, 1]) bypass the dataset loader (tests, notebooks).
     ``init_from``: a checkpoint whose network weights start a new run (:func:`init_weights_from`).
     Under ``torchrun`` every rank trains its share of each global batch (DDP); rank 0 alone writes. A worker
     group restarted by ``torchrun --max-restarts`` continues the run from its last checkpoint
     (:func:`restarted_run`).
     """
+    if isinstance(cfg, dict):
+        cfg = Settings.from_dict(cfg)
     if cfg is not None and not resume and not overwrite:  # a worker restarted by torchrun carries on by itself
         again = restarted_run(cfg, Path(run_dir))
         resume, overwrite = again == "resume", again == "restart"
@@ -158,7 +163,7 @@ def train(
     try:
         if init_from is not None and resume:
             raise ArsmoothError("--init-from starts a new run; a resumed run already has its weights")
-        if init_from is not None and (cfg or {}).get("kind") == "smoothed":
+        if init_from is not None and cfg is not None and cfg.kind == "smoothed":
             raise ArsmoothError("--init-from copies one network; a smoothed run trains two (start it from scratch)")
         summary = _train(ctx, cfg, Path(run_dir), resume, overwrite, progress, train_images, test_images, init_from)
     except BaseException:
@@ -179,33 +184,39 @@ def _test_kill_step(ctx: D.Context) -> int:
     return int(os.environ.get("ARSMOOTH_KILL_AT_STEP", "0") or 0)
 
 
-def restarted_run(cfg: dict, run_dir: Path) -> str | None:
+def restarted_run(cfg: Settings, run_dir: Path) -> str | None:
     """Under ``torchrun --max-restarts``, what a restarted worker does with the run folder its first attempt
     made: ``resume`` (it holds this run's checkpoint), ``restart`` (it holds only this run's config: killed
     before the first checkpoint), else None (not a restart, or not this run: the usual checks apply)."""
     if os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") in ("", "0"):
         return None
-    try:
-        saved = yaml.safe_load((run_dir / "config.yaml").read_text())
-    except (OSError, yaml.YAMLError):
-        return None
-    same = isinstance(saved, dict) and {**saved, "train": {**saved.get("train", {}), "max_steps": None, "max_minutes": None}} \
-        == {**cfg, "train": {**cfg["train"], "max_steps": None, "max_minutes": None}}
-    if not same:
+    saved = _saved_settings(run_dir)
+    if saved is None or _without_budgets(saved) != _without_budgets(cfg):
         return None
     return "resume" if (run_dir / "last.pt").is_file() else "restart"
 
 
-def _device_setting(cfg: dict | None, run_dir: Path, resume: bool) -> str:
+def _saved_settings(run_dir: Path) -> Settings | None:
+    """The settings in a run folder's ``config.yaml``, or None when it is missing or unreadable (the
+    checkpoint's own copy is checked, with a clear error, once loaded)."""
+    try:
+        return Settings.from_dict(yaml.safe_load((run_dir / "config.yaml").read_text()))
+    except (OSError, yaml.YAMLError, ArsmoothError):
+        return None
+
+
+def _without_budgets(cfg: Settings) -> Settings:
+    """``cfg`` with the two settings a resumed run may change (its step and time budgets) blanked."""
+    return dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, max_steps=0, max_minutes=None))
+
+
+def _device_setting(cfg: Settings | None, run_dir: Path, resume: bool) -> str:
     """The ``device`` setting that picks the process group's backend: the given config's, or on ``--resume``
     without one, the saved run's (so a CPU run resumed under torchrun on a GPU machine stays on gloo)."""
-    if cfg is None and resume and (run_dir / "config.yaml").is_file():
-        try:
-            saved = yaml.safe_load((run_dir / "config.yaml").read_text())
-            return saved.get("device", "auto") if isinstance(saved, dict) else "auto"
-        except yaml.YAMLError:
-            return "auto"  # the checkpoint's own config is checked, with a clear error, once loaded
-    return (cfg or {}).get("device", "auto")
+    if cfg is None and resume:
+        saved = _saved_settings(run_dir)
+        return "auto" if saved is None else saved.device
+    return "auto" if cfg is None else cfg.device
 
 
 def _train(ctx: D.Context, cfg, run_dir: Path, resume, overwrite, progress, train_images, test_images,
@@ -228,34 +239,40 @@ def _train(ctx: D.Context, cfg, run_dir: Path, resume, overwrite, progress, trai
     return trainer.finish(trainer.loop(progress))
 
 
-def _resumed_config(cfg: dict | None, ckpt: dict | None) -> dict:
-    """The config a run trains with: ``cfg`` for a new run; the checkpoint's on resume, where a given config
-    may only raise the budgets (``train.max_steps``, ``train.max_minutes``)."""
+def _resumed_config(cfg: Settings | None, ckpt: dict | None) -> Settings:
+    """The settings a run trains with: ``cfg`` for a new run; the checkpoint's on resume, where given settings
+    may only change the budgets (``train.max_steps``, ``train.max_minutes``)."""
     if ckpt is None:
         return cfg
-    saved = ckpt["config"]
+    saved = C.settings_of(ckpt)
     if cfg is None or cfg == saved:
         return saved
-    diff = sorted(f"{s}.{k}" for s in saved if isinstance(saved[s], dict) for k in saved[s]
-                  if cfg.get(s, {}).get(k) != saved[s][k])
-    allowed = {"train.max_steps", "train.max_minutes"}
-    bad = [d for d in diff if d not in allowed] + (["kind"] if cfg["kind"] != saved["kind"] else [])
-    if bad:
+    if _without_budgets(cfg) != _without_budgets(saved):
+        new, old = _flat(cfg), _flat(saved)
+        bad = [k for k in old if new[k] != old[k] and k not in ("train.max_steps", "train.max_minutes")]
         raise ArsmoothError(f"the config differs from the run being resumed in {', '.join(bad)}; "
                             "resume with the run's own config (omit the preset)")
-    return {**saved, "train": {**saved["train"], **{k.split(".")[1]: cfg["train"][k.split(".")[1]] for k in diff}}}
+    return dataclasses.replace(saved, train=dataclasses.replace(saved.train, max_steps=cfg.train.max_steps,
+                                                                max_minutes=cfg.train.max_minutes))
+
+
+def _flat(cfg: Settings) -> dict:
+    """``{"section.key": value}`` of every setting."""
+    out = {}
+    for name, v in cfg.to_dict().items():
+        out.update({f"{name}.{k}": x for k, x in v.items()} if isinstance(v, dict) else {name: v})
+    return out
 
 
 class _Trainer:
     """One training run: its data, model, optimizer and random streams, and the pieces of the loop
     (``loop`` -> ``_should_stop``, ``_batch``, ``_step``, ``_log``, ``_checkpoint``; ``finish``)."""
 
-    def __init__(self, ctx: D.Context, cfg: dict, run_dir: Path, sync_dev: torch.device, train_images,
+    def __init__(self, ctx: D.Context, cfg: Settings, run_dir: Path, sync_dev: torch.device, train_images,
                  test_images, init_from, ckpt: dict | None):
-        validate(cfg)
-        self.ctx, self.cfg, self.t_cfg, self.run_dir, self.sync_dev = ctx, cfg, cfg["train"], run_dir, sync_dev
+        self.ctx, self.cfg, self.t_cfg, self.run_dir, self.sync_dev = ctx, cfg, cfg.train, run_dir, sync_dev
         self.ckpt_path, self.resumed = run_dir / "last.pt", ckpt is not None
-        self.device = pick_device(cfg["device"])
+        self.device = pick_device(cfg.device)
         if self.device.type == "cuda" and ctx.enabled:
             self.device = torch.device("cuda", ctx.local_rank)
         self._data(train_images, test_images)
@@ -264,27 +281,27 @@ class _Trainer:
         if ckpt is not None:
             self._restore(ckpt)
         elif ctx.main:
-            atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(cfg, sort_keys=False))
+            atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
         self._accelerate()
         self.cache: dict = {}
         self.t0 = time.perf_counter()
         self.last_ckpt_time, self.last_good = self.t0, self.step
-        self.max_s = None if self.t_cfg["max_minutes"] is None else 60 * self.t_cfg["max_minutes"]
+        self.max_s = None if self.t_cfg.max_minutes is None else 60 * self.t_cfg.max_minutes
         self.kill_at = _test_kill_step(ctx)
 
     def _data(self, train_images, test_images) -> None:
         cfg, t_cfg = self.cfg, self.t_cfg
         if train_images is None:
-            train_images = load_configured(cfg["data"], "train")[0]
-            test_images = load_configured(cfg["data"], "test")[0]
-        if cfg["data"]["limit"]:
-            train_images = train_images[: cfg["data"]["limit"]]
+            train_images = load_configured(cfg.data, "train")[0]
+            test_images = load_configured(cfg.data, "test")[0]
+        if cfg.data.limit:
+            train_images = train_images[: cfg.data.limit]
         if test_images is None:
             test_images = train_images[:0]
-        self.test_images = test_images[: t_cfg["eval_images"]].to(self.device)
+        self.test_images = test_images[: t_cfg.eval_images].to(self.device)
         self.train_images = train_images.to(self.device)
         self.shape = tuple(self.train_images.shape[1:])
-        self.n, self.bs = self.train_images.shape[0], min(t_cfg["batch_size"], self.train_images.shape[0])
+        self.n, self.bs = self.train_images.shape[0], min(t_cfg.batch_size, self.train_images.shape[0])
         if self.bs % self.ctx.world:  # refused before anything is written to the run folder
             raise ArsmoothError(f"the global batch size {self.bs} must be divisible by the number of processes "
                                 f"({self.ctx.world}); pick a train.batch_size that is")
@@ -292,21 +309,21 @@ class _Trainer:
     def _build(self, init_from) -> None:
         """Model (the same initial weights on every rank), optimizer, schedule, EMA, kernel, random streams."""
         cfg, t_cfg = self.cfg, self.t_cfg
-        torch.manual_seed(t_cfg["seed"])
+        torch.manual_seed(t_cfg.seed)
         model = build_model(cfg, self.shape).to(self.device)
         self.warm = init_weights_from(model, cfg, init_from) if init_from is not None else None
         model._check(self.train_images[:1])
         for stage in getattr(model, "stages", (model,)):
             stage.net.check_size(self.train_images[:1])  # image size the network can take: refuse before writing
         self.model = model
-        self.opt = torch.optim.Adam(model.parameters(), lr=t_cfg["lr"])
-        self.sched = torch.optim.lr_scheduler.ExponentialLR(self.opt, gamma=t_cfg["lr_decay"])
-        self.ema = {k: v.detach().clone() for k, v in model.state_dict().items()} if t_cfg["ema"] else None
-        self.kernel = make_kernel(cfg["smoothing"]["kernel"], cfg["smoothing"]["sigma"])
+        self.opt = torch.optim.Adam(model.parameters(), lr=t_cfg.lr)
+        self.sched = torch.optim.lr_scheduler.ExponentialLR(self.opt, gamma=t_cfg.lr_decay)
+        self.ema = {k: v.detach().clone() for k, v in model.state_dict().items()} if t_cfg.ema else None
+        self.kernel = make_kernel(cfg.smoothing.kernel, cfg.smoothing.sigma)
         # noise of the whole global batch comes from one generator, the same on every rank; dropout
         # draws from the global generator, seeded per rank
-        self.noise_gen = torch.Generator(self.device).manual_seed(t_cfg["seed"] + 7919)
-        torch.manual_seed(t_cfg["seed"] * 1000 + 1 + self.ctx.rank)
+        self.noise_gen = torch.Generator(self.device).manual_seed(t_cfg.seed + 7919)
+        torch.manual_seed(t_cfg.seed * 1000 + 1 + self.ctx.rank)
 
     def _restore(self, ckpt: dict) -> None:
         """Continue exactly where the checkpoint stopped: weights, optimizer, schedule, EMA, random states."""
@@ -324,15 +341,15 @@ class _Trainer:
             C.restore_rng(ckpt["rng"])
             _truncate_metrics(self.run_dir / "metrics.jsonl", self.step)
         else:
-            torch.manual_seed(self.t_cfg["seed"] * 1000 + 1 + self.ctx.rank + 7 * self.step)
+            torch.manual_seed(self.t_cfg.seed * 1000 + 1 + self.ctx.rank + 7 * self.step)
         if "noise" in ckpt["rng"]:
             self.noise_gen.set_state(ckpt["rng"]["noise"])
 
     def _accelerate(self) -> None:
         """GPU options (never on CPU, so CPU results never change) and the DDP wrapper under torchrun."""
-        gpu = self.cfg.get("gpu") or {}
-        self.use_bf16 = self.device.type == "cuda" and gpu.get("bf16", False)
-        if self.device.type == "cuda" and gpu.get("channels_last", False):
+        gpu = self.cfg.gpu
+        self.use_bf16 = self.device.type == "cuda" and gpu.bf16
+        if self.device.type == "cuda" and gpu.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
             self.train_images = self.train_images.contiguous(memory_format=torch.channels_last)
         self.loss_module = _Loss(self.model)
@@ -349,15 +366,15 @@ class _Trainer:
     def loop(self, progress: bool) -> str:
         """Train until ``train.max_steps``, ``train.max_minutes`` or a signal; returns what stopped it."""
         self.start_step = self.step
-        if self.ctx.main and self.resumed and self.step < self.t_cfg["max_steps"]:
+        if self.ctx.main and self.resumed and self.step < self.t_cfg.max_steps:
             (self.run_dir / "summary.json").unlink(missing_ok=True)  # the run goes on: its old summary no longer holds
         self.model.train()
-        bar = tqdm(total=self.t_cfg["max_steps"], initial=self.step, desc=f"train {self.cfg['kind']}",
+        bar = tqdm(total=self.t_cfg.max_steps, initial=self.step, desc=f"train {self.cfg.kind}",
                    disable=not (progress and self.ctx.main), dynamic_ncols=True)
         stopped = "max_steps"
         signals = _StopOnSignal()
         try:
-            while self.step < self.t_cfg["max_steps"]:
+            while self.step < self.t_cfg.max_steps:
                 reason = self._should_stop(signals)
                 if reason:
                     stopped = reason
@@ -384,7 +401,7 @@ class _Trainer:
     def _batch(self) -> tuple[torch.Tensor, torch.Tensor | None]:
         """This rank's rows of the global batch of ``self.step`` and their noise (eps for a smoothed model)."""
         ctx, bs, shape = self.ctx, self.bs, self.shape
-        x = self.train_images[_batch_indices(self.step, self.n, bs, self.t_cfg["seed"], self.cache, ctx)]
+        x = self.train_images[_batch_indices(self.step, self.n, bs, self.t_cfg.seed, self.cache, ctx)]
         if self.model.kind == "smoothed":  # x~ = x + sigma eps inside the model
             return x, torch.randn((bs, *shape), generator=self.noise_gen, device=x.device, dtype=x.dtype)[ctx.rank :: ctx.world]
         if self.model.kind != "baseline":
@@ -409,13 +426,13 @@ class _Trainer:
             with torch.no_grad():
                 for k, v in self.model.state_dict().items():
                     if v.dtype.is_floating_point:
-                        self.ema[k].mul_(self.t_cfg["ema"]).add_(v, alpha=1 - self.t_cfg["ema"])
+                        self.ema[k].mul_(self.t_cfg.ema).add_(v, alpha=1 - self.t_cfg.ema)
                     else:
                         self.ema[k].copy_(v)
         return loss_all
 
     def _log(self, bar) -> None:
-        if self.step % self.t_cfg["log_every"] or not self.ctx.main:
+        if self.step % self.t_cfg.log_every or not self.ctx.main:
             return
         bar.set_postfix(bpd=f"{self.running:.3f}")
         rec = {"step": self.step, "train_bpd": self.running, "lr": self.sched.get_last_lr()[0]}
@@ -427,9 +444,9 @@ class _Trainer:
         """A checkpoint every ``checkpoint_every`` steps or ``checkpoint_minutes`` minutes (the last one is
         written by ``finish``); then the crash tests' kill switch (:func:`_test_kill_step`)."""
         now = time.perf_counter()
-        if self.step == self.t_cfg["max_steps"] or (self.max_s is not None and self._seconds() >= self.max_s):
+        if self.step == self.t_cfg.max_steps or (self.max_s is not None and self._seconds() >= self.max_s):
             return  # the loop head decides; the final checkpoint follows the loop
-        due = self.step % self.t_cfg["checkpoint_every"] == 0 or now - self.last_ckpt_time >= 60 * self.t_cfg["checkpoint_minutes"]
+        due = self.step % self.t_cfg.checkpoint_every == 0 or now - self.last_ckpt_time >= 60 * self.t_cfg.checkpoint_minutes
         if self.ctx.main and due:
             self.save("running")
         if self.kill_at and self.step == self.kill_at:
@@ -438,8 +455,8 @@ class _Trainer:
     def save(self, stopped: str) -> None:
         """Write ``last.pt`` atomically (with the test bits/dim) and log it."""
         cfg, t_cfg, model = self.cfg, self.t_cfg, self.model
-        test_bpd = evaluate_bpd(model, self.kernel, self.test_images, seed=t_cfg["seed"] + 1)
-        C.save_checkpoint(self.ckpt_path, kind=cfg["kind"], model_state=model.state_dict(), config=cfg,
+        test_bpd = evaluate_bpd(model, self.kernel, self.test_images, seed=t_cfg.seed + 1)
+        C.save_checkpoint(self.ckpt_path, kind=cfg.kind, model_state=model.state_dict(), config=cfg.to_dict(),
                           sigma=_sigma_of(model, cfg), step=self.step, optimizer_state=self.opt.state_dict(),
                           scheduler_state=self.sched.state_dict(), ema_state=self.ema,
                           rng_state={**C.capture_rng(), "noise": self.noise_gen.get_state()},
@@ -452,10 +469,10 @@ class _Trainer:
 
     def finish(self, stopped: str) -> dict:
         """The final checkpoint and, for a run that reached its budget, ``summary.json``; returns the summary."""
-        summary = {"kind": self.cfg["kind"], "steps": self.step, "stopped": stopped, "params": count_params(self.model),
+        summary = {"kind": self.cfg.kind, "steps": self.step, "stopped": stopped, "params": count_params(self.model),
                    "eval_images": int(self.test_images.shape[0]), "device": str(self.device),
                    "processes": self.ctx.world, "threads": torch.get_num_threads(),
-                   "batch_size": self.t_cfg["batch_size"]}
+                   "batch_size": self.t_cfg.batch_size}
         finished = stopped in ("max_steps", "max_minutes")
         if self.ctx.main:
             if self.step != self.start_step or not self.resumed:  # resuming a run with nothing left to do writes nothing
@@ -467,11 +484,11 @@ class _Trainer:
         return summary
 
 
-def _sigma_of(model, cfg: dict) -> float | None:
+def _sigma_of(model, cfg: Settings) -> float | None:
     """The noise level a checkpoint records: none for a baseline, the learned value of a smoothed model."""
-    if cfg["kind"] == "baseline":
+    if cfg.kind == "baseline":
         return None
-    return model.sigma if cfg["kind"] == "smoothed" else cfg["smoothing"]["sigma"]
+    return model.sigma if cfg.kind == "smoothed" else cfg.smoothing.sigma
 
 
 class _StopOnSignal:

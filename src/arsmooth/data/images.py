@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ..config import DataSettings
 from ..errors import ArsmoothError
 from ..fileio import digest
 
@@ -493,9 +494,9 @@ def load_dataset(
 FOLDER_KEYS = ("size", "channels", "center_crop", "test_fraction")  # data.* settings of folder:<path>
 
 
-def load_configured(data: dict, split: str) -> tuple[Tensor, Tensor | None]:
-    """The ``split`` of the dataset a config's ``data`` section names, with its folder settings."""
+def load_configured(data: DataSettings, split: str) -> tuple[Tensor, Tensor | None]:
+    """The ``split`` of the dataset the ``data`` settings name, with its folder settings."""
     kw = {}
-    if data["dataset"].startswith("folder:"):
-        kw = {k: data[k] for k in FOLDER_KEYS if data.get(k) is not None}
-    return load_dataset(data["dataset"], split, data.get("data_root"), **kw)
+    if data.dataset.startswith("folder:"):
+        kw = {k: getattr(data, k) for k in FOLDER_KEYS if getattr(data, k) is not None}
+    return load_dataset(data.dataset, split, data.data_root, **kw)

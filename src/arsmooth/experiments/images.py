@@ -16,7 +16,7 @@ import torch
 
 from .. import distributed as D
 from .. import imaging as I
-from ..config import load_config
+from ..config import DataSettings, Settings, load_config
 from ..data.images import load_configured, to_uint8
 from ..fileio import atomic_write
 from ..train import evaluate_bpd, train
@@ -68,7 +68,7 @@ def _load_samples(path: Path, n: int, seed: int) -> dict | None:
         return {k: torch.from_numpy(z[f"{k}.uint8"]).float() / 127.5 - 1 for k in I.FIG6_COLUMNS}
 
 
-def _train_or_resume(cfg: dict, run_dir: Path, progress: bool) -> dict:
+def _train_or_resume(cfg: Settings, run_dir: Path, progress: bool) -> dict:
     """Train ``cfg`` in ``run_dir``, resume it if it holds a checkpoint, or keep a finished run's record."""
     if (run_dir / "summary.json").is_file():  # finished earlier: keep its record as it was
         return json.loads((run_dir / "summary.json").read_text())
@@ -108,7 +108,7 @@ def _run(run: Run, out: Path, sigma: float | None, progress: bool, dataset: str,
     """Train (or resume) the three models, draw the Fig. 6 columns, score bounds, samples and tasks."""
     budget = _budget(run.quick, dataset)
     presets, cfgs = _configs(run, dataset, sigma, stage2, data_root)
-    test = load_configured(cfgs["baseline"]["data"], "test")[0]
+    test = load_configured(cfgs["baseline"].data, "test")[0]
     trained = _train_and_sample(run, out, cfgs, budget, progress)
     if trained is None:  # not rank 0 of a torchrun group: its share of the samples is with rank 0, which scores them
         return
@@ -128,10 +128,10 @@ def _run(run: Run, out: Path, sigma: float | None, progress: bool, dataset: str,
         inception = {k.replace("-", "_"): MT.inception_metrics(to_uint8(x), test_u8, inception_weights)
                      for k, x in cols.items()}
     den, ablation = _tasks(out, test[: budget["n_task"]], base, pair, kernel, g, progress)
-    run.settings = {"presets": presets, "stage2": stage2, **budget, "data": cfgs["baseline"]["data"]["dataset"],
+    run.settings = {"presets": presets, "stage2": stage2, **budget, "data": cfgs["baseline"].data.dataset,
                     "feature_extractor": clf_info}
     run.result = {
-        "config": {k: v for k, v in cfgs.items()},
+        "config": {k: v.to_dict() for k, v in cfgs.items()},
         "train_seconds": {k: s["train_seconds"] for k, s in summaries.items()},
         "params": {k: s["params"] for k, s in summaries.items()},
         "training": {k: _training_record(s, cfgs[k]) for k, s in summaries.items()},
@@ -174,7 +174,7 @@ def _train_and_sample(run: Run, out: Path, cfgs: dict, budget: dict, progress: b
     """Train or resume the three runs in ``out/runs``, load them and draw the Fig. 6 columns. Under torchrun
     one process group serves the three trainings and the sampling and is left here; ranks other than the
     first get None."""
-    ctx = D.setup("cuda" if torch.cuda.is_available() and cfgs["baseline"].get("device", "auto") != "cpu" else "cpu")
+    ctx = D.setup("cuda" if torch.cuda.is_available() and cfgs["baseline"].device != "cpu" else "cpu")
     try:
         summaries = {kind: _train_or_resume(cfg, out / "runs" / kind, progress) for kind, cfg in cfgs.items()}
         base, _ = I.load_model(out / "runs" / "baseline" / "last.pt", "baseline")
@@ -257,10 +257,10 @@ def _summary(run: Run, summaries: dict, bpd: dict, budget: dict, sigma: float, c
     ]
 
 
-def _training_record(summary: dict, cfg: dict) -> dict:
+def _training_record(summary: dict, cfg: Settings) -> dict:
     """Steps, training images seen and hours of one model (CPU-hours where it trained on CPU and its run
     recorded its threads; runs written before they did record hours only)."""
-    batch = summary.get("batch_size", cfg["train"]["batch_size"])  # the global batch, over all processes
+    batch = summary.get("batch_size", cfg.train.batch_size)  # the global batch, over all processes
     hours = summary["train_seconds"] / 3600
     threads = summary.get("threads")
     cpu = hours * summary.get("processes", 1) * threads if threads and summary.get("device") == "cpu" else None
@@ -307,7 +307,7 @@ def _evaluate_samples(out: Path, cols: dict, test, cfgs: dict, base, pair, kerne
     from .. import metrics as MT
     from ..probes import probe_accuracies
 
-    data_cfg = cfgs["baseline"]["data"]
+    data_cfg = cfgs["baseline"].data
     clf, info = _classifier(out, data_cfg, progress)
     train_x, train_y = load_configured(data_cfg, "train")
     test_y = load_configured(data_cfg, "test")[1]
@@ -341,13 +341,13 @@ def _evaluate_samples(out: Path, cols: dict, test, cfgs: dict, base, pair, kerne
     return metrics, probes, {k: info.get(k, "classes" if k == "task" else None) for k in keep_info}
 
 
-def _classifier(out: Path, data_cfg: dict, progress: bool):
+def _classifier(out: Path, data_cfg: DataSettings, progress: bool):
     """The LeNet of ``OUT/classifier.pt``, fit (and saved there) when missing."""
     from .. import classifier as K
 
     path = out / "classifier.pt"
     if not path.is_file():
-        clf, info = K.fit_dataset(data_cfg["dataset"], data_cfg["data_root"], seed=0, progress=progress)
+        clf, info = K.fit_dataset(data_cfg.dataset, data_cfg.data_root, seed=0, progress=progress)
         K.save(clf, info, path)
     return K.load(path)
 
@@ -418,7 +418,7 @@ def _stage2_designs(run: Run, out: Path, sigma: float | None, progress: bool, da
     presets = {"stage1": f"{prefix}-stage1", **{f"stage2-{d}": _stage2_preset(prefix, d) for d in DESIGNS}}
     cfgs = {k: load_config(p, values=values) for k, p in presets.items()}
     summaries = {k: _train_or_resume(cfg, out / "runs" / k, progress) for k, cfg in cfgs.items()}
-    data_cfg = cfgs["stage1"]["data"]
+    data_cfg = cfgs["stage1"].data
     test = load_configured(data_cfg, "test")[0]
     clf, info = _classifier(out, data_cfg, progress)
     pairs = {d: I.load_pair(out / "runs" / "stage1" / "last.pt", out / "runs" / f"stage2-{d}" / "last.pt") for d in DESIGNS}
@@ -442,7 +442,7 @@ def _stage2_designs(run: Run, out: Path, sigma: float | None, progress: bool, da
     for d in DESIGNS:
         pair = S.SmoothedPair(prior, pairs[d][0].reverse)
         summ = summaries[f"stage2-{d}"]
-        bs = cfgs[f"stage2-{d}"]["train"]["batch_size"]
+        bs = cfgs[f"stage2-{d}"].train.batch_size
         two = torch.cat([pair.reverse.sample(context=xt[i : i + 64], generator=torch.Generator().manual_seed(run.seed + 300 + i),
                                              progress=progress) for i in range(0, n, 64)])
         two = I.check_finite(two, f"two-step sampling ({d})")
@@ -465,11 +465,11 @@ def _stage2_designs(run: Run, out: Path, sigma: float | None, progress: bool, da
         }
     side_by_side(den_images, out / "denoising_designs.png", n=min(8, budget["n_task"]))
     res["stage1"] = {k: summaries["stage1"][k] for k in ("params", "steps", "train_seconds")}
-    run.settings = {"presets": presets, **budget, "data": data_cfg["dataset"], "sigma": kernel.std,
+    run.settings = {"presets": presets, **budget, "data": data_cfg.dataset, "sigma": kernel.std,
                     "feature_extractor": {k: info[k] for k in ("test_accuracy", "weights_sha256", "dataset")}}
     run.result = res
     run.figures += ["denoising_designs.png", "two_step_stacked.png", "two_step_spatial.png"]
-    run.summary += designs_table(res, budget, data_cfg["dataset"], kernel.std)
+    run.summary += designs_table(res, budget, data_cfg.dataset, kernel.std)
 
 
 def designs_table(res: dict, budget: dict, data: str, sigma: float) -> list[str]:

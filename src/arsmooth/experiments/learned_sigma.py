@@ -150,7 +150,7 @@ def learned_sigma_mnist(run: Run, out: Path, sigma: float | None, progress: bool
     base = {"train.seed": run.seed, "smoothing.sigma": sigma0, "train.max_steps": cfg["steps"], "train.max_minutes": None}
     cfgs = {arm: load_config(cfg["preset"], values={**base, "smoothing.learn_sigma": arm == "learned"})
             for arm in ("fixed", "learned")}
-    data = cfgs["fixed"]["data"]
+    data = cfgs["fixed"].data
     test = load_configured(data, "test")[0]
     real = to_uint8(test)
     clf, info = _classifier(out, data, progress)

@@ -7,29 +7,23 @@ from pathlib import Path
 import torch
 
 from .. import checkpoint as C
+from ..config import Settings
 from ..errors import ArsmoothError
 from .image import ImageModel, SmoothedImageModel
 
 
-def build_model(cfg: dict, image_shape: tuple[int, int, int]) -> ImageModel | SmoothedImageModel:
-    """The model of ``cfg['kind']`` for images ``(C, H, W)``."""
-    m = cfg["model"]
-    kw = dict(channels=image_shape[0], nr_resnet=m["nr_resnet"], nr_filters=m["nr_filters"],
-              nr_logistic_mix=m["nr_logistic_mix"], dropout=m["dropout"], stage2_likelihood=m["stage2_likelihood"],
-              image_size=tuple(image_shape[1:]), fused=m.get("fused", True),
-              stage2_conditioning=m.get("stage2_conditioning", "stacked"),  # older configs: stacked
-              dropout_mode=m.get("dropout_mode", "element"),  # older configs: element
-              dropout_masks=m.get("dropout_masks", "bernoulli"))  # older configs drew F.dropout's masks
-    if cfg["kind"] == "smoothed":
-        s = cfg["smoothing"]
-        return SmoothedImageModel(sigma=s["sigma"], learn_sigma=s.get("learn_sigma", False), **kw)
-    return ImageModel(cfg["kind"], **kw)
+def build_model(cfg: Settings, image_shape: tuple[int, int, int]) -> ImageModel | SmoothedImageModel:
+    """The model of ``cfg.kind`` for images ``(C, H, W)``."""
+    size = dict(channels=image_shape[0], image_size=tuple(image_shape[1:]))
+    if cfg.kind == "smoothed":
+        return SmoothedImageModel(cfg.model, cfg.smoothing, **size)
+    return ImageModel(cfg.kind, cfg.model, **size)
 
 
 def model_from_checkpoint(ckpt: dict, device: torch.device | str = "cpu", use_ema: bool = True) -> ImageModel:
     """Rebuild a model from a loaded checkpoint (EMA weights when present and ``use_ema``)."""
     shape = tuple(ckpt["extra"]["image_shape"])
-    model = build_model(ckpt["config"], shape)
+    model = build_model(C.settings_of(ckpt), shape)
     state = ckpt["ema"] if (use_ema and ckpt.get("ema")) else ckpt["model"]
     holds = "spatial" if any(k.startswith("net.encoder.") for k in state) else "stacked"
     if model.kind == "stage2" and holds != model.conditioning:  # (a smoothed checkpoint is checked by its keys)
@@ -45,7 +39,7 @@ def model_from_checkpoint(ckpt: dict, device: torch.device | str = "cpu", use_em
 SHAPE_KEYS = ("nr_resnet", "nr_filters", "nr_logistic_mix")  # model.* settings that fix the weights' shapes
 
 
-def init_weights_from(model: ImageModel, cfg: dict, path: str | Path) -> dict:
+def init_weights_from(model: ImageModel, cfg: Settings, path: str | Path) -> dict:
     """Copy the network weights of checkpoint ``path`` into ``model`` (a warm start, e.g. stage 1 from a
     baseline trained on clean data, as in the KTH reproduction of the paper); returns what was done.
 
@@ -54,10 +48,10 @@ def init_weights_from(model: ImageModel, cfg: dict, path: str | Path) -> dict:
     naming the setting. The optimizer is not copied.
     """
     src = C.load_checkpoint(path)
-    sm, tm = src["config"]["model"], cfg["model"]
+    sm, tm = C.settings_of(src).model, cfg.model
     for k in SHAPE_KEYS:
-        if sm[k] != tm[k]:
-            raise ArsmoothError(f"--init-from {path} has model.{k}={sm[k]}, this run model.{k}={tm[k]}; "
+        if getattr(sm, k) != getattr(tm, k):
+            raise ArsmoothError(f"--init-from {path} has model.{k}={getattr(sm, k)}, this run model.{k}={getattr(tm, k)}; "
                                 "a warm start needs the same network shape")
     src_ch, own_ch = src["extra"]["image_shape"][0], model.channels
     if src_ch != own_ch:

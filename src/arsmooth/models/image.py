@@ -27,7 +27,7 @@ import torch.nn as nn
 from torch import Tensor
 
 from .. import likelihoods as L
-from ..config import KINDS, STAGE2_CONDITIONINGS, STAGE2_LIKELIHOODS
+from ..config import KINDS, ModelSettings, SmoothingSettings
 from ..errors import ArsmoothError
 from ..networks.pixelcnnpp import PixelCNNpp
 from ..networks.stacked import bottom_half, stack_pair
@@ -38,40 +38,15 @@ from ..sampling import raster_sample
 class ImageModel(nn.Module):
     """A PixelCNN++ with the likelihood of its ``kind``; all log-probabilities in nats per image."""
 
-    def __init__(
-        self,
-        kind: str,
-        *,
-        channels: int = 1,
-        nr_resnet: int = 5,
-        nr_filters: int = 40,
-        nr_logistic_mix: int = 10,
-        dropout: float = 0.5,
-        stage2_likelihood: str = "discretized",
-        image_size: tuple[int, int] = (28, 28),
-        fused: bool = False,
-        stage2_conditioning: str = "stacked",
-        dropout_mode: str = "element",
-        dropout_masks: str = "bits",
-    ):
+    def __init__(self, kind: str, m: ModelSettings, *, channels: int, image_size: tuple[int, int]):
         super().__init__()
         if kind not in KINDS:
             raise ArsmoothError(f"unknown model kind {kind!r}; choose one of {', '.join(KINDS)}")
-        if stage2_likelihood not in STAGE2_LIKELIHOODS:
-            raise ArsmoothError(
-                f"unknown stage-2 likelihood {stage2_likelihood!r}; choose one of {', '.join(STAGE2_LIKELIHOODS)}"
-            )
-        if stage2_conditioning not in STAGE2_CONDITIONINGS:
-            raise ArsmoothError(f"unknown stage-2 conditioning {stage2_conditioning!r}; choose one of "
-                                f"{', '.join(STAGE2_CONDITIONINGS)}")
-        self.spatial = kind == "stage2" and stage2_conditioning == "spatial"
-        self.kind, self.channels, self.nr_mix = kind, channels, nr_logistic_mix
-        self.stage2_likelihood = stage2_likelihood
+        self.spatial = kind == "stage2" and m.stage2_conditioning == "spatial"
+        self.kind, self.channels, self.nr_mix = kind, channels, m.nr_logistic_mix
+        self.stage2_likelihood = m.stage2_likelihood
         self.image_size = tuple(image_size)
-        self.net = PixelCNNpp(in_channels=channels, nr_resnet=nr_resnet, nr_filters=nr_filters,
-                              nr_logistic_mix=nr_logistic_mix, dropout=dropout, fused=fused,
-                              spatial_condition=self.spatial, dropout_mode=dropout_mode,
-                              dropout_masks=dropout_masks)
+        self.net = PixelCNNpp(channels, m, spatial_condition=self.spatial)
 
     @property
     def discretized(self) -> bool:
@@ -176,15 +151,13 @@ class SmoothedImageModel(nn.Module):
 
     kind = "smoothed"
 
-    def __init__(self, *, sigma: float, learn_sigma: bool = False, **kw):
+    def __init__(self, m: ModelSettings, s: SmoothingSettings, *, channels: int, image_size: tuple[int, int]):
         super().__init__()
-        if not sigma > 0:
-            raise ArsmoothError(f"sigma must be positive, got {sigma}")
-        if kw.get("stage2_likelihood", "discretized") != "discretized":
+        if m.stage2_likelihood != "discretized":
             raise ArsmoothError("the jointly trained model needs the discretized stage-2 likelihood (an 8-bit bound)")
-        self.prior = ImageModel("stage1", **{k: v for k, v in kw.items() if k != "stage2_conditioning"})
-        self.reverse = ImageModel("stage2", **kw)
-        self.log_sigma = nn.Parameter(torch.tensor(math.log(sigma), dtype=torch.float64), requires_grad=learn_sigma)
+        self.prior = ImageModel("stage1", m, channels=channels, image_size=image_size)
+        self.reverse = ImageModel("stage2", m, channels=channels, image_size=image_size)
+        self.log_sigma = nn.Parameter(torch.tensor(math.log(s.sigma), dtype=torch.float64), requires_grad=s.learn_sigma)
         self.channels, self.image_size = self.prior.channels, self.prior.image_size
 
     @property

@@ -28,7 +28,7 @@ from torch import Tensor
 from torch.nn.utils.parametrizations import weight_norm
 
 from .. import likelihoods as L
-from ..config import DROPOUT_MASKS, DROPOUT_MODES
+from ..config import ModelSettings
 from ..errors import ArsmoothError
 
 
@@ -411,8 +411,9 @@ class PixelCNNpp(nn.Module):
     ``forward(x)`` returns ``(B, P, H, W)`` mixture parameters, ``P =
     likelihoods.image_param_channels(in_channels, nr_logistic_mix)``; the parameters at pixel
     ``(i, j)`` depend only on pixels before it in raster order (all channels of earlier pixels).
-    Paper defaults (CIFAR-10): ``nr_resnet=5, nr_filters=160, nr_logistic_mix=10, dropout=0.5``;
-    MNIST in the smoothing paper uses ``nr_filters=40``. ``dropout_mode``: ``element`` drops single
+    Its shape and dropout come from :class:`~arsmooth.config.ModelSettings` (the paper's CIFAR-10 network:
+    ``nr_resnet=5, nr_filters=160, nr_logistic_mix=10, dropout=0.5``; its MNIST one ``nr_filters=40``);
+    ``spatial_condition`` adds the x~ encoder of the spatial stage 2. ``dropout_mode``: ``element`` drops single
     activations (``nn.Dropout``), ``channel`` whole feature maps per image (``nn.Dropout2d``, what the
     paper's official code and the public PyTorch port draw). ``dropout_masks`` (CPU training): ``bits``
     draws the masks from random bits (one generator call per 64 draws at ``dropout=0.5``; same
@@ -420,34 +421,15 @@ class PixelCNNpp(nn.Module):
     then draws them on a side thread, :class:`DropoutMasks`).
     """
 
-    def __init__(
-        self,
-        *,
-        in_channels: int = 1,
-        nr_resnet: int = 5,
-        nr_filters: int = 160,
-        nr_logistic_mix: int = 10,
-        dropout: float = 0.5,
-        fused: bool = False,
-        spatial_condition: bool = False,
-        dropout_mode: str = "element",
-        dropout_masks: str = "bits",
-    ):
+    def __init__(self, in_channels: int, m: ModelSettings, *, spatial_condition: bool):
         super().__init__()
         if in_channels not in (1, 3):
             raise ArsmoothError(f"PixelCNN++ handles 1 or 3 channels, got in_channels={in_channels}")
-        if nr_resnet < 0 or nr_filters < 1 or nr_logistic_mix < 1:
-            raise ArsmoothError(
-                "PixelCNN++ needs nr_resnet >= 0, nr_filters >= 1 and nr_logistic_mix >= 1, got "
-                f"{nr_resnet}, {nr_filters}, {nr_logistic_mix}"
-            )
-        if not 0.0 <= dropout < 1.0:
-            raise ArsmoothError(f"dropout must be in [0, 1), got {dropout}")
-        if dropout_mode not in DROPOUT_MODES:
-            raise ArsmoothError(f"dropout_mode must be one of {', '.join(DROPOUT_MODES)}, got {dropout_mode!r}")
-        if dropout_masks not in DROPOUT_MASKS:
-            raise ArsmoothError(f"dropout_masks must be one of {', '.join(DROPOUT_MASKS)}, got {dropout_masks!r}")
-        self.dropout_mode, self.dropout_masks = dropout_mode, dropout_masks
+        if not isinstance(m, ModelSettings):
+            raise ArsmoothError(f"PixelCNN++ takes its settings as a ModelSettings, got {type(m).__name__}")
+        nr_resnet, nr_filters, nr_logistic_mix = m.nr_resnet, m.nr_filters, m.nr_logistic_mix
+        dropout, fused, dropout_masks = m.dropout, m.fused, m.dropout_masks
+        self.dropout_mode, self.dropout_masks = m.dropout_mode, dropout_masks
         self.in_channels, self.nr_resnet, self.nr_filters = in_channels, nr_resnet, nr_filters
         self.nr_logistic_mix, self.dropout, self.fused = nr_logistic_mix, dropout, fused
         self.out_channels = L.image_param_channels(in_channels, nr_logistic_mix)
@@ -463,7 +445,7 @@ class PixelCNNpp(nn.Module):
         n_cond = nf if spatial_condition else 0
 
         def blocks(n: int, conv: type[nn.Module], n_aux: int) -> nn.ModuleList:
-            return nn.ModuleList(GatedResnet(nf, conv, n_aux, dropout, fused, n_cond, dropout_mode == "channel",
+            return nn.ModuleList(GatedResnet(nf, conv, n_aux, dropout, fused, n_cond, m.dropout_mode == "channel",
                                              dropout_masks) for _ in range(n))
 
         # Down pass (resolution H -> H/4; the paper's code calls it the "up pass"): nr_resnet
