@@ -279,6 +279,14 @@ def test_resume_takes_the_process_group_backend_from_the_saved_config(tmp_path, 
         assert seen[-1] == backend
 
 
+def test_hooks_run_after_every_step_after_its_checkpoint(tmp_path):
+    seen = []
+    train(_cfg("baseline"), tmp_path / "r", progress=False,
+          hooks=[lambda t: seen.append((t.step, (tmp_path / "r" / "last.pt").is_file()))])
+    assert [step for step, _ in seen] == list(range(1, 13))
+    assert [has for _, has in seen[:5]] == [False] * 4 + [True]  # checkpoint_every=5: written before the hook
+
+
 def test_dropout_mode_setting_reaches_the_network_and_is_checked():
     from arsmooth.models.build import build_model
 

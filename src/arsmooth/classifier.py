@@ -28,6 +28,7 @@ from tqdm.auto import tqdm
 
 from .errors import ArsmoothError
 from .fileio import atomic_write
+from .fit import Loop
 
 FORMAT = "arsmooth-classifier"
 
@@ -112,6 +113,42 @@ def all_rotations(x: Tensor) -> tuple[Tensor, Tensor]:
     return rotate(x.repeat(ROTATIONS, 1, 1, 1), k), k
 
 
+class _FitClassifier(Loop):
+    """The shared loop (:class:`arsmooth.fit.Loop`) over shuffled, shifted (and for the rotation task
+    turned) mini-batches; Adam with a cosine-decayed learning rate."""
+
+    def __init__(self, net: LeNet, x: Tensor, y: Tensor | None, epochs: int, batch_size: int, lr: float, seed: int):
+        self.net, self.x, self.y, self.bs = net, x, y, batch_size
+        self.g = torch.Generator().manual_seed(seed)
+        self.opt = torch.optim.Adam(net.parameters(), lr)
+        self.steps = epochs * math.ceil(len(x) / batch_size)
+        self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lambda s: 0.5 * (1 + math.cos(math.pi * s / self.steps)))
+        self.perm, self.pos = None, len(x)
+
+    def batch(self) -> tuple[Tensor, Tensor]:
+        x, g = self.x, self.g
+        if self.pos >= len(x):  # a new epoch: a new order
+            self.perm, self.pos = torch.randperm(len(x), generator=g), 0
+        idx = self.perm[self.pos : self.pos + self.bs]
+        self.pos += self.bs
+        if self.y is None:  # the rotation task: a random quarter turn, labelled with it
+            yb = torch.randint(0, ROTATIONS, (len(idx),), generator=g)
+            xb = rotate(x[idx], yb)
+        else:
+            xb, yb = x[idx], self.y[idx]
+        xb = F.pad(self.net._prep(xb), (2, 2, 2, 2), value=-1.0)
+        dy, dx = torch.randint(0, 5, (2,), generator=g).tolist()
+        return xb[:, :, dy : dy + x.shape[-2], dx : dx + x.shape[-1]], yb
+
+    def train_step(self, xb: Tensor, yb: Tensor) -> float:
+        loss = F.cross_entropy(self.net(xb), yb)
+        self.update(loss)
+        return loss.item()
+
+    def after_step(self, bar) -> None:
+        bar.set_postfix(loss=f"{self.running:.3f}")
+
+
 def fit(train: tuple[Tensor, Tensor | None], test: tuple[Tensor, Tensor | None], *, epochs: int = 4,
         batch_size: int = 128, lr: float = 1e-3, seed: int = 0, progress: bool = True) -> tuple[LeNet, dict]:
     """Train a LeNet on uint8 images ``(N, C, S, S)`` with labels; Adam, cosine-decayed learning rate.
@@ -123,34 +160,13 @@ def fit(train: tuple[Tensor, Tensor | None], test: tuple[Tensor, Tensor | None],
     rotation = y is None
     if rotation and x.shape[-1] != x.shape[-2]:
         raise ArsmoothError(f"the rotation task needs square images, got {tuple(x.shape[-2:])}")
-    g = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     net = LeNet(channels=x.shape[1], size=x.shape[-1], num_classes=ROTATIONS if rotation else 10)
-    opt = torch.optim.Adam(net.parameters(), lr)
-    steps = epochs * math.ceil(len(x) / batch_size)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * s / steps)))
+    loop = _FitClassifier(net, x, y, epochs, batch_size, lr, seed)
     t0 = time.perf_counter()
-    bar = tqdm(total=steps, desc="fitting classifier", disable=not progress)
-    for _ in range(epochs):
-        net.train()
-        perm = torch.randperm(len(x), generator=g)
-        for i in range(0, len(x), batch_size):
-            idx = perm[i : i + batch_size]
-            xb, yb = x[idx], None if rotation else y[idx]
-            if rotation:
-                yb = torch.randint(0, ROTATIONS, (len(idx),), generator=g)
-                xb = rotate(xb, yb)
-            xb = F.pad(net._prep(xb), (2, 2, 2, 2), value=-1.0)
-            dy, dx = torch.randint(0, 5, (2,), generator=g).tolist()
-            xb = xb[:, :, dy : dy + x.shape[-2], dx : dx + x.shape[-1]]
-            loss = F.cross_entropy(net(xb), yb)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            sched.step()
-            bar.update()
-            bar.set_postfix(loss=f"{loss.item():.3f}")
-    bar.close()
+    net.train()
+    with tqdm(total=loop.steps, desc="fitting classifier", disable=not progress) as bar:
+        loop.run(loop.steps, bar)
     test = all_rotations(test[0]) if rotation else test
     info = {"test_accuracy": accuracy(net, *test), "task": "rotation" if rotation else "classes", "epochs": epochs, "batch_size": batch_size, "lr": lr,
             "seed": seed, "train_images": len(x), "train_seconds": round(time.perf_counter() - t0, 1)}

@@ -30,6 +30,7 @@ from .config import Settings
 from .data.images import load_configured
 from .errors import ArsmoothError
 from .fileio import atomic_write_text
+from .fit import Loop
 from .kernels import make_kernel
 from .likelihoods import bits_per_dim
 from .models import count_params
@@ -141,6 +142,7 @@ def train(
     train_images: torch.Tensor | None = None,
     test_images: torch.Tensor | None = None,
     init_from: str | Path | None = None,
+    hooks=(),
 ) -> dict:
     """Train the model of ``cfg`` in ``run_dir``; returns the summary (also written to ``summary.json``).
 
@@ -148,6 +150,7 @@ def train(
 
     ``train_images``/``test_images`` (in [-1, 1]) bypass the dataset loader (tests, notebooks).
     ``init_from``: a checkpoint whose network weights start a new run (:func:`init_weights_from`).
+    ``hooks``: callables run with the trainer after every step (after its log line and checkpoint).
     Under ``torchrun`` every rank trains its share of each global batch (DDP); rank 0 alone writes. A worker
     group restarted by ``torchrun --max-restarts`` continues the run from its last checkpoint
     (:func:`restarted_run`).
@@ -165,7 +168,9 @@ def train(
             raise ArsmoothError("--init-from starts a new run; a resumed run already has its weights")
         if init_from is not None and cfg is not None and cfg.kind == "smoothed":
             raise ArsmoothError("--init-from copies one network; a smoothed run trains two (start it from scratch)")
-        summary = _train(ctx, cfg, Path(run_dir), resume, overwrite, progress, train_images, test_images, init_from)
+        hooks = (*hooks, *crash_hooks_from_env(ctx))
+        summary = _train(ctx, cfg, Path(run_dir), resume, overwrite, progress, train_images, test_images, init_from,
+                         hooks)
     except BaseException:
         D.shutdown(ctx, clean=False)
         raise
@@ -173,15 +178,20 @@ def train(
     return summary
 
 
-def _test_kill_step(ctx: D.Context) -> int:
-    """Crash tests only: the step at which this process SIGKILLs itself (``ARSMOOTH_KILL_AT_STEP``), on the rank
-    ``ARSMOOTH_KILL_RANK`` names (default: every rank) and in the first attempt of a torchrun job only."""
-    if os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") not in ("", "0"):
-        return 0
+def crash_hooks_from_env(ctx: D.Context) -> list:
+    """Crash tests of runs in a subprocess (where no hook can be passed in): ``ARSMOOTH_KILL_AT_STEP=N`` adds a
+    hook that SIGKILLs the process after step N, on the rank ``ARSMOOTH_KILL_RANK`` names (default: every
+    rank), in the first attempt of a torchrun job only."""
+    step = int(os.environ.get("ARSMOOTH_KILL_AT_STEP", "0") or 0)
     rank = os.environ.get("ARSMOOTH_KILL_RANK", "")
-    if rank and int(rank) != ctx.rank:
-        return 0
-    return int(os.environ.get("ARSMOOTH_KILL_AT_STEP", "0") or 0)
+    if not step or os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") not in ("", "0") or (rank and int(rank) != ctx.rank):
+        return []
+
+    def kill(trainer) -> None:
+        if trainer.step == step:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    return [kill]
 
 
 def restarted_run(cfg: Settings, run_dir: Path) -> str | None:
@@ -220,7 +230,7 @@ def _device_setting(cfg: Settings | None, run_dir: Path, resume: bool) -> str:
 
 
 def _train(ctx: D.Context, cfg, run_dir: Path, resume, overwrite, progress, train_images, test_images,
-           init_from=None) -> dict:
+           init_from=None, hooks=()) -> dict:
     """Set up a run (or restore it from its checkpoint), train it until a budget or a signal stops it, and
     write its record; the pieces are :class:`_Trainer`'s."""
     sync_dev = torch.device("cuda", ctx.local_rank) if ctx.enabled and torch.cuda.is_available() and \
@@ -235,7 +245,8 @@ def _train(ctx: D.Context, cfg, run_dir: Path, resume, overwrite, progress, trai
     if err is not None:
         raise err
     ckpt = C.load_checkpoint(run_dir / "last.pt") if resume else None
-    trainer = _Trainer(ctx, _resumed_config(cfg, ckpt), run_dir, sync_dev, train_images, test_images, init_from, ckpt)
+    trainer = _Trainer(ctx, _resumed_config(cfg, ckpt), run_dir, sync_dev, train_images, test_images, init_from, ckpt,
+                       hooks)
     return trainer.finish(trainer.loop(progress))
 
 
@@ -264,12 +275,12 @@ def _flat(cfg: Settings) -> dict:
     return out
 
 
-class _Trainer:
-    """One training run: its data, model, optimizer and random streams, and the pieces of the loop
-    (``loop`` -> ``_should_stop``, ``_batch``, ``_step``, ``_log``, ``_checkpoint``; ``finish``)."""
+class _Trainer(Loop):
+    """One training run: its data, model, optimizer and random streams, and the pieces of the shared loop
+    (:class:`arsmooth.fit.Loop`: ``should_stop``, ``batch``, ``train_step``, ``after_step``; ``finish``)."""
 
     def __init__(self, ctx: D.Context, cfg: Settings, run_dir: Path, sync_dev: torch.device, train_images,
-                 test_images, init_from, ckpt: dict | None):
+                 test_images, init_from, ckpt: dict | None, hooks=()):
         self.ctx, self.cfg, self.t_cfg, self.run_dir, self.sync_dev = ctx, cfg, cfg.train, run_dir, sync_dev
         self.ckpt_path, self.resumed = run_dir / "last.pt", ckpt is not None
         self.device = pick_device(cfg.device)
@@ -287,7 +298,7 @@ class _Trainer:
         self.t0 = time.perf_counter()
         self.last_ckpt_time, self.last_good = self.t0, self.step
         self.max_s = None if self.t_cfg.max_minutes is None else 60 * self.t_cfg.max_minutes
-        self.kill_at = _test_kill_step(ctx)
+        self.hooks = tuple(hooks)
 
     def _data(self, train_images, test_images) -> None:
         cfg, t_cfg = self.cfg, self.t_cfg
@@ -369,36 +380,24 @@ class _Trainer:
         if self.ctx.main and self.resumed and self.step < self.t_cfg.max_steps:
             (self.run_dir / "summary.json").unlink(missing_ok=True)  # the run goes on: its old summary no longer holds
         self.model.train()
-        bar = tqdm(total=self.t_cfg.max_steps, initial=self.step, desc=f"train {self.cfg.kind}",
-                   disable=not (progress and self.ctx.main), dynamic_ncols=True)
-        stopped = "max_steps"
-        signals = _StopOnSignal()
+        self.bar = tqdm(total=self.t_cfg.max_steps, initial=self.step, desc=f"train {self.cfg.kind}",
+                        disable=not (progress and self.ctx.main), dynamic_ncols=True)
+        self.signals = _StopOnSignal()
         try:
-            while self.step < self.t_cfg.max_steps:
-                reason = self._should_stop(signals)
-                if reason:
-                    stopped = reason
-                    break
-                loss_all = self._step(*self._batch(), bar)
-                self.step += 1
-                bpd = bits_per_dim(loss_all.item(), math.prod(self.shape))
-                self.running = bpd if self.running is None else 0.98 * self.running + 0.02 * bpd
-                bar.update(1)
-                self._log(bar)
-                self._checkpoint()
+            stopped = self.run(self.t_cfg.max_steps, self.bar)
         finally:
-            signals.restore()
-        bar.close()
+            self.signals.restore()
+        self.bar.close()
         return stopped
 
-    def _should_stop(self, signals: _StopOnSignal) -> str | None:
+    def should_stop(self) -> str | None:
         """A signal on any rank, or the time budget; every rank agrees with rank 0, so all stop together."""
-        if D.agree(self.ctx, signals.received is not None, self.sync_dev):
-            return signals.received or "signal"  # on another rank
+        if D.agree(self.ctx, self.signals.received is not None, self.sync_dev):
+            return self.signals.received or "signal"  # on another rank
         out_of_time = self.max_s is not None and self._seconds() >= self.max_s
         return "max_minutes" if D.agree(self.ctx, out_of_time, self.sync_dev) else None
 
-    def _batch(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def batch(self) -> tuple[torch.Tensor, torch.Tensor | None]:
         """This rank's rows of the global batch of ``self.step`` and their noise (eps for a smoothed model)."""
         ctx, bs, shape = self.ctx, self.bs, self.shape
         x = self.train_images[_batch_indices(self.step, self.n, bs, self.t_cfg.seed, self.cache, ctx)]
@@ -408,20 +407,17 @@ class _Trainer:
             return x, x + self.kernel.noise((bs, *shape), x, self.noise_gen)[ctx.rank :: ctx.world]
         return x, None
 
-    def _step(self, x: torch.Tensor, x_tilde: torch.Tensor | None, bar) -> torch.Tensor:
-        """One optimizer step; returns the loss averaged over the ranks (before the step)."""
+    def train_step(self, x: torch.Tensor, x_tilde: torch.Tensor | None) -> float:
+        """One optimizer step; returns the loss averaged over the ranks (before the step) in bits/dim."""
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.use_bf16):
             loss = self.loss_module(x, x_tilde)
         loss_all = D.mean(self.ctx, loss.detach())
         if not torch.isfinite(loss_all):
-            bar.close()
+            self.bar.close()
             raise ArsmoothError(f"the training loss became {loss_all.item()} at step {self.step + 1}; stopped. The last "
                                 f"good checkpoint (step {self.last_good}) is kept in {self.ckpt_path}; lower train.lr "
                                 "and --resume")
-        self.opt.zero_grad(set_to_none=True)
-        loss.backward()
-        self.opt.step()
-        self.sched.step()
+        self.update(loss)
         if self.ema is not None:
             with torch.no_grad():
                 for k, v in self.model.state_dict().items():
@@ -429,7 +425,11 @@ class _Trainer:
                         self.ema[k].mul_(self.t_cfg.ema).add_(v, alpha=1 - self.t_cfg.ema)
                     else:
                         self.ema[k].copy_(v)
-        return loss_all
+        return bits_per_dim(loss_all.item(), math.prod(self.shape))
+
+    def after_step(self, bar) -> None:
+        self._log(bar)
+        self._checkpoint()
 
     def _log(self, bar) -> None:
         if self.step % self.t_cfg.log_every or not self.ctx.main:
@@ -442,15 +442,13 @@ class _Trainer:
 
     def _checkpoint(self) -> None:
         """A checkpoint every ``checkpoint_every`` steps or ``checkpoint_minutes`` minutes (the last one is
-        written by ``finish``); then the crash tests' kill switch (:func:`_test_kill_step`)."""
+        written by ``finish``)."""
         now = time.perf_counter()
         if self.step == self.t_cfg.max_steps or (self.max_s is not None and self._seconds() >= self.max_s):
             return  # the loop head decides; the final checkpoint follows the loop
         due = self.step % self.t_cfg.checkpoint_every == 0 or now - self.last_ckpt_time >= 60 * self.t_cfg.checkpoint_minutes
         if self.ctx.main and due:
             self.save("running")
-        if self.kill_at and self.step == self.kill_at:
-            os.kill(os.getpid(), signal.SIGKILL)
 
     def save(self, stopped: str) -> None:
         """Write ``last.pt`` atomically (with the test bits/dim) and log it."""

@@ -11,6 +11,8 @@ and sample quality as the NLL of two-step samples under the exact data density.
 
 from __future__ import annotations
 
+import dataclasses
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -21,7 +23,7 @@ from ..fit import evaluate, fit
 from ..kernels import Gaussian
 from ..models.made import StackedMADE
 from ..viz import pyplot, save_figure
-from .common import Run, fmt
+from .common import Budget, Budgets, Run, fmt
 from .two_d import TABLE1_DATASETS, _bounds, _decay, _scatter
 
 TRUE_LOG_PROB = {"rings": rings_log_prob, "olympics": olympics_log_prob}
@@ -30,16 +32,14 @@ HIGH_START = 3.0  # the second learned arm starts at HIGH_START * SIGMA0: does s
 RECORD_EVERY = 100  # steps between two points of sigma's trajectory
 
 
-def _settings(quick: bool) -> dict:
-    if quick:
-        return {"n_train": 2000, "n_test": 500, "steps": 60, "hidden": [32, 32], "iw_k": 5, "n_samples": 1000}
-    return {"n_train": 20_000, "n_test": 10_000, "steps": 20_000, "hidden": [256, 256], "iw_k": 100, "n_samples": 5000}
+LEARNED_SIGMA = Budgets(quick=Budget(2000, 500, 60, hidden=(32, 32), k_iw=5, n_samples=1000),
+                        full=Budget(20_000, 10_000, 20_000, hidden=(256, 256), k_iw=100, n_samples=5000))
 
 
-def _train(ds: str, train: torch.Tensor, cfg: dict, seed: int, sigma0: float, learn: bool, progress: bool):
+def _train(ds: str, train: torch.Tensor, cfg: Budget, seed: int, sigma0: float, learn: bool, progress: bool):
     """The smoothed MADE (3 logistics) and the sigma it ends with; sigma's trajectory when learned."""
     torch.manual_seed(seed)
-    model = StackedMADE(dim=2, hidden=tuple(cfg["hidden"]), n_mix=3)
+    model = StackedMADE(dim=2, hidden=tuple(cfg.hidden), n_mix=3)
     g = torch.Generator().manual_seed(seed + 1)
     trajectory = []
     if learn:
@@ -53,13 +53,13 @@ def _train(ds: str, train: torch.Tensor, cfg: dict, seed: int, sigma0: float, le
             return S.learned_sigma_loss(model, sigma, b, g)
 
         loss.calls = 0
-        fit(both, loss, train, steps=cfg["steps"], batch_size=256, lr=1e-3, lr_decay=_decay(cfg["steps"]), seed=seed,
+        fit(both, loss, train, steps=cfg.steps, batch_size=256, lr=1e-3, lr_decay=_decay(cfg.steps), seed=seed,
             desc=f"{ds} learned sigma", progress=progress)
-        trajectory.append([cfg["steps"], sigma.value])
+        trajectory.append([cfg.steps, sigma.value])
         return model, sigma.value, trajectory
     kernel = Gaussian(sigma0)
-    fit(model, lambda b: S.smoothed_nll_loss(model, kernel, b, g), train, steps=cfg["steps"], batch_size=256, lr=1e-3,
-        lr_decay=_decay(cfg["steps"]), seed=seed, desc=f"{ds} sigma {sigma0}", progress=progress)
+    fit(model, lambda b: S.smoothed_nll_loss(model, kernel, b, g), train, steps=cfg.steps, batch_size=256, lr=1e-3,
+        lr_decay=_decay(cfg.steps), seed=seed, desc=f"{ds} sigma {sigma0}", progress=progress)
     return model, sigma0, trajectory
 
 
@@ -70,23 +70,25 @@ def _arms(sigma0: float) -> list[tuple[str, float, bool]]:
 
 def learned_sigma(run: Run, out: Path, sigma: float | None, progress: bool) -> None:
     sigma0 = SIGMA0 if sigma is None else sigma
-    cfg = _settings(run.quick)
-    run.settings = {**cfg, "sigma_fixed_and_initial": sigma0, "batch_size": 256, "lr": 1e-3, "lr_final_factor": 0.02,
+    cfg = LEARNED_SIGMA.of(run)
+    run.settings = {"n_train": cfg.n_train, "n_test": cfg.n_test, "steps": cfg.steps, "hidden": list(cfg.hidden),
+                    "iw_k": cfg.k_iw, "n_samples": cfg.n_samples, "sigma_fixed_and_initial": sigma0, "batch_size": 256,
+                    "lr": 1e-3, "lr_final_factor": 0.02,
                     "model": "StackedMADE, 3 logistics (Table 1's smoothed model)",
                     "learned": "log sigma, Adam with the model, full ELBO with the entropy term"}
     plt = pyplot()
     fig_t, ax_t = plt.subplots(figsize=(5, 3))
     rows = []
     for ds in TABLE1_DATASETS:
-        train, test = train_test(ds, cfg["n_train"], cfg["n_test"], run.seed)
-        samples = {"data": test[: cfg["n_samples"]]}
+        train, test = train_test(ds, cfg.n_train, cfg.n_test, run.seed)
+        samples = {"data": test[: cfg.n_samples]}
         res = {}
         for arm, start, learn in _arms(sigma0):
             model, s, traj = _train(ds, train, cfg, run.seed, start, learn, progress)
             kernel = Gaussian(s)
-            neg_elbo, neg_iw = _bounds(model, kernel, test, run.seed + 2, cfg["iw_k"])
+            neg_elbo, neg_iw = _bounds(model, kernel, test, run.seed + 2, cfg.k_iw)
             gen = torch.Generator().manual_seed(run.seed + 9)
-            two = S.sample(model, kernel, cfg["n_samples"], "two-step", gen)
+            two = S.sample(model, kernel, cfg.n_samples, "two-step", gen)
             with torch.no_grad():
                 sample_nll = evaluate(lambda b: -TRUE_LOG_PROB[ds](b.double()), two)
             res[arm] = {"sigma": s, "neg_elbo": neg_elbo, "neg_iw": neg_iw, "sample_nll_true_density": sample_nll,
@@ -108,9 +110,9 @@ def learned_sigma(run: Run, out: Path, sigma: float | None, progress: bool) -> N
     ax_t.legend(fontsize=8)
     _save_trajectory(run, fig_t, ax_t, sigma0, out / "learned_sigma_trajectory.png", "learned sigma")
     run.summary += [
-        f"Smoothed MADE (3 logistics, hidden {cfg['hidden']}), {cfg['steps']} steps each, sigma fixed at {sigma0} "
+        f"Smoothed MADE (3 logistics, hidden {list(cfg.hidden)}), {cfg.steps} steps each, sigma fixed at {sigma0} "
         f"against sigma learned by the ELBO from {sigma0} and from {HIGH_START * sigma0:.3g}. Test bounds in nats per example (lower is better; "
-        f"-IW with K={cfg['iw_k']}). Sample quality: mean -log p_data of {cfg['n_samples']} two-step samples under the "
+        f"-IW with K={cfg.k_iw}). Sample quality: mean -log p_data of {cfg.n_samples} two-step samples under the "
         "exact data density (lower: samples where the data are), beside the same for test data.",
         "",
         "| dataset | sigma | final sigma | -ELBO | -IW | sample NLL (exact density) | test data's |",
@@ -129,10 +131,17 @@ def _save_trajectory(run: Run, fig, ax, sigma0: float, path: Path, title: str) -
     run.figures.append(path.name)
 
 
-def _image_settings(quick: bool) -> dict:
-    if quick:
-        return {"preset": "digits-smoothed", "steps": 10, "n_samples": 16, "n_eval": 32, "iw_k": 2}
-    return {"preset": "mnist-cpu-smoothed", "steps": 3000, "n_samples": 1000, "n_eval": 1000, "iw_k": 8}
+@dataclass(frozen=True)
+class MnistBudget:
+    preset: str  # the training settings of both arms
+    steps: int  # training steps of each arm
+    n_samples: int  # two-step samples scored per column
+    n_eval: int  # test images of the bounds
+    iw_k: int  # K of the importance-weighted bound
+
+
+MNIST_QUICK = MnistBudget("digits-smoothed", steps=10, n_samples=16, n_eval=32, iw_k=2)
+MNIST_FULL = MnistBudget("mnist-cpu-smoothed", steps=3000, n_samples=1000, n_eval=1000, iw_k=8)
 
 
 def learned_sigma_mnist(run: Run, out: Path, sigma: float | None, progress: bool) -> None:
@@ -145,16 +154,16 @@ def learned_sigma_mnist(run: Run, out: Path, sigma: float | None, progress: bool
     from ..checkpoint import read_metrics
     from .images import _classifier, _train_or_resume
 
-    cfg = _image_settings(run.quick)
+    cfg = MNIST_QUICK if run.quick else MNIST_FULL
     sigma0 = 0.5 if sigma is None else sigma
-    base = {"train.seed": run.seed, "smoothing.sigma": sigma0, "train.max_steps": cfg["steps"], "train.max_minutes": None}
-    cfgs = {arm: load_config(cfg["preset"], values={**base, "smoothing.learn_sigma": arm == "learned"})
+    base = {"train.seed": run.seed, "smoothing.sigma": sigma0, "train.max_steps": cfg.steps, "train.max_minutes": None}
+    cfgs = {arm: load_config(cfg.preset, values={**base, "smoothing.learn_sigma": arm == "learned"})
             for arm in ("fixed", "learned")}
     data = cfgs["fixed"].data
     test = load_configured(data, "test")[0]
     real = to_uint8(test)
     clf, info = _classifier(out, data, progress)
-    run.settings = {**cfg, "sigma_fixed_and_initial": sigma0, "feature_extractor": {k: info[k] for k in
+    run.settings = {**dataclasses.asdict(cfg), "sigma_fixed_and_initial": sigma0, "feature_extractor": {k: info[k] for k in
                     ("test_accuracy", "weights_sha256", "dataset")}}
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(5, 3))
@@ -164,9 +173,9 @@ def learned_sigma_mnist(run: Run, out: Path, sigma: float | None, progress: bool
         ckpt = out / "runs" / arm / "last.pt"
         pair, kernel = I.load_pair(ckpt, ckpt)
         g = torch.Generator().manual_seed(run.seed + 2)
-        bpd = I.likelihood(test[: cfg["n_eval"]], pair=pair, kernel=kernel, k_iw=cfg["iw_k"], generator=g)
-        cols = I.two_step_columns(pair, kernel, cfg["n_samples"], generator=torch.Generator().manual_seed(run.seed + 9))
-        n = cfg["n_samples"]
+        bpd = I.likelihood(test[: cfg.n_eval], pair=pair, kernel=kernel, k_iw=cfg.iw_k, generator=g)
+        cols = I.two_step_columns(pair, kernel, cfg.n_samples, generator=torch.Generator().manual_seed(run.seed + 9))
+        n = cfg.n_samples
         metrics = {k: {q: v for q, v in MT.sample_metrics(to_uint8(x), real[:n], clf, run.seed).items()
                        if q in ("fid", "kid", "kid_std", "is")} for k, x in cols.items()}
         side = {k: v[:10] for k, v in cols.items()}
@@ -187,10 +196,10 @@ def learned_sigma_mnist(run: Run, out: Path, sigma: float | None, progress: bool
                     + f" | {summary['train_seconds']} |")
     _save_trajectory(run, fig, ax, sigma0, out / "learned_sigma_mnist_trajectory.png", "sigma learned by the ELBO (MNIST)")
     run.summary += [
-        f"Both stages trained together on the ELBO (`{cfg['preset']}`, {cfg['steps']} steps each, seed {run.seed}); "
-        f"sigma fixed at {sigma0} against learned from {sigma0}. Bounds in 8-bit bits/dim on {cfg['n_eval']} test "
-        f"images (-IW with K={cfg['iw_k']}); FID / KID / Inception-style score with our LeNet "
-        f"({100 * info['test_accuracy']:.2f}% test accuracy) on {cfg['n_samples']} samples per column.",
+        f"Both stages trained together on the ELBO (`{cfg.preset}`, {cfg.steps} steps each, seed {run.seed}); "
+        f"sigma fixed at {sigma0} against learned from {sigma0}. Bounds in 8-bit bits/dim on {cfg.n_eval} test "
+        f"images (-IW with K={cfg.iw_k}); FID / KID / Inception-style score with our LeNet "
+        f"({100 * info['test_accuracy']:.2f}% test accuracy) on {cfg.n_samples} samples per column.",
         "",
         "| sigma | final sigma | -ELBO | -IW | x~: FID / KID / IS | single-step: FID / KID / IS | two-step: FID / KID / IS "
         "| train s |",
