@@ -113,6 +113,23 @@ def test_quick_mnist_path_end_to_end(tmp_path):
     # a rerun reuses the samples (sampling is the slow part) and reproduces every number
     again = reproduce("mnist", tmp_path, quick=True, progress=False, force=True)
     assert json.loads((tmp_path / "mnist.json").read_text()) == res and again["wall_time_s"] < rec["wall_time_s"] * 2
+    # --classifier: the same LeNet from another file gives the same numbers and writes no OUT/classifier.pt
+    import shutil
+
+    from arsmooth import classifier as K
+
+    shutil.copytree(tmp_path / "runs", tmp_path / "b" / "runs")
+    lenet = tmp_path / "lenet.pt"
+    shutil.copy(tmp_path / "classifier.pt", lenet)
+    reproduce("mnist", tmp_path / "b", quick=True, progress=False, classifier=str(lenet))
+    assert json.loads((tmp_path / "b" / "mnist.json").read_text())["metrics"] == res["metrics"]
+    assert not (tmp_path / "b" / "classifier.pt").exists()
+    clf, info = K.load(lenet)
+    K.save(clf, {**info, "dataset": "fashion"}, tmp_path / "other.pt")
+    with pytest.raises(ArsmoothError, match="was fit on fashion, this experiment's data is digits"):
+        reproduce("mnist", tmp_path / "b", quick=True, progress=False, force=True, classifier=str(tmp_path / "other.pt"))
+    with pytest.raises(ArsmoothError, match="--classifier applies to"):
+        reproduce("fig3", tmp_path / "c", quick=True, progress=False, classifier=str(lenet))
     assert set(res["params"]) == {"baseline", "stage1", "stage2"}
     bounds = ("baseline", "two_step_elbo", "two_step_iw", "two_step_elbo_on_iw_images")
     assert set(res["bpd"]) == {*bounds, "n_images", "iw_k", "iw_images"}

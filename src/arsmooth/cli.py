@@ -77,7 +77,7 @@ def cmd_reproduce(a) -> int:
     _threads(a.threads)
     rec = reproduce(a.name, a.out, quick=a.quick, seed=a.seed, sigma=a.sigma, force=a.force,
                     progress=not a.no_progress, stage2=a.stage2, data_root=a.data_root,
-                    inception_weights=a.inception_weights)
+                    inception_weights=a.inception_weights, classifier=a.classifier)
     if rec is not None:  # None: a rank of a torchrun group other than the first
         print(f"wrote {a.out}/{a.name}.md (the summary), {a.name}.json and {a.name}.run.json in {rec['wall_time_s']} s")
     return 0
@@ -468,6 +468,9 @@ def _add_reproduce(sub) -> None:
                    help="cifar10 / celeba: also compute the standard Inception FID / KID / IS with torch-fidelity "
                    "(pip install 'arsmooth[inception]') from this weights file "
                    "(weights-inception-2015-12-05-6726825d.pth); nothing is downloaded")
+    r.add_argument("--classifier", default=None, metavar="FILE",
+                   help="image experiments: the LeNet of the sample metrics, fit on the experiment's dataset (e.g. "
+                   "results/classifiers/mnist.pt, or arsmooth fit-classifier); default OUT/classifier.pt, fit when missing")
     _common(r)
     r.set_defaults(func=cmd_reproduce)
 

@@ -7,7 +7,7 @@ set -euo pipefail
 W=results/images/warm_start
 B=results/images/mnist/runs/baseline/last.pt
 S2=results/images/mnist/runs/stage2/last.pt
-CLF=results/images/mnist/classifier.pt
+CLF=results/classifiers/mnist.pt
 T="--threads 1 --no-progress"
 if [ "${1:-}" != "--eval-only" ]; then
   arsmooth train mnist-cpu-stage1 --set model.nr_filters=23 --out $W/runs/scratch --max-steps 3000 --max-minutes 600 $T

@@ -35,6 +35,8 @@ _IMAGE_FIGURES = ("samples_fig6.png", "samples_baseline.png", "samples_smoothed.
 _DESIGN_FIGURES = ("denoising_designs.png", "two_step_stacked.png", "two_step_spatial.png")
 STAGE2_OPTION = ("mnist", "fashion", "cifar10", "celeba")  # the experiments that take --stage2 and --data-root
 INCEPTION_OPTION = ("cifar10", "celeba")  # the experiments that take --inception-weights
+# the experiments whose sample metrics use our LeNet, which --classifier can give
+CLASSIFIER_OPTION = ("mnist", "fashion", "cifar10", "celeba", "stage2-mnist", "stage2-fashion", "learned-sigma-mnist")
 
 EXPERIMENTS = {
     e.name: e
@@ -87,13 +89,15 @@ def reproduce(
     stage2: str | None = None,
     data_root: str | None = None,
     inception_weights: str | None = None,
+    classifier: str | None = None,
 ) -> dict | None:
     """Run experiment ``name`` and write its outputs to ``out``; returns the run record (None on the ranks
     of a torchrun group but the first: the image experiments train and sample on every rank).
 
     ``stage2`` (``stacked`` or ``spatial``) picks the stage-2 design of the image experiments, ``data_root``
-    their data folder; ``inception_weights`` (cifar10, celeba) adds the standard Inception metrics. Every
-    option is checked before any work starts.
+    their data folder; ``inception_weights`` (cifar10, celeba) adds the standard Inception metrics;
+    ``classifier`` is the LeNet file of the sample metrics (default: ``OUT/classifier.pt``, fit when missing).
+    Every option is checked before any work starts.
     """
     from ..distributed import is_main_process
     from ..fileio import prepare_out_dir
@@ -127,8 +131,14 @@ def reproduce(
                                 f"not {name}")
         check_inception(inception_weights)
         opts["inception_weights"] = str(inception_weights)
+    if classifier is not None:
+        from ..classifier import load
+
+        if name not in CLASSIFIER_OPTION:
+            raise ArsmoothError(f"--classifier applies to {', '.join(CLASSIFIER_OPTION)}, not {name}")
+        load(classifier)  # a one-line error now for a missing or damaged file, not after training
     out = prepare_out_dir(out, output_names(name, list(exp.figures)), force)
-    run = Run(name=name, quick=quick, seed=seed)
+    run = Run(name=name, quick=quick, seed=seed, classifier=None if classifier is None else str(classifier))
     exp.runner()(run, out, sigma, progress, **opts)
     if not is_main_process():  # under torchrun the other ranks trained and sampled; rank 0 writes
         return None

@@ -53,6 +53,7 @@ class Run:
     summary: list[str] = field(default_factory=list)  # markdown lines
     figures: list[str] = field(default_factory=list)
     settings: dict = field(default_factory=dict)
+    classifier: str | None = None  # image experiments: the LeNet file of the sample metrics (reproduce --classifier)
     started: float = field(default_factory=time.perf_counter)
 
     def record(self, command: str) -> dict:

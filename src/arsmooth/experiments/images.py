@@ -18,6 +18,7 @@ from .. import distributed as D
 from .. import imaging as I
 from ..config import DataSettings, Settings, load_config
 from ..data.images import load_configured, to_uint8
+from ..errors import ArsmoothError
 from ..fileio import atomic_write
 from ..train import evaluate_bpd, train
 from ..viz import save_grid, side_by_side
@@ -119,7 +120,7 @@ def _run(run: Run, out: Path, sigma: float | None, progress: bool, dataset: str,
     side_by_side(cols, out / "samples_fig6.png", n=min(budget["n_samples"], 10))
     bpd = _bounds(test, budget, base, pair, kernel, g)
     metrics, probes, clf_info = _evaluate_samples(out, cols, test, cfgs, base, pair, kernel, run.seed, run.quick,
-                                                  progress)
+                                                  progress, run.classifier)
     inception = None
     if inception_weights is not None:  # the standard Inception FID / KID / IS, beside ours
         from .. import metrics as MT
@@ -302,13 +303,13 @@ PROBE_GRIDS = (1, 4)  # probe features: the position average, and the average ov
 
 
 def _evaluate_samples(out: Path, cols: dict, test, cfgs: dict, base, pair, kernel, seed: int, quick: bool,
-                      progress: bool) -> tuple[dict, dict, dict]:
+                      progress: bool, classifier: str | None) -> tuple[dict, dict, dict]:
     """FID / KID / IS of every column with our LeNet, the real-vs-real floor, neighbours, probes."""
     from .. import metrics as MT
     from ..probes import probe_accuracies
 
     data_cfg = cfgs["baseline"].data
-    clf, info = _classifier(out, data_cfg, progress)
+    clf, info = _classifier(out, data_cfg, progress, classifier)
     train_x, train_y = load_configured(data_cfg, "train")
     test_y = load_configured(data_cfg, "test")[1]
     n = len(next(iter(cols.values())))
@@ -341,10 +342,17 @@ def _evaluate_samples(out: Path, cols: dict, test, cfgs: dict, base, pair, kerne
     return metrics, probes, {k: info.get(k, "classes" if k == "task" else None) for k in keep_info}
 
 
-def _classifier(out: Path, data_cfg: DataSettings, progress: bool):
-    """The LeNet of ``OUT/classifier.pt``, fit (and saved there) when missing."""
+def _classifier(out: Path, data_cfg: DataSettings, progress: bool, given: str | None = None):
+    """The LeNet ``given`` (``reproduce --classifier``; it must be the experiment's dataset's), else the one of
+    ``OUT/classifier.pt``, fit (and saved there) when missing."""
     from .. import classifier as K
 
+    if given is not None:
+        clf, info = K.load(given)
+        if info.get("dataset") != data_cfg.dataset:
+            raise ArsmoothError(f"--classifier {given} was fit on {info.get('dataset')}, this experiment's data is "
+                                f"{data_cfg.dataset}")
+        return clf, info
     path = out / "classifier.pt"
     if not path.is_file():
         clf, info = K.fit_dataset(data_cfg.dataset, data_cfg.data_root, seed=0, progress=progress)
@@ -420,7 +428,7 @@ def _stage2_designs(run: Run, out: Path, sigma: float | None, progress: bool, da
     summaries = {k: _train_or_resume(cfg, out / "runs" / k, progress) for k, cfg in cfgs.items()}
     data_cfg = cfgs["stage1"].data
     test = load_configured(data_cfg, "test")[0]
-    clf, info = _classifier(out, data_cfg, progress)
+    clf, info = _classifier(out, data_cfg, progress, run.classifier)
     pairs = {d: I.load_pair(out / "runs" / "stage1" / "last.pt", out / "runs" / f"stage2-{d}" / "last.pt") for d in DESIGNS}
     kernel = pairs["stacked"][1]
     prior = pairs["stacked"][0].prior

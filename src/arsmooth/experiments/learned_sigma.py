@@ -162,7 +162,7 @@ def learned_sigma_mnist(run: Run, out: Path, sigma: float | None, progress: bool
     data = cfgs["fixed"].data
     test = load_configured(data, "test")[0]
     real = to_uint8(test)
-    clf, info = _classifier(out, data, progress)
+    clf, info = _classifier(out, data, progress, run.classifier)
     run.settings = {**dataclasses.asdict(cfg), "sigma_fixed_and_initial": sigma0, "feature_extractor": {k: info[k] for k in
                     ("test_accuracy", "weights_sha256", "dataset")}}
     plt = pyplot()
