@@ -141,25 +141,48 @@ def _train_networks(preset: str, device: str, overrides) -> tuple[ImageModel, Im
     return model, ref, same, cfg
 
 
+def _train_batch(model, cfg, batch: int, device: str, seed: int, channels_last: bool):
+    """8-bit images in [-1, 1] and, for the smoothed kinds, x~ from the preset's kernel."""
+    h, w = model.image_size
+    gen = torch.Generator(device).manual_seed(seed)
+    x = torch.randint(0, 256, (batch, model.channels, h, w), generator=gen, device=device).float() / 127.5 - 1
+    kernel = make_kernel(cfg.smoothing.kernel, cfg.smoothing.sigma)
+    x_tilde = None if model.kind == "baseline" else kernel.sample(x, gen)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+        x_tilde = None if x_tilde is None else x_tilde.contiguous(memory_format=torch.channels_last)
+    return x, x_tilde
+
+
+def _train_step(r: dict, x, x_tilde, bf16: bool, device: str, timed: bool, rng_seed: int):
+    """One Adam step of ``r["model"]``; the gradients when untimed (the check), else its time added to ``r["t"]``."""
+    torch.manual_seed(rng_seed)  # the same dropout masks for both networks
+    _sync(device)
+    t0 = time.perf_counter()
+    r["opt"].zero_grad(set_to_none=True)
+    with torch.autocast("cuda", dtype=torch.bfloat16, enabled=bf16):
+        loss = loss_given_noise(r["model"], x, x_tilde)
+    loss.backward()
+    grads = [p.grad.detach().clone() for p in r["model"].parameters()] if not timed else None
+    r["opt"].step()
+    _sync(device)
+    if timed:
+        r["t"] += time.perf_counter() - t0
+    return loss.detach(), grads
+
+
 def bench_train(preset: str, batch: int | None = None, steps: int = 5, device: str = "cpu", seed: int = 0,
                 overrides=()) -> dict:
     """Training steps of the fused network vs the port-style straightforward one (same weights, same data)."""
     model, ref, same, cfg = _train_networks(preset, device, overrides)
     masks = cfg.model.dropout_masks
     batch = batch or cfg.train.batch_size
-    h, w = model.image_size
-    gen = torch.Generator(device).manual_seed(seed)
-    # 8-bit images in [-1, 1]; x~ from the preset's kernel for the smoothed kinds
-    x = torch.randint(0, 256, (batch, model.channels, h, w), generator=gen, device=device).float() / 127.5 - 1
-    kernel = make_kernel(cfg.smoothing.kernel, cfg.smoothing.sigma)
-    x_tilde = None if model.kind == "baseline" else kernel.sample(x, gen)
     cuda = device.startswith("cuda")
     bf16, channels_last = cuda and cfg.gpu.bf16, cuda and cfg.gpu.channels_last  # as train does
+    x, x_tilde = _train_batch(model, cfg, batch, device, seed, channels_last)
     if channels_last:
         for m in (model, ref, same):
             m.to(memory_format=torch.channels_last)  # in place (a module's .to returns itself)
-        x = x.contiguous(memory_format=torch.channels_last)
-        x_tilde = None if x_tilde is None else x_tilde.contiguous(memory_format=torch.channels_last)
 
     def run_of(m) -> dict:
         m.train()
@@ -169,19 +192,7 @@ def bench_train(preset: str, batch: int | None = None, steps: int = 5, device: s
     check = runs["straightforward"] if same is ref else run_of(same)
 
     def step(r: dict, timed: bool, rng_seed: int) -> tuple[torch.Tensor, list | None]:
-        torch.manual_seed(rng_seed)  # the same dropout masks for both networks
-        _sync(device)
-        t0 = time.perf_counter()
-        r["opt"].zero_grad(set_to_none=True)
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=bf16):
-            loss = loss_given_noise(r["model"], x, x_tilde)
-        loss.backward()
-        grads = [p.grad.detach().clone() for p in r["model"].parameters()] if not timed else None
-        r["opt"].step()
-        _sync(device)
-        if timed:
-            r["t"] += time.perf_counter() - t0
-        return loss.detach(), grads
+        return _train_step(r, x, x_tilde, bf16, device, timed, rng_seed)
 
     torch.manual_seed(seed)
     flops = step_flops(ref, x, x_tilde)  # the same convolutions in both networks

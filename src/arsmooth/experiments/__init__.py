@@ -104,6 +104,20 @@ def reproduce(
     from .common import Run, command_line, output_names, write_run
 
     exp = get(name)
+    opts = _checked_options(name, sigma, seed, stage2, data_root, inception_weights, classifier)
+    out = prepare_out_dir(out, output_names(name, list(exp.figures)), force)
+    run = Run(name=name, quick=quick, seed=seed, classifier=opts.pop("classifier", None))
+    exp.runner()(run, out, sigma, progress, **opts)
+    if not is_main_process():  # under torchrun the other ranks trained and sampled; rank 0 writes
+        return None
+    rec = write_run(run, out, command or command_line())
+    rec["result"] = run.result
+    return rec
+
+
+def _checked_options(name: str, sigma, seed: int, stage2, data_root, inception_weights, classifier) -> dict:
+    """Every option of ``reproduce`` checked against the experiment, before any work; the keyword arguments
+    its runner takes (and ``classifier``, which the run carries)."""
     if sigma is not None and not sigma > 0:
         raise ArsmoothError(f"sigma must be a positive noise standard deviation, got {sigma}")
     if seed < 0:
@@ -137,11 +151,5 @@ def reproduce(
         if name not in CLASSIFIER_OPTION:
             raise ArsmoothError(f"--classifier applies to {', '.join(CLASSIFIER_OPTION)}, not {name}")
         load(classifier)  # a one-line error now for a missing or damaged file, not after training
-    out = prepare_out_dir(out, output_names(name, list(exp.figures)), force)
-    run = Run(name=name, quick=quick, seed=seed, classifier=None if classifier is None else str(classifier))
-    exp.runner()(run, out, sigma, progress, **opts)
-    if not is_main_process():  # under torchrun the other ranks trained and sampled; rank 0 writes
-        return None
-    rec = write_run(run, out, command or command_line())
-    rec["result"] = run.result
-    return rec
+        opts["classifier"] = str(classifier)
+    return opts

@@ -411,6 +411,34 @@ def _designs_budget(quick: bool) -> dict:
     return {"n_samples": 1000, "n_eval": 1000, "k_iw": 4, "n_task": 500, "n_sensitivity": 8}
 
 
+def _score_design(run: Run, out: Path, d: str, pair, kernel, xt, test, budget: dict, summ: dict, bs: int,
+                  sample_metrics, den_images: dict, progress: bool) -> dict:
+    """One stage-2 design of ``_stage2_designs``: its two-step samples, bounds, denoising (its images go into
+    ``den_images``) and sensitivity to x~, each from the same seeds as the other design's."""
+    n = budget["n_samples"]
+    x_eval, x_task, x_sens = test[: budget["n_eval"]], test[: budget["n_task"]], test[: budget["n_sensitivity"]]
+    two = torch.cat([pair.reverse.sample(context=xt[i : i + 64], generator=torch.Generator().manual_seed(run.seed + 300 + i),
+                                         progress=progress) for i in range(0, n, 64)])
+    two = I.check_finite(two, f"two-step sampling ({d})")
+    save_grid(two[:100], out / f"two_step_{d}.png")
+    g = torch.Generator().manual_seed(run.seed + 200)
+    bpd = I.likelihood(x_eval, pair=pair, kernel=kernel, n_draws=1, k_iw=budget["k_iw"], generator=g)
+    term = evaluate_bpd(pair.reverse, kernel, x_eval, seed=run.seed + 201)  # E_q[-log P(x | x~)], bits/dim
+    den = I.denoise(pair, kernel, x_task, torch.Generator().manual_seed(run.seed + 202), progress)
+    den_images.setdefault("clean", den["images"]["clean"])
+    den_images.setdefault("noisy", den["images"]["noisy"])
+    den_images.setdefault("single-step", den["images"]["single_step"])
+    den_images[f"two-step {d}"] = den["images"]["two_step"]
+    g = torch.Generator().manual_seed(run.seed + 203)
+    sens = I.stage2_sensitivity(pair.reverse, x_sens, kernel.sample(x_sens, g), I.sensitivity_positions(*test.shape[-2:]))
+    return {
+        "params": summ["params"], "steps": summ["steps"], "train_seconds": summ["train_seconds"],
+        "train_images_per_s": round(summ["steps"] * bs / summ["train_seconds"], 2),
+        "stage2_term_bpd": term, "two_step_elbo": bpd["two_step_elbo"], "two_step_iw": bpd["two_step_iw"],
+        "psnr": den["psnr"], "metrics": sample_metrics(two), "sensitivity": sens,
+    }
+
+
 def _stage2_designs(run: Run, out: Path, sigma: float | None, progress: bool, dataset: str) -> None:
     """Stacked against spatial stage 2 with one shared stage 1, at about equal parameters and CPU time.
 
@@ -443,34 +471,11 @@ def _stage2_designs(run: Run, out: Path, sigma: float | None, progress: bool, da
         return {q: v for q, v in MT.sample_metrics(to_uint8(x), test_u8, clf, run.seed).items() if q in keep}
 
     res: dict = {"x_tilde": sample_metrics(xt), "single_step": sample_metrics(single.detach())}
-    x_eval, x_task = test[: budget["n_eval"]], test[: budget["n_task"]]
-    x_sens = test[: budget["n_sensitivity"]]
-    positions = I.sensitivity_positions(*test.shape[-2:])
-    den_images = {}
+    den_images: dict = {}
     for d in DESIGNS:
         pair = S.SmoothedPair(prior, pairs[d][0].reverse)
-        summ = summaries[f"stage2-{d}"]
-        bs = cfgs[f"stage2-{d}"].train.batch_size
-        two = torch.cat([pair.reverse.sample(context=xt[i : i + 64], generator=torch.Generator().manual_seed(run.seed + 300 + i),
-                                             progress=progress) for i in range(0, n, 64)])
-        two = I.check_finite(two, f"two-step sampling ({d})")
-        save_grid(two[:100], out / f"two_step_{d}.png")
-        g = torch.Generator().manual_seed(run.seed + 200)
-        bpd = I.likelihood(x_eval, pair=pair, kernel=kernel, n_draws=1, k_iw=budget["k_iw"], generator=g)
-        term = evaluate_bpd(pair.reverse, kernel, x_eval, seed=run.seed + 201)  # E_q[-log P(x | x~)], bits/dim
-        den = I.denoise(pair, kernel, x_task, torch.Generator().manual_seed(run.seed + 202), progress)
-        den_images.setdefault("clean", den["images"]["clean"])
-        den_images.setdefault("noisy", den["images"]["noisy"])
-        den_images.setdefault("single-step", den["images"]["single_step"])
-        den_images[f"two-step {d}"] = den["images"]["two_step"]
-        g = torch.Generator().manual_seed(run.seed + 203)
-        sens = I.stage2_sensitivity(pair.reverse, x_sens, kernel.sample(x_sens, g), positions)
-        res[d] = {
-            "params": summ["params"], "steps": summ["steps"], "train_seconds": summ["train_seconds"],
-            "train_images_per_s": round(summ["steps"] * bs / summ["train_seconds"], 2),
-            "stage2_term_bpd": term, "two_step_elbo": bpd["two_step_elbo"], "two_step_iw": bpd["two_step_iw"],
-            "psnr": den["psnr"], "metrics": sample_metrics(two), "sensitivity": sens,
-        }
+        res[d] = _score_design(run, out, d, pair, kernel, xt, test, budget, summaries[f"stage2-{d}"],
+                               cfgs[f"stage2-{d}"].train.batch_size, sample_metrics, den_images, progress)
     side_by_side(den_images, out / "denoising_designs.png", n=min(8, budget["n_task"]))
     res["stage1"] = {k: summaries["stage1"][k] for k in ("params", "steps", "train_seconds")}
     run.settings = {"presets": presets, **budget, "data": data_cfg.dataset, "sigma": kernel.std,

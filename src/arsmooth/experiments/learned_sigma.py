@@ -144,15 +144,42 @@ MNIST_QUICK = MnistBudget("digits-smoothed", steps=10, n_samples=16, n_eval=32, 
 MNIST_FULL = MnistBudget("mnist-cpu-smoothed", steps=3000, n_samples=1000, n_eval=1000, iw_k=8)
 
 
+def _mnist_arm(run: Run, out: Path, arm: str, c, cfg: MnistBudget, test: torch.Tensor, clf, sigma0: float,
+               progress: bool) -> tuple[dict, str]:
+    """Train (or find) one arm of learned-sigma-mnist and score it: its result and its table row."""
+    from .. import imaging as I
+    from .. import metrics as MT
+    from ..checkpoint import read_metrics
+    from ..data.images import to_uint8
+    from ..viz import side_by_side
+    from .images import _train_or_resume
+
+    summary = _train_or_resume(c, out / "runs" / arm, progress)
+    ckpt = out / "runs" / arm / "last.pt"
+    pair, kernel = I.load_pair(ckpt, ckpt)
+    g = torch.Generator().manual_seed(run.seed + 2)
+    bpd = I.likelihood(test[: cfg.n_eval], pair=pair, kernel=kernel, k_iw=cfg.iw_k, generator=g)
+    cols = I.two_step_columns(pair, kernel, cfg.n_samples, generator=torch.Generator().manual_seed(run.seed + 9))
+    n = cfg.n_samples
+    m = {k: {q: v for q, v in MT.sample_metrics(to_uint8(x), to_uint8(test)[:n], clf, run.seed).items()
+             if q in ("fid", "kid", "kid_std", "is")} for k, x in cols.items()}
+    side_by_side({k: v[:10] for k, v in cols.items()}, out / f"learned_sigma_mnist_{arm}.png", n=10)
+    run.figures.append(f"learned_sigma_mnist_{arm}.png")
+    path = [(0, sigma0)] + [(r["step"], r["sigma"]) for r in read_metrics(out / "runs" / arm) if "sigma" in r]
+    result = {"sigma": kernel.std, "neg_elbo_bpd": bpd["two_step_elbo"], "neg_iw_bpd": bpd["two_step_iw"],
+              "metrics": m, "steps": summary["steps"], "train_seconds": summary["train_seconds"], "sigma_path": path}
+    row = (f"| {arm} | {kernel.std:.4g} | {bpd['two_step_elbo']:.4f} | {bpd['two_step_iw']:.4f} | "
+           + " | ".join(f"{m[k]['fid']:.1f} / {m[k]['kid']:.1f} / {m[k]['is']:.2f}" for k in ("smoothed", "single-step", "two-step"))
+           + f" | {summary['train_seconds']} |")
+    return result, row
+
+
 def learned_sigma_mnist(run: Run, out: Path, sigma: float | None, progress: bool) -> None:
     """MNIST at CPU scale: both stages trained together on the ELBO (``kind: smoothed``), sigma fixed at the
     paper's 0.5 against sigma learned from 0.5, at equal steps; bounds, sigma's path, sample metrics (LeNet)."""
-    from .. import imaging as I
-    from .. import metrics as MT
     from ..config import load_config
-    from ..data.images import load_configured, to_uint8
-    from ..checkpoint import read_metrics
-    from .images import _classifier, _train_or_resume
+    from ..data.images import load_configured
+    from .images import _classifier
 
     cfg = MNIST_QUICK if run.quick else MNIST_FULL
     sigma0 = 0.5 if sigma is None else sigma
@@ -161,7 +188,6 @@ def learned_sigma_mnist(run: Run, out: Path, sigma: float | None, progress: bool
             for arm in ("fixed", "learned")}
     data = cfgs["fixed"].data
     test = load_configured(data, "test")[0]
-    real = to_uint8(test)
     clf, info = _classifier(out, data, progress, run.classifier)
     run.settings = {**dataclasses.asdict(cfg), "sigma_fixed_and_initial": sigma0, "feature_extractor": {k: info[k] for k in
                     ("test_accuracy", "weights_sha256", "dataset")}}
@@ -169,31 +195,10 @@ def learned_sigma_mnist(run: Run, out: Path, sigma: float | None, progress: bool
     fig, ax = plt.subplots(figsize=(5, 3))
     rows = []
     for arm, c in cfgs.items():
-        summary = _train_or_resume(c, out / "runs" / arm, progress)
-        ckpt = out / "runs" / arm / "last.pt"
-        pair, kernel = I.load_pair(ckpt, ckpt)
-        g = torch.Generator().manual_seed(run.seed + 2)
-        bpd = I.likelihood(test[: cfg.n_eval], pair=pair, kernel=kernel, k_iw=cfg.iw_k, generator=g)
-        cols = I.two_step_columns(pair, kernel, cfg.n_samples, generator=torch.Generator().manual_seed(run.seed + 9))
-        n = cfg.n_samples
-        metrics = {k: {q: v for q, v in MT.sample_metrics(to_uint8(x), real[:n], clf, run.seed).items()
-                       if q in ("fid", "kid", "kid_std", "is")} for k, x in cols.items()}
-        side = {k: v[:10] for k, v in cols.items()}
-        from ..viz import side_by_side
-
-        side_by_side(side, out / f"learned_sigma_mnist_{arm}.png", n=10)
-        run.figures.append(f"learned_sigma_mnist_{arm}.png")
-        path = [(0, sigma0)] + [(r["step"], r["sigma"]) for r in read_metrics(out / "runs" / arm) if "sigma" in r]
+        run.result[arm], row = _mnist_arm(run, out, arm, c, cfg, test, clf, sigma0, progress)
+        rows.append(row)
         if arm == "learned":
-            ax.plot(*zip(*path))
-        run.result[arm] = {"sigma": kernel.std, "neg_elbo_bpd": bpd["two_step_elbo"], "neg_iw_bpd": bpd["two_step_iw"],
-                           "metrics": metrics, "steps": summary["steps"], "train_seconds": summary["train_seconds"],
-                           "sigma_path": path}
-        m = metrics
-        rows.append(f"| {arm} | {kernel.std:.4g} | {bpd['two_step_elbo']:.4f} | {bpd['two_step_iw']:.4f} | "
-                    + " | ".join(f"{m[k]['fid']:.1f} / {m[k]['kid']:.1f} / {m[k]['is']:.2f}"
-                                 for k in ("smoothed", "single-step", "two-step"))
-                    + f" | {summary['train_seconds']} |")
+            ax.plot(*zip(*run.result[arm]["sigma_path"]))
     _save_trajectory(run, fig, ax, sigma0, out / "learned_sigma_mnist_trajectory.png", "sigma learned by the ELBO (MNIST)")
     run.summary += [
         f"Both stages trained together on the ELBO (`{cfg.preset}`, {cfg.steps} steps each, seed {run.seed}); "

@@ -113,6 +113,31 @@ FIG4_STDS = (0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0)
 FIG4_KERNELS = ("gaussian", "laplace", "uniform")
 
 
+def _fig4_plots(run: Run, out: Path, sweep: dict, base, best_model, best: float) -> None:
+    """``fig4_sweep.png`` (-ELBO against kernel std, per kernel) and ``fig4_samples.png`` (densities, samples)."""
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(5.5, 3.6))
+    for name in FIG4_KERNELS:
+        xs, ys = zip(*sweep[name])
+        ax.plot(xs, ys, "o-", label=f"{name} (2 comp., -ELBO)")
+    ax.axhline(run.result["baseline_mol_8"], color="k", ls="--", label="8 logistics on raw data")
+    ax.axhline(entropy_1d(SIX_MODES), color="grey", ls=":", label="true entropy (best possible)")
+    ax.set_xscale("log")
+    ax.set_xlabel("kernel standard deviation")
+    ax.set_ylabel("test NLL bound (nats)")
+    ax.legend(fontsize=8)
+    save_figure(fig, out / "fig4_sweep.png")
+    fig, ax = plt.subplots(figsize=(6, 3))
+    grid = torch.linspace(-7, 7, 2001)
+    with torch.no_grad():
+        ax.plot(grid, SIX_MODES.log_prob(grid).exp(), lw=1, label="true")
+        ax.plot(grid, base.log_prob(grid).exp(), lw=1, label="8 logistics")
+        s = S.sample(best_model, Gaussian(best), 20_000, "two-step", torch.Generator().manual_seed(run.seed))
+    ax.hist(s[:, 0].numpy(), bins=400, range=(-7, 7), density=True, alpha=0.5, label=f"two-step, std {best}")
+    ax.legend(fontsize=8)
+    save_figure(fig, out / "fig4_samples.png")
+
+
 def fig4(run: Run, out: Path, sigma: float | None, progress: bool) -> None:
     """Fig. 4: six modes; 8-logistic baseline vs a 2-component two-step model; ELBO against kernel std."""
     quick = run.quick
@@ -139,27 +164,7 @@ def fig4(run: Run, out: Path, sigma: float | None, progress: bool) -> None:
     best = min(val_score, key=val_score.get)  # chosen on validation data, reported on test
     run.result["smoothed_2"] = dict((s, v) for s, v in sweep["gaussian"])[best]
     run.result["sweep"] = sweep
-    plt = pyplot()
-    fig, ax = plt.subplots(figsize=(5.5, 3.6))
-    for name in FIG4_KERNELS:
-        xs, ys = zip(*sweep[name])
-        ax.plot(xs, ys, "o-", label=f"{name} (2 comp., -ELBO)")
-    ax.axhline(run.result["baseline_mol_8"], color="k", ls="--", label="8 logistics on raw data")
-    ax.axhline(entropy_1d(SIX_MODES), color="grey", ls=":", label="true entropy (best possible)")
-    ax.set_xscale("log")
-    ax.set_xlabel("kernel standard deviation")
-    ax.set_ylabel("test NLL bound (nats)")
-    ax.legend(fontsize=8)
-    save_figure(fig, out / "fig4_sweep.png")
-    fig, ax = plt.subplots(figsize=(6, 3))
-    grid = torch.linspace(-7, 7, 2001)
-    with torch.no_grad():
-        ax.plot(grid, SIX_MODES.log_prob(grid).exp(), lw=1, label="true")
-        ax.plot(grid, base.log_prob(grid).exp(), lw=1, label="8 logistics")
-        s = S.sample(models[best], Gaussian(best), 20_000, "two-step", torch.Generator().manual_seed(run.seed))
-    ax.hist(s[:, 0].numpy(), bins=400, range=(-7, 7), density=True, alpha=0.5, label=f"two-step, std {best}")
-    ax.legend(fontsize=8)
-    save_figure(fig, out / "fig4_samples.png")
+    _fig4_plots(run, out, sweep, base, models[best], best)
     run.figures += ["fig4_sweep.png", "fig4_samples.png"]
     r = run.result
     rows = [f"| {std} | " + " | ".join(fmt(dict((a, b) for a, b in sweep[k])[std]) for k in FIG4_KERNELS) + " |" for std in stds]

@@ -250,6 +250,12 @@ def realnvp(run: Run, out: Path, sigma: float | None, progress: bool) -> None:
         run.settings.setdefault("iw_bound", {})[ds] = mean["smoothed_realnvp_iw"]
     run.settings.update(params=params, chosen_sigma=chosen, validation_neg_elbo=sweeps, per_seed=per_seed,
                         split=splits)
+    run.summary += _realnvp_summary(seeds, per_seed, chosen, params, k_iw, sweeps, grid, select_steps, splits)
+
+
+def _realnvp_summary(seeds, per_seed: dict, chosen: dict, params: dict, k_iw: int, sweeps: dict, grid, select_steps: int,
+                     splits: dict) -> list[str]:
+    """The markdown of ``realnvp``: means over seeds beside the paper's, each seed, the choice of sigma, the split."""
     rows, seed_rows = [], []
     for ds in REALNVP_DATASETS:
         p, v = PAPER_REALNVP[ds], per_seed[ds]
@@ -257,7 +263,7 @@ def realnvp(run: Run, out: Path, sigma: float | None, progress: bool) -> None:
                     f"{_mean_sd(v['smoothed_realnvp'])} ({p['smoothed_realnvp']}) | {_mean_sd(v['smoothed_realnvp_iw'])} |")
         seed_rows += [f"| {ds} | {seed} | {fmt(a)} | {fmt(b)} | {fmt(b - a)} |"
                       for seed, a, b in zip(seeds, v["realnvp"], v["smoothed_realnvp"])]
-    run.summary += [
+    out = [
         "Test NLL in nats per example, mean +- standard deviation over training seeds "
         f"{seeds}; paper values in brackets (their data). Smoothed: q = N(x, sigma^2 I), "
         "p(x~) a RealNVP and p(x | x~) a conditional RealNVP over (x - x~)/sigma given x~ and sigma * grad log p(x~); "
@@ -275,12 +281,12 @@ def realnvp(run: Run, out: Path, sigma: float | None, progress: bool) -> None:
         *seed_rows,
     ]
     if sweeps:
-        run.summary += ["", f"Choice of sigma: -ELBO on the validation split after {select_steps} steps.", "",
+        out += ["", f"Choice of sigma: -ELBO on the validation split after {select_steps} steps.", "",
                         "| dataset | " + " | ".join(f"sigma {s}" for s in grid) + " |",
                         "|---|" + "---|" * len(grid),
                         *(f"| {ds} | " + " | ".join(fmt(v) for v in sweeps[ds].values()) + " |" for ds in sweeps)]
     if splits:
-        run.summary += [
+        out += [
             "", "How the smoothed bound splits, each training seed (test set; model and exact terms on the same noise "
             "draw per point; exact values from the closed-form densities): -ELBO = E[-log p(x~)] + E[-log p(x | x~)] "
             "+ E[log q(x~ | x)].", "",
@@ -290,6 +296,7 @@ def realnvp(run: Run, out: Path, sigma: float | None, progress: bool) -> None:
               f"{fmt(sp['posterior_nll_exact'])} | {fmt(-sp['neg_log_q'])} | {fmt(sp['neg_elbo'])} | {fmt(sp['data_nll_exact'])} |"
               for ds, per in splits.items() for seed, sp in zip(seeds, per)),
         ]
+    return out
 
 
 def _realnvp_dataset(run: Run, out: Path, ds: str, sigma: float | None, grid, build, base_hidden: int, seeds: list[int],
