@@ -39,3 +39,21 @@ def test_seeded_bound_of_a_smoothed_made():
     test = train_test("olympics", 100, 100, 0)[1]
     bound = -S.elbo(model, make_kernel("gaussian", 0.3), test, n_draws=1, generator=torch.Generator().manual_seed(2))
     assert float(bound.mean().detach()) == pytest.approx(6.6929731369018555, rel=1e-5)
+
+
+def test_seeded_short_runs_of_the_training_loop(tmp_path):
+    """The one loop (fit.Loop) in both its forms: a smoothed MADE fit in memory, a digits stage 1 trained in a
+    run folder. Pinned from the code before the loop was shared (the same values to the last bit)."""
+    from arsmooth.fit import fit
+    from arsmooth.train import train
+
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    model = StackedMADE(dim=2, hidden=(16, 16), n_mix=3)
+    data = train_test("olympics", 512, 10, 0)[0]
+    kernel, g = make_kernel("gaussian", 0.3), torch.Generator().manual_seed(1)
+    r = fit(model, lambda b: S.smoothed_nll_loss(model, kernel, b, g), data, steps=30, batch_size=64, lr=1e-3,
+            lr_decay=0.999, seed=0, progress=False, log_every=10)
+    assert r.losses == pytest.approx([6.828726179222799, 6.837005778354585, 6.850830265108441], rel=1e-5)
+    s = train(load_config("digits-stage1", ["train.max_steps=3", "train.eval_images=16"]), tmp_path / "r", progress=False)
+    assert s["test_bpd"] == pytest.approx(2.2739461825581637, rel=1e-5)
