@@ -40,7 +40,7 @@ SHAPES = {"mnist": (1, 28, 28), "fashion": (1, 28, 28), "cifar10": (3, 32, 32), 
           "digits": (1, 8, 8)}
 
 
-def _model(preset: str, device: str, overrides=()) -> tuple[ImageModel, Settings]:
+def preset_model(preset: str, device: str, overrides=()) -> tuple[ImageModel, Settings]:
     """A preset's network with its initial (random) weights, for the image shape of its dataset."""
     cfg = load_config(preset, list(overrides))
     name = cfg.data.dataset.split(":")[0]
@@ -97,7 +97,7 @@ def _sync(device: str) -> None:
 def bench_sample(preset: str, batch: int = 64, ref_pixels: int = 28, device: str = "cpu", seed: int = 0,
                  overrides=()) -> dict:
     """Fast sampler vs the obvious one on one preset's network (random weights)."""
-    model, cfg = _model(preset, device, overrides)
+    model, cfg = preset_model(preset, device, overrides)
     h, w = model.image_size
     c = model.channels
     gen = torch.Generator(device).manual_seed(seed)
@@ -131,12 +131,12 @@ def bench_sample(preset: str, batch: int = 64, ref_pixels: int = 28, device: str
 def _train_networks(preset: str, device: str, overrides) -> tuple[ImageModel, ImageModel, ImageModel, dict]:
     """The fused network, the port-style reference (``fused=false``, ``bernoulli`` masks) and the straightforward
     network drawing the fused one's masks (the reference itself unless the masks are bits), one set of weights."""
-    model, cfg = _model(preset, device, [*overrides, "model.fused=true"])
-    ref, _ = _model(preset, device, [*overrides, "model.fused=false", "model.dropout_masks=bernoulli"])
+    model, cfg = preset_model(preset, device, [*overrides, "model.fused=true"])
+    ref, _ = preset_model(preset, device, [*overrides, "model.fused=false", "model.dropout_masks=bernoulli"])
     ref.load_state_dict(model.state_dict())
     same = ref
     if cfg.model.dropout_masks != "bernoulli":
-        same, _ = _model(preset, device, [*overrides, "model.fused=false"])
+        same, _ = preset_model(preset, device, [*overrides, "model.fused=false"])
         same.load_state_dict(model.state_dict())
     return model, ref, same, cfg
 

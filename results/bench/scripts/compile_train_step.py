@@ -8,7 +8,7 @@ import time
 
 import torch
 
-from arsmooth.bench import _model
+from arsmooth.bench import preset_model
 
 ap = argparse.ArgumentParser()
 ap.add_argument("preset")
@@ -16,7 +16,7 @@ ap.add_argument("--threads", type=int, default=1)
 ap.add_argument("--batch", type=int, default=16)
 a = ap.parse_args()
 torch.set_num_threads(a.threads)
-model, _ = _model(a.preset, "cpu", ["model.fused=false"])
+model, _ = preset_model(a.preset, "cpu", ["model.fused=false"])
 model.train()
 h, w = model.image_size
 x = torch.randint(0, 256, (a.batch, model.channels, h, w)).float() / 127.5 - 1

@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from torch.profiler import profile
 
 from arsmooth import likelihoods as L
-from arsmooth.bench import _model
+from arsmooth.bench import preset_model
 from arsmooth.networks.pixelcnnpp import draw_dropout_mask
 from arsmooth.train import loss_given_noise
 
@@ -44,7 +44,7 @@ ap.add_argument("--reps", type=int, default=5)
 a = ap.parse_args()
 torch.set_num_threads(a.threads)
 torch.manual_seed(0)
-model, cfg = _model(a.preset, "cpu", [*a.set, f"model.fused={a.fused}"])
+model, cfg = preset_model(a.preset, "cpu", [*a.set, f"model.fused={a.fused}"])
 model.train()
 h, w = model.image_size
 x = torch.randint(0, 256, (a.batch, model.channels, h, w)).float() / 127.5 - 1

@@ -24,7 +24,7 @@ from arsmooth.fit import evaluate
 from arsmooth.kernels import Gaussian
 
 # the committed full run: its data (seed, sizes) and the noise level it chose on validation
-FULL_RUN = json.loads((Path(__file__).resolve().parents[1] / "results/synthetic/realnvp.run.json").read_text())
+FULL_RUN = json.loads((Path(__file__).resolve().parents[1] / "realnvp.run.json").read_text())
 
 ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
 ap.add_argument("dataset", choices=T.REALNVP_DATASETS)
@@ -35,17 +35,17 @@ a = ap.parse_args()
 torch.set_num_threads(a.threads)
 seed, sigma, st = a.train_seed, FULL_RUN["settings"]["chosen_sigma"][a.dataset], FULL_RUN["settings"]
 train, test = train_test(a.dataset, st["n_train"], st["n_test"], FULL_RUN["seed"])  # the full run's data
-build = partial(T._realnvp_pair, posterior=T.POSTERIOR_SIZE)
+build = partial(T.realnvp_pair, posterior=T.POSTERIOR_SIZE)
 layers, hidden = T.PRIOR_SIZE
-base_hidden = T._matching_hidden(count_params(build(hidden, layers, 0.3)), layers)
+base_hidden = T.matching_hidden(count_params(build(hidden, layers, 0.3)), layers)
 
 out = {"dataset": a.dataset, "sigma": sigma, "steps": a.steps, "train_seed": seed, "threads": a.threads}
 t = time.time()
-base = T._fit_plain(base_hidden, layers, train, a.steps, seed, "RealNVP", False)
+base = T.fit_plain(base_hidden, layers, train, a.steps, seed, "RealNVP", False)
 out["realnvp"] = {"nll": evaluate(lambda b: -base.log_prob(b), test), "params": count_params(base), "s": time.time() - t}
 t = time.time()
-pair = T._fit_pair(sigma, hidden, layers, train, a.steps, seed, "smoothed", False, build)
-neg_elbo = T._bounds(pair, Gaussian(sigma), test, seed + 2, None)[0]
+pair = T.fit_pair(sigma, hidden, layers, train, a.steps, seed, "smoothed", False, build)
+neg_elbo = T.smoothed_bounds(pair, Gaussian(sigma), test, seed + 2, None)[0]
 out["smoothed"] = {"neg_elbo": neg_elbo, "params": count_params(pair), "s": time.time() - t,
                    "split": T.split_bound(pair, a.dataset, sigma, test, seed + 3)}
 print(json.dumps(out), flush=True)

@@ -66,7 +66,7 @@ def parse_split(text):
     return int(prior), tuple(map(int, post.split("x")))
 
 
-variants = {"x_only": x_only_pair, "x_and_tweedie": T._realnvp_pair}
+variants = {"x_only": x_only_pair, "x_and_tweedie": T.realnvp_pair}
 splits = [(None, hidden, None)] if a.splits is None else [(t, *parse_split(t)) for t in a.splits.split(",")]
 out = {"dataset": a.dataset, "layers": layers, "hidden": hidden, "steps": a.steps, "seed": a.seed, "threads": a.threads,
        "n_fit": len(fit_part), "n_val": len(val)}
@@ -74,17 +74,17 @@ if a.train_seed is not None:
     out["train_seed"] = ts
 t = time.time()
 torch.manual_seed(ts)
-first_pair = T._realnvp_pair(splits[0][1], layers, 0.3, splits[0][2])
-base = RealNVP(dim=2, n_layers=layers, hidden=T._matching_hidden(count_params(first_pair), layers))
-T._train(base, lambda b: -base.log_prob(b).mean(), fit_part, a.steps, ts, "RealNVP", False)
+first_pair = T.realnvp_pair(splits[0][1], layers, 0.3, splits[0][2])
+base = RealNVP(dim=2, n_layers=layers, hidden=T.matching_hidden(count_params(first_pair), layers))
+T.train_model(base, lambda b: -base.log_prob(b).mean(), fit_part, a.steps, ts, "RealNVP", False)
 out["realnvp"] = {"nll": evaluate(lambda b: -base.log_prob(b), val), "params": count_params(base), "s": time.time() - t}
 for sigma in map(float, a.sigmas.split(",")):
     for name in a.variants.split(","):
         for label, prior_hidden, posterior in splits:
             t = time.time()
-            pair = T._fit_pair(sigma, prior_hidden, layers, fit_part, a.steps, ts, name, False,
+            pair = T.fit_pair(sigma, prior_hidden, layers, fit_part, a.steps, ts, name, False,
                                build=partial(variants[name], posterior=posterior))
-            neg_elbo, neg_iw = T._bounds(pair, Gaussian(sigma), val, a.seed + 2, 20)
+            neg_elbo, neg_iw = T.smoothed_bounds(pair, Gaussian(sigma), val, a.seed + 2, 20)
             key = f"{name}_sigma_{sigma}" + (f"_split_{label}" if label else "")
             out[key] = {"neg_elbo": neg_elbo, "neg_iw_20": neg_iw, "params": count_params(pair), "s": time.time() - t}
 print(json.dumps(out), flush=True)

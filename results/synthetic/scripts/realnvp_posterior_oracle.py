@@ -90,13 +90,13 @@ torch.manual_seed(ts)
 pair = S.ScoreConditionedPair(RealNVP(dim=2, n_layers=layers, hidden=prior_hidden), posterior(4), sigma)
 if not a.skip_plain:
     t = time.time()
-    base = RealNVP(dim=2, n_layers=layers, hidden=T._matching_hidden(count_params(pair), layers))
-    T._train(base, lambda b: -base.log_prob(b).mean(), fit_part, a.steps, ts, "RealNVP", False)
+    base = RealNVP(dim=2, n_layers=layers, hidden=T.matching_hidden(count_params(pair), layers))
+    T.train_model(base, lambda b: -base.log_prob(b).mean(), fit_part, a.steps, ts, "RealNVP", False)
     out["realnvp"] = {"nll": evaluate(lambda b: -base.log_prob(b), val), "params": count_params(base), "s": time.time() - t}
 
 t = time.time()
 g = torch.Generator().manual_seed(ts + 1)
-T._train(pair.prior, lambda b: -pair.prior.log_prob(kernel.sample(b, g)).mean(), fit_part, a.steps, ts, "prior", False)
+T.train_model(pair.prior, lambda b: -pair.prior.log_prob(kernel.sample(b, g)).mean(), fit_part, a.steps, ts, "prior", False)
 pair.prior.requires_grad_(False)
 xt = val + sigma * torch.randn(val.shape, generator=torch.Generator().manual_seed(ts + 2))
 # every exact term on these very draws, so the models' terms (scored on them too) are paired with them
@@ -122,7 +122,7 @@ for name in a.variants:
         torch.manual_seed(ts)
         e2e = S.ScoreConditionedPair(RealNVP(dim=2, n_layers=layers, hidden=prior_hidden), posterior(4), sigma)
         g = torch.Generator().manual_seed(ts + 1)
-        T._train(e2e, lambda b: end_to_end_loss(e2e.prior, e2e.reverse, b, g), fit_part, a.steps, ts, name, False)
+        T.train_model(e2e, lambda b: end_to_end_loss(e2e.prior, e2e.reverse, b, g), fit_part, a.steps, ts, name, False)
         e2e_prior = evaluate(lambda b: -e2e.prior.log_prob(b), xt)
         e2e_post = -e2e.log_prob_clean(val, xt).mean().item()
         out["end_to_end"] = {"prior_nll": e2e_prior, "nll": e2e_post, "neg_elbo": e2e_prior + e2e_post - neg_log_q,
@@ -132,7 +132,7 @@ for name in a.variants:
     torch.manual_seed(ts)
     post, ctx = posterior(2 if name == "x_only" else 4), context_fn(name, pair)
     g = torch.Generator().manual_seed(ts + 1)
-    T._train(post, lambda b: -post.log_prob(b, ctx(kernel.sample(b, g))).mean(), fit_part, a.steps, ts, name, False)
+    T.train_model(post, lambda b: -post.log_prob(b, ctx(kernel.sample(b, g))).mean(), fit_part, a.steps, ts, name, False)
     with torch.no_grad():
         post_nll = -post.log_prob(val, ctx(xt)).mean().item()
     # -ELBO = E[-log p(x~) - log p(x | x~) + log q(x~ | x)] on the same draws (paired: lower variance than using H(q))

@@ -24,7 +24,7 @@ from ..kernels import Gaussian
 from ..models.made import StackedMADE
 from ..viz import pyplot, save_figure
 from .common import Budget, Budgets, Run, fmt
-from .two_d import TABLE1_DATASETS, _bounds, _decay, _scatter
+from .two_d import TABLE1_DATASETS, smoothed_bounds, _decay, _scatter
 
 TRUE_LOG_PROB = {"rings": rings_log_prob, "olympics": olympics_log_prob}
 SIGMA0 = 0.3  # Table 1's noise level: the fixed arm, and where the first learned one starts
@@ -86,7 +86,7 @@ def learned_sigma(run: Run, out: Path, sigma: float | None, progress: bool) -> N
         for arm, start, learn in _arms(sigma0):
             model, s, traj = _train(ds, train, cfg, run.seed, start, learn, progress)
             kernel = Gaussian(s)
-            neg_elbo, neg_iw = _bounds(model, kernel, test, run.seed + 2, cfg.k_iw)
+            neg_elbo, neg_iw = smoothed_bounds(model, kernel, test, run.seed + 2, cfg.k_iw)
             gen = torch.Generator().manual_seed(run.seed + 9)
             two = S.sample(model, kernel, cfg.n_samples, "two-step", gen)
             with torch.no_grad():

@@ -32,7 +32,8 @@ def _decay(steps: int, final: float = 0.02) -> float:
     return math.exp(math.log(final) / max(steps, 1))
 
 
-def _train(model, loss, data, steps, seed, desc, progress, lr=1e-3):
+def train_model(model, loss, data, steps, seed, desc, progress, lr=1e-3):
+    """The synthetic experiments' training: batches of 256, Adam, the learning rate decayed to 2% over ``steps``."""
     fit(model, loss, data, steps=steps, batch_size=256, lr=lr, lr_decay=_decay(steps), seed=seed, desc=desc,
         progress=progress)
     return model
@@ -60,7 +61,7 @@ def _scatter(ax, pts: torch.Tensor, title: str, lim: float) -> None:
     ax.set_title(title, fontsize=9)
 
 
-def _bounds(model, kernel, test, seed, k_iw: int | None) -> tuple[float, float | None]:
+def smoothed_bounds(model, kernel, test, seed, k_iw: int | None) -> tuple[float, float | None]:
     """-ELBO (10 noise draws per point) and -IW_K on the test set, nats per example (``k_iw=None``: no IW bound).
 
     The ELBO's draws come first from the seeded generator, so they do not depend on ``k_iw``.
@@ -94,15 +95,15 @@ def table1(run: Run, out: Path, sigma: float | None, progress: bool) -> None:
         for k in (3, 6):
             torch.manual_seed(run.seed)
             m = MADE(dim=2, hidden=hidden, n_mix=k)
-            _train(m, lambda b: -m.log_prob(b).mean(), train, steps, run.seed, f"{ds} MADE-{k}", progress)
+            train_model(m, lambda b: -m.log_prob(b).mean(), train, steps, run.seed, f"{ds} MADE-{k}", progress)
             res[f"made_{k}"] = evaluate(lambda b: -m.log_prob(b), test)
             samples[f"MADE, {k} logistics"] = m.sample(n_show, gen)
             params[f"made_{k}"] = count_params(m)
         torch.manual_seed(run.seed)
         sm = StackedMADE(dim=2, hidden=hidden, n_mix=3)
         g = torch.Generator().manual_seed(run.seed + 1)
-        _train(sm, lambda b: S.smoothed_nll_loss(sm, kernel, b, g), train, steps, run.seed, f"{ds} smoothed-3", progress)
-        res["smoothed_3"], res["smoothed_3_iw"] = _bounds(sm, kernel, test, run.seed + 2, k_iw)
+        train_model(sm, lambda b: S.smoothed_nll_loss(sm, kernel, b, g), train, steps, run.seed, f"{ds} smoothed-3", progress)
+        res["smoothed_3"], res["smoothed_3_iw"] = smoothed_bounds(sm, kernel, test, run.seed + 2, k_iw)
         params["smoothed_3"] = count_params(sm)
         for method, title in (("smoothed", "smoothed x~ ~ p(x~)"), ("two-step", "two-step (ours)"),
                               ("single-step", "single-step")):
@@ -131,7 +132,7 @@ def table1(run: Run, out: Path, sigma: float | None, progress: bool) -> None:
     ]
 
 
-def _realnvp_pair(hidden: int, n_layers: int, sigma: float,
+def realnvp_pair(hidden: int, n_layers: int, sigma: float,
                   posterior: tuple[int, int] | None = None) -> S.ScoreConditionedPair:
     """p(x~) a RealNVP; p(x | x~) a conditional RealNVP over (x - x~) / sigma (an exact change of variables)
     whose networks see x~ and the prior's Tweedie feature sigma * grad log p(x~).
@@ -144,7 +145,7 @@ def _realnvp_pair(hidden: int, n_layers: int, sigma: float,
     return S.ScoreConditionedPair(prior, reverse, sigma)
 
 
-def _matching_hidden(target: int, n_layers: int) -> int:
+def matching_hidden(target: int, n_layers: int) -> int:
     """Hidden width of a single RealNVP whose parameter count is closest to ``target``."""
     count = lambda h: count_params(RealNVP(dim=2, n_layers=n_layers, hidden=h))  # noqa: E731, increasing in h
     lo, hi = 1, 4096
@@ -168,17 +169,19 @@ REALNVP = Budgets(
                 posterior=POSTERIOR_SIZE, k_iw=100, n_samples=5000, n_seeds=3))
 
 
-def _fit_plain(hidden, n_layers, train, steps, seed, desc, progress) -> RealNVP:
+def fit_plain(hidden, n_layers, train, steps, seed, desc, progress) -> RealNVP:
+    """The baseline RealNVP of ``realnvp``, trained on the data by maximum likelihood."""
     torch.manual_seed(seed)
     base = RealNVP(dim=2, n_layers=n_layers, hidden=hidden)
-    return _train(base, lambda b: -base.log_prob(b).mean(), train, steps, seed, desc, progress)
+    return train_model(base, lambda b: -base.log_prob(b).mean(), train, steps, seed, desc, progress)
 
 
-def _fit_pair(sigma, hidden, n_layers, train, steps, seed, desc, progress, build=_realnvp_pair) -> S.SmoothedPair:
+def fit_pair(sigma, hidden, n_layers, train, steps, seed, desc, progress, build=realnvp_pair) -> S.SmoothedPair:
+    """A smoothed pair (``build``: by default :func:`realnvp_pair`) trained on the smoothed NLL at noise ``sigma``."""
     torch.manual_seed(seed)
     pair = build(hidden, n_layers, sigma)
     kernel, g = Gaussian(sigma), torch.Generator().manual_seed(seed + 1)
-    return _train(pair, lambda b: S.smoothed_nll_loss(pair, kernel, b, g), train, steps, seed, desc, progress)
+    return train_model(pair, lambda b: S.smoothed_nll_loss(pair, kernel, b, g), train, steps, seed, desc, progress)
 
 
 EXACT_LOG_PROB = {"checkerboard": checkerboard_smoothed_log_prob, "olympics": olympics_log_prob}
@@ -228,10 +231,10 @@ def realnvp(run: Run, out: Path, sigma: float | None, progress: bool) -> None:
     several hundredths of a nat, as much as the effect being measured.
     """
     b = REALNVP.of(run)
-    build = partial(_realnvp_pair, posterior=b.posterior)
+    build = partial(realnvp_pair, posterior=b.posterior)
     seeds = [run.seed + i for i in range(b.n_seeds)]
     grid = (SIGMA_GRID[1], SIGMA_GRID[-1]) if run.quick else SIGMA_GRID
-    base_hidden = _matching_hidden(count_params(build(b.width, b.layers, 0.3)), b.layers)
+    base_hidden = matching_hidden(count_params(build(b.width, b.layers, 0.3)), b.layers)
     select_steps, k_iw = b.select_steps, b.k_iw
     run.settings = {"sigma": sigma if sigma is not None else f"chosen on validation from {list(grid)}",
                     "steps": b.steps, "selection_steps": select_steps, "layers": b.layers, "hidden_smoothed": b.width,
@@ -311,19 +314,19 @@ def _realnvp_dataset(run: Run, out: Path, ds: str, sigma: float | None, grid, bu
         fit_part, val = train[:-n_val], train[-n_val:]
         sweep = {}
         for s in grid:
-            pair = _fit_pair(s, b.width, b.layers, fit_part, b.select_steps, run.seed, f"{ds} select sigma {s}",
+            pair = fit_pair(s, b.width, b.layers, fit_part, b.select_steps, run.seed, f"{ds} select sigma {s}",
                              progress, build)
-            sweep[s] = _bounds(pair, Gaussian(s), val, run.seed + 2, None)[0]
+            sweep[s] = smoothed_bounds(pair, Gaussian(s), val, run.seed + 2, None)[0]
         sigma = min(sweep, key=sweep.get)
     kernel = Gaussian(sigma)
     per_seed = {"realnvp": [], "smoothed_realnvp": [], "smoothed_realnvp_iw": []}
     split, params = [], {}
     for seed in seeds:
-        base = _fit_plain(base_hidden, b.layers, train, b.steps, seed, f"{ds} RealNVP, seed {seed}", progress)
-        pair = _fit_pair(sigma, b.width, b.layers, train, b.steps, seed, f"{ds} smoothed RealNVP, seed {seed}",
+        base = fit_plain(base_hidden, b.layers, train, b.steps, seed, f"{ds} RealNVP, seed {seed}", progress)
+        pair = fit_pair(sigma, b.width, b.layers, train, b.steps, seed, f"{ds} smoothed RealNVP, seed {seed}",
                          progress, build)
         params = {"realnvp": count_params(base), "smoothed_realnvp": count_params(pair)}
-        neg_elbo, neg_iw = _bounds(pair, kernel, test, seed + 2, b.k_iw)
+        neg_elbo, neg_iw = smoothed_bounds(pair, kernel, test, seed + 2, b.k_iw)
         for key, v in zip(per_seed, (evaluate(lambda x: -base.log_prob(x), test), neg_elbo, neg_iw)):
             per_seed[key].append(v)
         split.append(split_bound(pair, ds, sigma, test, seed + 3))
