@@ -8,7 +8,9 @@ resumed, not restarted, when the folder already holds one, so a long reproductio
 
 from __future__ import annotations
 
+import dataclasses
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -36,19 +38,31 @@ PRESET_PREFIX = {"mnist": "mnist-cpu", "fashion": "fashion-cpu", "cifar10": "cif
 RGB_DATASETS = ("cifar10", "celeba")
 
 
-def _budget(quick: bool, dataset: str = "mnist") -> dict:
-    """Samples per column; test images for bits/dim (exact and -ELBO) and for the IW bound with its K; test
-    images for denoising and inpainting; training / test images for the linear probes (None: the full set).
-    CIFAR-10 and CelebA draw the 50,000 samples per column of the paper's Table 2."""
-    if quick:
-        return {"n_samples": 8, "sample_batch": 2, "n_eval": 32, "n_iw": 16, "k_iw": 2, "n_task": 4,
-                "n_probe": (200, 100)}
-    n = 50_000 if dataset in RGB_DATASETS else 5000
-    return {"n_samples": n, "sample_batch": SAMPLE_BATCH, "n_eval": 10000, "n_iw": 2000, "k_iw": 16, "n_task": 500,
-            "n_probe": (None, None)}
-
-
 SAMPLE_BATCH = 128  # images sampled at once (one thread, MNIST baseline: 20 images/s at 64, 27 at 192)
+
+
+@dataclass(frozen=True)
+class ImageBudget:
+    """What an image experiment samples and scores (its training budgets are the presets')."""
+
+    n_samples: int  # samples per column (FID / KID / IS)
+    sample_batch: int  # images sampled at once
+    n_eval: int  # test images of the exact bits/dim and the -ELBO
+    n_iw: int  # test images of the IW bound
+    k_iw: int  # its K
+    n_task: int  # test images for denoising and inpainting
+    n_probe: tuple  # training / test images of the linear probes (None: the full set)
+
+
+IMAGE_QUICK = ImageBudget(8, 2, n_eval=32, n_iw=16, k_iw=2, n_task=4, n_probe=(200, 100))
+IMAGE_FULL = ImageBudget(5000, SAMPLE_BATCH, n_eval=10000, n_iw=2000, k_iw=16, n_task=500, n_probe=(None, None))
+
+
+def _budget(quick: bool, dataset: str = "mnist") -> ImageBudget:
+    """CIFAR-10 and CelebA draw the 50,000 samples per column of the paper's Table 2."""
+    if quick:
+        return IMAGE_QUICK
+    return dataclasses.replace(IMAGE_FULL, n_samples=50_000) if dataset in RGB_DATASETS else IMAGE_FULL
 
 
 def _save_samples(cols: dict, path: Path, seed: int) -> None:
@@ -117,7 +131,7 @@ def _run(run: Run, out: Path, sigma: float | None, progress: bool, dataset: str,
     g = torch.Generator().manual_seed(run.seed + 200)  # the rest does not depend on whether samples were reused
     for method, x in cols.items():
         save_grid(x[:100], out / f"samples_{method.replace('-', '_')}.png")
-    side_by_side(cols, out / "samples_fig6.png", n=min(budget["n_samples"], 10))
+    side_by_side(cols, out / "samples_fig6.png", n=min(budget.n_samples, 10))
     bpd = _bounds(test, budget, base, pair, kernel, g)
     metrics, probes, clf_info = _evaluate_samples(out, cols, test, cfgs, base, pair, kernel, run.seed, run.quick,
                                                   progress, run.classifier)
@@ -125,11 +139,11 @@ def _run(run: Run, out: Path, sigma: float | None, progress: bool, dataset: str,
     if inception_weights is not None:  # the standard Inception FID / KID / IS, beside ours
         from .. import metrics as MT
 
-        test_u8 = to_uint8(test[: budget["n_samples"]])
+        test_u8 = to_uint8(test[: budget.n_samples])
         inception = {k.replace("-", "_"): MT.inception_metrics(to_uint8(x), test_u8, inception_weights)
                      for k, x in cols.items()}
-    den, ablation = _tasks(out, test[: budget["n_task"]], base, pair, kernel, g, progress)
-    run.settings = {"presets": presets, "stage2": stage2, **budget, "data": cfgs["baseline"].data.dataset,
+    den, ablation = _tasks(out, test[: budget.n_task], base, pair, kernel, g, progress)
+    run.settings = {"presets": presets, "stage2": stage2, **dataclasses.asdict(budget), "data": cfgs["baseline"].data.dataset,
                     "feature_extractor": clf_info}
     run.result = {
         "config": {k: v.to_dict() for k, v in cfgs.items()},
@@ -171,7 +185,7 @@ def _configs(run: Run, dataset: str, sigma: float | None, stage2: str, data_root
     return presets, {k: load_config(p, values=values) for k, p in presets.items()}
 
 
-def _train_and_sample(run: Run, out: Path, cfgs: dict, budget: dict, progress: bool):
+def _train_and_sample(run: Run, out: Path, cfgs: dict, budget: ImageBudget, progress: bool):
     """Train or resume the three runs in ``out/runs``, load them and draw the Fig. 6 columns. Under torchrun
     one process group serves the three trainings and the sampling and is left here; ranks other than the
     first get None."""
@@ -180,7 +194,7 @@ def _train_and_sample(run: Run, out: Path, cfgs: dict, budget: dict, progress: b
         summaries = {kind: _train_or_resume(cfg, out / "runs" / kind, progress) for kind, cfg in cfgs.items()}
         base, _ = I.load_model(out / "runs" / "baseline" / "last.pt", "baseline")
         pair, kernel = I.load_pair(out / "runs" / "stage1" / "last.pt", out / "runs" / "stage2" / "last.pt")
-        cols = _sample_columns(out, base, pair, kernel, budget["n_samples"], budget["sample_batch"], run.seed,
+        cols = _sample_columns(out, base, pair, kernel, budget.n_samples, budget.sample_batch, run.seed,
                                progress, ctx)
     except BaseException:
         D.shutdown(ctx, clean=False)
@@ -189,11 +203,11 @@ def _train_and_sample(run: Run, out: Path, cfgs: dict, budget: dict, progress: b
     return (summaries, base, pair, kernel, cols) if ctx.main else None
 
 
-def _bounds(test, budget: dict, base, pair, kernel, g: torch.Generator) -> dict:
+def _bounds(test, budget: ImageBudget, base, pair, kernel, g: torch.Generator) -> dict:
     """Bits/dim: the baseline's exact value and the two-step -ELBO on ``n_eval`` test images, the IW bound on
     the first ``n_iw`` (with the -ELBO on those, to compare like with like)."""
-    bpd = I.likelihood(test[: budget["n_eval"]], baseline=base, pair=pair, kernel=kernel, n_draws=1, generator=g)
-    iw = I.likelihood(test[: budget["n_iw"]], pair=pair, kernel=kernel, n_draws=1, k_iw=budget["k_iw"], generator=g)
+    bpd = I.likelihood(test[: budget.n_eval], baseline=base, pair=pair, kernel=kernel, n_draws=1, generator=g)
+    iw = I.likelihood(test[: budget.n_iw], pair=pair, kernel=kernel, n_draws=1, k_iw=budget.k_iw, generator=g)
     bpd.update(two_step_iw=iw["two_step_iw"], iw_k=iw["iw_k"], iw_images=iw["n_images"],
                two_step_elbo_on_iw_images=iw["two_step_elbo"])
     return bpd
@@ -211,7 +225,7 @@ def _tasks(out: Path, xt, base, pair, kernel, g: torch.Generator, progress: bool
     return den, ablation
 
 
-def _summary(run: Run, summaries: dict, bpd: dict, budget: dict, sigma: float, clf_info: dict,
+def _summary(run: Run, summaries: dict, bpd: dict, budget: ImageBudget, sigma: float, clf_info: dict,
              dataset: str) -> list[str]:
     """The markdown body of ``NAME.md``."""
     r, quick = run.result, run.quick
@@ -232,9 +246,9 @@ def _summary(run: Run, summaries: dict, bpd: dict, budget: dict, sigma: float, c
         *[f"| {k} | {s['params']} | {s['steps']} | {r['training'][k]['images_seen']:,} | {r['training'][k]['wall_hours']} | "
           f"{s['stopped']} |" for k, s in summaries.items()],
         "",
-        f"Denoising PSNR (dB, {budget['n_task']} test images): noisy {r['denoise_psnr']['noisy']:.2f}, "
+        f"Denoising PSNR (dB, {budget.n_task} test images): noisy {r['denoise_psnr']['noisy']:.2f}, "
         f"single-step {r['denoise_psnr']['single_step']:.2f}, two-step {r['denoise_psnr']['two_step']:.2f}.",
-        f"Figure columns of samples_fig6.png: baseline, smoothed x~, single-step, two-step; {budget['n_samples']} "
+        f"Figure columns of samples_fig6.png: baseline, smoothed x~, single-step, two-step; {budget.n_samples} "
         "samples of each in samples.npz (uint8), the first 100 in samples_METHOD.png.",
         "",
         f"Sample quality ({m['n_samples']} samples per row against as many test images; the feature extractor is "
@@ -246,7 +260,7 @@ def _summary(run: Run, summaries: dict, bpd: dict, budget: dict, sigma: float, c
         *metric_rows,
         "",
         f"App. C.6 ablation, single-step denoising with the baseline (trained on clean data) read as a continuous "
-        f"density, PSNR dB on {budget['n_task']} test images: "
+        f"density, PSNR dB on {budget.n_task} test images: "
         + "; ".join(f"sigma {k}: noisy {v['noisy']:.2f}, denoised {v['single_step']:.2f}" for k, v in ablation.items())
         + ".",
         "",
@@ -295,7 +309,7 @@ _COLUMNS = {"real": "real (test vs training images)", "baseline": "baseline Pixe
 
 
 def _probe_sizes(quick: bool) -> str:
-    tr, te = _budget(quick)["n_probe"]
+    tr, te = _budget(quick).n_probe
     return f"fit on {tr or 'all'} training images, scored on {te or 'all'} test images"
 
 
@@ -329,7 +343,7 @@ def _evaluate_samples(out: Path, cols: dict, test, cfgs: dict, base, pair, kerne
             for i in range(len(s)):
                 rows += [s[i : i + 1], train_u8[idx[i]]]
         save_grid(torch.cat(rows).float() / 127.5 - 1, out / f"neighbours_{space}.png", nrow=6)
-    n_probe = _budget(quick)["n_probe"]
+    n_probe = _budget(quick).n_probe
     n_probe = (n_probe[0] or len(train_x), n_probe[1] or len(test))
     probes = {}
     for stage, model in (("baseline", base), ("stage1", pair.prior), ("stage2", pair.reverse)) if test_y is not None else ():
@@ -405,24 +419,33 @@ def celeba(run: Run, out: Path, sigma: float | None, progress: bool, stage2: str
 DESIGNS = ("stacked", "spatial")
 
 
-def _designs_budget(quick: bool) -> dict:
-    if quick:
-        return {"n_samples": 8, "n_eval": 16, "k_iw": 2, "n_task": 8, "n_sensitivity": 2}
-    return {"n_samples": 1000, "n_eval": 1000, "k_iw": 4, "n_task": 500, "n_sensitivity": 8}
+@dataclass(frozen=True)
+class DesignsBudget:
+    """What ``stage2-mnist`` / ``stage2-fashion`` sample and score."""
+
+    n_samples: int  # two-step samples per design (FID / KID / IS)
+    n_eval: int  # test images of the bounds
+    k_iw: int  # K of the IW bound
+    n_task: int  # test images for denoising
+    n_sensitivity: int  # test images for the sensitivity to x~
 
 
-def _score_design(run: Run, out: Path, d: str, pair, kernel, xt, test, budget: dict, summ: dict, bs: int,
+DESIGNS_QUICK = DesignsBudget(8, n_eval=16, k_iw=2, n_task=8, n_sensitivity=2)
+DESIGNS_FULL = DesignsBudget(1000, n_eval=1000, k_iw=4, n_task=500, n_sensitivity=8)
+
+
+def _score_design(run: Run, out: Path, d: str, pair, kernel, xt, test, budget: DesignsBudget, summ: dict, bs: int,
                   sample_metrics, den_images: dict, progress: bool) -> dict:
     """One stage-2 design of ``_stage2_designs``: its two-step samples, bounds, denoising (its images go into
     ``den_images``) and sensitivity to x~, each from the same seeds as the other design's."""
-    n = budget["n_samples"]
-    x_eval, x_task, x_sens = test[: budget["n_eval"]], test[: budget["n_task"]], test[: budget["n_sensitivity"]]
+    n = budget.n_samples
+    x_eval, x_task, x_sens = test[: budget.n_eval], test[: budget.n_task], test[: budget.n_sensitivity]
     two = torch.cat([pair.reverse.sample(context=xt[i : i + 64], generator=torch.Generator().manual_seed(run.seed + 300 + i),
                                          progress=progress) for i in range(0, n, 64)])
     two = I.check_finite(two, f"two-step sampling ({d})")
     save_grid(two[:100], out / f"two_step_{d}.png")
     g = torch.Generator().manual_seed(run.seed + 200)
-    bpd = I.likelihood(x_eval, pair=pair, kernel=kernel, n_draws=1, k_iw=budget["k_iw"], generator=g)
+    bpd = I.likelihood(x_eval, pair=pair, kernel=kernel, n_draws=1, k_iw=budget.k_iw, generator=g)
     term = evaluate_bpd(pair.reverse, kernel, x_eval, seed=run.seed + 201)  # E_q[-log P(x | x~)], bits/dim
     den = I.denoise(pair, kernel, x_task, torch.Generator().manual_seed(run.seed + 202), progress)
     den_images.setdefault("clean", den["images"]["clean"])
@@ -448,7 +471,7 @@ def _stage2_designs(run: Run, out: Path, sigma: float | None, progress: bool, da
     from .. import metrics as MT
     from .. import smoothing as S
 
-    quick, budget = run.quick, _designs_budget(run.quick)
+    quick, budget = run.quick, DESIGNS_QUICK if run.quick else DESIGNS_FULL
     prefix = "digits" if quick else f"{dataset}-cpu"
     values = _seed_and_sigma(run, sigma)
     presets = {"stage1": f"{prefix}-stage1", **{f"stage2-{d}": _stage2_preset(prefix, d) for d in DESIGNS}}
@@ -460,7 +483,7 @@ def _stage2_designs(run: Run, out: Path, sigma: float | None, progress: bool, da
     pairs = {d: I.load_pair(out / "runs" / "stage1" / "last.pt", out / "runs" / f"stage2-{d}" / "last.pt") for d in DESIGNS}
     kernel = pairs["stacked"][1]
     prior = pairs["stacked"][0].prior
-    n = budget["n_samples"]
+    n = budget.n_samples
     xt = I.sample_images("smoothed", n, pair=pairs["stacked"][0], kernel=kernel,
                          generator=torch.Generator().manual_seed(run.seed + 100), progress=progress)
     single = torch.cat([S.denoise(pairs["stacked"][0], kernel, xt[i : i + 64], "single-step") for i in range(0, n, 64)])
@@ -476,13 +499,13 @@ def _stage2_designs(run: Run, out: Path, sigma: float | None, progress: bool, da
         pair = S.SmoothedPair(prior, pairs[d][0].reverse)
         res[d] = _score_design(run, out, d, pair, kernel, xt, test, budget, summaries[f"stage2-{d}"],
                                cfgs[f"stage2-{d}"].train.batch_size, sample_metrics, den_images, progress)
-    side_by_side(den_images, out / "denoising_designs.png", n=min(8, budget["n_task"]))
+    side_by_side(den_images, out / "denoising_designs.png", n=min(8, budget.n_task))
     res["stage1"] = {k: summaries["stage1"][k] for k in ("params", "steps", "train_seconds")}
-    run.settings = {"presets": presets, **budget, "data": data_cfg.dataset, "sigma": kernel.std,
+    run.settings = {"presets": presets, **dataclasses.asdict(budget), "data": data_cfg.dataset, "sigma": kernel.std,
                     "feature_extractor": {k: info[k] for k in ("test_accuracy", "weights_sha256", "dataset")}}
     run.result = res
     run.figures += ["denoising_designs.png", "two_step_stacked.png", "two_step_spatial.png"]
-    run.summary += designs_table(res, budget, data_cfg.dataset, kernel.std)
+    run.summary += designs_table(res, dataclasses.asdict(budget), data_cfg.dataset, kernel.std)
 
 
 def designs_table(res: dict, budget: dict, data: str, sigma: float) -> list[str]:
