@@ -170,7 +170,7 @@ def train(
             raise ArsmoothError("--init-from copies one network; a smoothed run trains two (start it from scratch)")
         hooks = (*hooks, *crash_hooks_from_env(ctx))
         summary = _train(ctx, cfg, Path(run_dir), resume, overwrite, progress, train_images, test_images, init_from,
-                         hooks)
+                         hooks, wants)
     except BaseException:
         D.shutdown(ctx, clean=False)
         raise
@@ -230,11 +230,12 @@ def _device_setting(cfg: Settings | None, run_dir: Path, resume: bool) -> str:
 
 
 def _train(ctx: D.Context, cfg, run_dir: Path, resume, overwrite, progress, train_images, test_images,
-           init_from=None, hooks=()) -> dict:
+           init_from, hooks, wants: str) -> dict:
     """Set up a run (or restore it from its checkpoint), train it until a budget or a signal stops it, and
-    write its record; the pieces are :class:`_Trainer`'s."""
+    write its record; the pieces are :class:`_Trainer`'s. ``wants`` is the device setting that chose the
+    process group's backend (:func:`_device_setting`)."""
     sync_dev = torch.device("cuda", ctx.local_rank) if ctx.enabled and torch.cuda.is_available() and \
-        _device_setting(cfg, run_dir, resume) != "cpu" else torch.device("cpu")
+        wants != "cpu" else torch.device("cpu")
     err = None
     if ctx.main:
         try:

@@ -318,8 +318,8 @@ class GatedResnet(nn.Module):
     :func:`draw_dropout_mask`); both paths draw the same masks from the same generator state.
     """
 
-    def __init__(self, nr_filters: int, conv: type[nn.Module], n_aux: int, dropout: float, fused: bool = False,
-                 n_cond: int = 0, channel_dropout: bool = False, mask_source: str = "bernoulli"):
+    def __init__(self, nr_filters: int, conv: type[nn.Module], n_aux: int, dropout: float, *, fused: bool,
+                 n_cond: int, channel_dropout: bool, mask_source: str):
         super().__init__()
         self.fused, self.channel_dropout, self.mask_source = fused, channel_dropout, mask_source
         self.conv_in = conv(2 * nr_filters, nr_filters)
@@ -445,8 +445,9 @@ class PixelCNNpp(nn.Module):
         n_cond = nf if spatial_condition else 0
 
         def blocks(n: int, conv: type[nn.Module], n_aux: int) -> nn.ModuleList:
-            return nn.ModuleList(GatedResnet(nf, conv, n_aux, dropout, fused, n_cond, m.dropout_mode == "channel",
-                                             dropout_masks) for _ in range(n))
+            return nn.ModuleList(GatedResnet(nf, conv, n_aux, dropout, fused=fused, n_cond=n_cond,
+                                             channel_dropout=m.dropout_mode == "channel", mask_source=dropout_masks)
+                                 for _ in range(n))
 
         # Down pass (resolution H -> H/4; the paper's code calls it the "up pass"): nr_resnet
         # blocks per stage; ul gets u as auxiliary input.
