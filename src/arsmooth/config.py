@@ -34,6 +34,7 @@ DROPOUT_MODES = ("element", "channel")
 DROPOUT_MASKS = ("bits", "bernoulli")  # how a CPU training step draws dropout masks (networks.pixelcnnpp)
 SMOOTHING_KERNELS = ("gaussian", "laplace", "uniform")
 DEVICES = ("auto", "cpu", "cuda")
+NETWORKS = ("pixelcnnpp", "transformer")  # the autoregressive image networks (arsmooth.networks)
 
 # presets that are another dataset's on their own data: fashion-* are the mnist-* ones on Fashion-MNIST,
 # celeba-* the cifar10-* ones on CelebA 32x32 (the paper trains both with the same settings)
@@ -119,6 +120,11 @@ class ModelSettings:
     stage2_likelihood: str = _opt("discretized", "or continuous-jitter (the official code; not 8-bit bits/dim)")
     stage2_conditioning: str = _opt("stacked", "stage 2 sees x~ as the paper's stacked [x~ ; x] image, or spatial (README)")
     fused: bool = _opt(True, "fused concat-ELU/dropout/padding in training (same results, same random numbers)")
+    network: str = _opt("pixelcnnpp", "the AR network: pixelcnnpp | transformer (a causal pixel transformer)")
+    tf_width: int = _opt(64, "transformer: features per token")
+    tf_layers: int = _opt(4, "transformer: blocks")
+    tf_heads: int = _opt(4, "transformer: attention heads (divides tf_width)")
+    tf_encoder_blocks: int = _opt(2, "transformer stage 2: residual blocks of the x~ encoder")
 
     def __post_init__(self):
         for k in ("nr_resnet", "nr_filters", "nr_logistic_mix"):
@@ -131,6 +137,25 @@ class ModelSettings:
         _choice("model", "stage2_likelihood", self.stage2_likelihood, STAGE2_LIKELIHOODS)
         _choice("model", "stage2_conditioning", self.stage2_conditioning, STAGE2_CONDITIONINGS)
         _flag("model", "fused", self.fused)
+        _choice("model", "network", self.network, NETWORKS)
+        for k in ("tf_width", "tf_layers", "tf_heads", "tf_encoder_blocks"):
+            v = getattr(self, k)
+            _need(_is_int(v) and v >= (0 if k == "tf_encoder_blocks" else 1), f"model.{k} must be a positive integer, got {v!r}")
+        _need(self.tf_width % self.tf_heads == 0,
+              f"model.tf_heads ({self.tf_heads}) must divide model.tf_width ({self.tf_width})")
+
+    def shape_keys(self) -> tuple[str, ...]:
+        """The settings that fix the network's weight shapes (a warm start needs them equal)."""
+        if self.network == "transformer":
+            return ("network", "tf_width", "tf_layers", "tf_heads", "tf_encoder_blocks", "nr_logistic_mix")
+        return ("network", "nr_resnet", "nr_filters", "nr_logistic_mix")
+
+    def describe(self) -> str:
+        """The network in a few words, for tables and listings."""
+        if self.network == "transformer":
+            return (f"transformer {self.tf_width} wide, {self.tf_layers} blocks, {self.tf_heads} heads, "
+                    f"{self.nr_logistic_mix} logistics")
+        return f"PixelCNN++ {self.nr_resnet} resnets / {self.nr_filters} filters / {self.nr_logistic_mix} logistics"
 
 
 @dataclass(frozen=True)
@@ -217,6 +242,9 @@ class Settings:
             _need(self.smoothing.kernel == "gaussian",
                   f"kind smoothed trains a Gaussian q(x~ | x), got smoothing.kernel={self.smoothing.kernel}")
             _need(self.model.stage2_likelihood == "discretized", "kind smoothed needs model.stage2_likelihood=discretized")
+        if self.model.network == "transformer" and self.kind in ("stage2", "smoothed"):
+            _need(self.model.stage2_conditioning == "spatial", "the transformer's stage 2 sees x~ through its encoder: "
+                  "set model.stage2_conditioning=spatial (the stacked [x~ ; x] design is PixelCNN++'s)")
 
     def to_dict(self) -> dict:
         """Plain nested dict (what ``config.yaml`` and checkpoints hold)."""

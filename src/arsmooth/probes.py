@@ -1,7 +1,8 @@
-"""Linear probes on PixelCNN++ blocks: how much class information each block's features hold.
+"""Linear probes on a network's blocks: how much class information each block's features hold.
 
-Every gated resnet block of the ``ul`` stream (down pass, then up pass) is hooked; its output is
-averaged over positions into one vector per image (``grid=1``), or over each cell of a ``grid x grid``
+Every block the network names (``net.probe_layers()``: PixelCNN++'s gated resnet blocks of the ``ul``
+stream, down pass then up pass; the transformer's blocks) is hooked; its output, as a ``(B, F, h, w)``
+map (``net.feature_map``, where the network's blocks output something else), is averaged over positions into one vector per image (``grid=1``), or over each cell of a ``grid x grid``
 partition of the image (which keeps where a stroke is), and a multinomial logistic regression (L-BFGS on
 standardised features, small L2 penalty) is fit on training images and scored on test images.
 Stage 1 sees perturbed images x~; stage 2 x with x~ (stacked or spatial); the baseline clean x.
@@ -14,8 +15,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 
-def _blocks(net) -> list[torch.nn.Module]:
-    return [b for stage in net.down_ul for b in stage] + [b for stage in net.up_ul for b in stage]
+def _as_map(net, out: Tensor) -> Tensor:
+    return net.feature_map(out) if hasattr(net, "feature_map") else out
 
 
 @torch.no_grad()
@@ -23,10 +24,11 @@ def block_features(model, x: Tensor, kernel=None, generator=None, batch_size: in
                    grids: tuple[int, ...] = (1,)) -> dict[int, list[Tensor]]:
     """Output of every ``ul`` block averaged over each cell of a ``g x g`` grid, for each ``g`` in ``grids``:
     ``{g: [(N, F * g * g) per block]}`` (``g = 1``: the position average)."""
-    blocks = _blocks(model.net)
+    blocks = model.net.probe_layers()
     store: dict[int, list[list[Tensor]]] = {g: [[] for _ in blocks] for g in grids}
 
     def hook(k, out):
+        out = _as_map(model.net, out)
         for g in grids:
             store[g][k].append(F.adaptive_avg_pool2d(out, g).flatten(1))
 
@@ -69,7 +71,7 @@ def linear_probe(f_train: Tensor, y_train: Tensor, f_test: Tensor, y_test: Tenso
 
 def probe_accuracies(model, train: tuple[Tensor, Tensor], test: tuple[Tensor, Tensor], kernel=None,
                      seed: int = 0, grids: tuple[int, ...] = (1,)) -> dict[int, list[float]]:
-    """Probe accuracy of every ``ul`` block of ``model``, in network order, for each pooling grid."""
+    """Probe accuracy of every probed block of ``model``, in network order, for each pooling grid."""
     g = torch.Generator().manual_seed(seed)
     ftr = block_features(model, train[0], kernel, g, grids=grids)
     fte = block_features(model, test[0], kernel, g, grids=grids)

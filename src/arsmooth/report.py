@@ -60,15 +60,15 @@ def _train_sections(runs: list[dict], out: Path) -> list[str]:
     lines = ["## Training runs", "",
              "Test bits/dim at each checkpoint (8-bit for baseline and stage 2; stage 1 scores noisy images x~, a "
              "density that is not comparable with the others).", "",
-             "| run | kind | data | model (resnets / filters / logistics) | batch | steps | images seen | "
+             "| run | kind | data | network | batch | steps | images seen | "
              "seconds | last test bits/dim | finished |", "|---|---|---|---|---|---|---|---|---|---|"]
     for r in runs:
         c, m = r["config"], r["config"].model
         images, secs, bpd = r["curve"][-1] if r["curve"] else (0, None, None)
         steps = images // c.train.batch_size
         design = f", {m.stage2_conditioning}" if c.kind == "stage2" else ""
-        lines.append(f"| `{r['dir']}` | {c.kind}{design} | {c.data.dataset} | {m.nr_resnet} / "
-                     f"{m.nr_filters} / {m.nr_logistic_mix} | {c.train.batch_size} | {steps} | {images:,} | "
+        lines.append(f"| `{r['dir']}` | {c.kind}{design} | {c.data.dataset} | {m.describe()} | "
+                     f"{c.train.batch_size} | {steps} | {images:,} | "
                      f"{'' if secs is None else f'{secs:.0f}'} | {'' if bpd is None else f'{bpd:.4f}'} | "
                      f"{'yes' if r['summary'] else 'no (resumable)'} |")
     plt = pyplot()

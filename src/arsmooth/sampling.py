@@ -336,6 +336,13 @@ def raster_sample(model, x: Tensor, start_row: int, context: Tensor | None, gene
                 params = model.net(inp)[:, :, top + i : top + i + 1, j : j + 1]
             x[:, :, i, j] = _draw(model, params, i, j, generator)
         return x
+    if hasattr(model.net, "incremental"):  # the network's own exact incremental sampler (a KV cache)
+        inc = model.net.incremental(x, context if spatial else None, start_row * w)
+        for i, j in bar:
+            p = i * w + j
+            x[:, :, i, j] = v = _draw(model, inc.params(p)[:, :, None, None], i, j, generator)
+            inc.push(p, v)
+        return x
     g = _Graph(model.net, top + h, w)  # copies the current weights; cheap next to sampling
     bufs = g.buffers(b, x)
     if spatial:

@@ -33,10 +33,11 @@ _IMAGE_FIGURES = ("samples_fig6.png", "samples_baseline.png", "samples_smoothed.
                   "neighbours_features.png", "probes.png")
 
 _DESIGN_FIGURES = ("denoising_designs.png", "two_step_stacked.png", "two_step_spatial.png")
-STAGE2_OPTION = ("mnist", "fashion", "cifar10", "celeba")  # the experiments that take --stage2 and --data-root
+STAGE2_OPTION = ("mnist", "fashion", "cifar10", "celeba")  # the experiments that take --stage2
+DATA_ROOT_OPTION = (*STAGE2_OPTION, "transformer-mnist", "transformer-fashion")  # and --data-root
 INCEPTION_OPTION = ("cifar10", "celeba")  # the experiments that take --inception-weights
 # the experiments whose sample metrics use our LeNet, which --classifier can give
-CLASSIFIER_OPTION = ("mnist", "fashion", "cifar10", "celeba", "stage2-mnist", "stage2-fashion", "learned-sigma-mnist")
+CLASSIFIER_OPTION = ("mnist", "fashion", "cifar10", "celeba", "transformer-mnist", "transformer-fashion", "stage2-mnist", "stage2-fashion", "learned-sigma-mnist")
 
 EXPERIMENTS = {
     e.name: e
@@ -63,6 +64,10 @@ EXPERIMENTS = {
                    _IMAGE_FIGURES, "images", "cifar10"),
         Experiment("celeba", "CelebA 32x32: as cifar10 (FID / KID on rotation-trained LeNet features, no probes)",
                    _IMAGE_FIGURES, "images", "celeba"),
+        Experiment("transformer-mnist", "MNIST with a causal pixel transformer: baseline vs smoothing, as mnist",
+                   _IMAGE_FIGURES, "images", "transformer_mnist"),
+        Experiment("transformer-fashion", "Fashion-MNIST with a causal pixel transformer: as transformer-mnist",
+                   _IMAGE_FIGURES, "images", "transformer_fashion"),
         Experiment("stage2-mnist", "MNIST: the paper's stacked stage 2 against the spatially conditioned one",
                    _DESIGN_FIGURES, "images", "stage2_mnist"),
         Experiment("stage2-fashion", "Fashion-MNIST: as stage2-mnist", _DESIGN_FIGURES, "images", "stage2_fashion"),
@@ -132,8 +137,8 @@ def _checked_options(name: str, sigma, seed: int, stage2, data_root, inception_w
             raise ArsmoothError(f"--stage2 must be one of {', '.join(STAGE2_CONDITIONINGS)}, got {stage2!r}")
         opts["stage2"] = stage2
     if data_root is not None:
-        if name not in STAGE2_OPTION:
-            raise ArsmoothError(f"--data-root applies to {', '.join(STAGE2_OPTION)}, not {name}")
+        if name not in DATA_ROOT_OPTION:
+            raise ArsmoothError(f"--data-root applies to {', '.join(DATA_ROOT_OPTION)}, not {name}")
         if not Path(data_root).is_dir():
             raise ArsmoothError(f"--data-root {data_root} is not a folder")
         opts["data_root"] = str(data_root)

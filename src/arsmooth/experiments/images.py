@@ -119,10 +119,11 @@ def _stage2_preset(prefix: str, design: str) -> str:
 
 
 def _run(run: Run, out: Path, sigma: float | None, progress: bool, dataset: str,
-         stage2: str = DEFAULT_STAGE2, data_root: str | None = None, inception_weights: str | None = None) -> None:
+         stage2: str = DEFAULT_STAGE2, data_root: str | None = None, inception_weights: str | None = None,
+         network: str = "pixelcnnpp") -> None:
     """Train (or resume) the three models, draw the Fig. 6 columns, score bounds, samples and tasks."""
     budget = _budget(run.quick, dataset)
-    presets, cfgs = _configs(run, dataset, sigma, stage2, data_root)
+    presets, cfgs = _configs(run, dataset, sigma, stage2, data_root, network)
     test = load_configured(cfgs["baseline"].data, "test")[0]
     trained = _train_and_sample(run, out, cfgs, budget, progress)
     if trained is None:  # not rank 0 of a torchrun group: its share of the samples is with rank 0, which scores them
@@ -173,15 +174,27 @@ def _seed_and_sigma(run: Run, sigma: float | None) -> dict:
     return {"train.seed": run.seed, **({"smoothing.sigma": sigma} if sigma is not None else {})}
 
 
-def _configs(run: Run, dataset: str, sigma: float | None, stage2: str, data_root: str | None) -> tuple[dict, dict]:
+# the transformer family's presets (stage 2 always sees x~ through its encoder); --quick: tiny ones on digits
+TRANSFORMER_PREFIX = {"mnist": "mnist-cpu-transformer", "fashion": "fashion-cpu-transformer"}
+TRANSFORMER_QUICK = {"model.network": "transformer", "model.tf_width": 16, "model.tf_layers": 1, "model.tf_heads": 2,
+                     "model.tf_encoder_blocks": 1, "model.dropout": 0.0}
+
+
+def _configs(run: Run, dataset: str, sigma: float | None, stage2: str, data_root: str | None,
+             network: str = "pixelcnnpp") -> tuple[dict, dict]:
     """The presets of the three models and their configs, with the run's seed, sigma and data folder."""
-    prefix = "digits" if run.quick else PRESET_PREFIX[dataset]
+    prefix = "digits" if run.quick else (TRANSFORMER_PREFIX if network == "transformer" else PRESET_PREFIX)[dataset]
     values = _seed_and_sigma(run, sigma)
+    if network == "transformer":
+        stage2 = "spatial"
+        if run.quick:
+            values.update(TRANSFORMER_QUICK)
     if data_root is not None:
         values["data.data_root"] = str(data_root)
     if run.quick and dataset in RGB_DATASETS:  # the tiny digits networks on a few of the dataset's own images
         values.update({"data.dataset": dataset, "data.limit": 64})
-    presets = {"baseline": f"{prefix}-baseline", "stage1": f"{prefix}-stage1", "stage2": _stage2_preset(prefix, stage2)}
+    presets = {"baseline": f"{prefix}-baseline", "stage1": f"{prefix}-stage1",
+               "stage2": f"{prefix}-stage2" if network == "transformer" and not run.quick else _stage2_preset(prefix, stage2)}
     return presets, {k: load_config(p, values=values) for k, p in presets.items()}
 
 
@@ -264,7 +277,7 @@ def _summary(run: Run, summaries: dict, bpd: dict, budget: ImageBudget, sigma: f
         + "; ".join(f"sigma {k}: noisy {v['noisy']:.2f}, denoised {v['single_step']:.2f}" for k, v in ablation.items())
         + ".",
         "",
-        (f"Linear-probe test accuracy per ul block (down pass, then up pass; {_probe_sizes(quick)}): "
+        (f"Linear-probe test accuracy per block ({_PROBED}; {_probe_sizes(quick)}): "
          + "; ".join(f"{k}: " + ", ".join(f"{a:.2f}" for a in v) for k, v in probes.items()) + ".") if probes
         else "No linear probes: the dataset has no labels.",
         "",
@@ -304,8 +317,11 @@ def _inception_lines(inception: dict | None, dataset: str) -> list[str]:
             "", "| samples | FID | KID | IS |", "|---|---|---|---|", *rows]
 
 
-_COLUMNS = {"real": "real (test vs training images)", "baseline": "baseline PixelCNN++", "smoothed": "smoothed x~ ~ p(x~)",
+_COLUMNS = {"real": "real (test vs training images)", "baseline": "baseline", "smoothed": "smoothed x~ ~ p(x~)",
             "single_step": "single-step denoised", "two_step": "two-step (ours)"}
+
+
+_PROBED = "PixelCNN++: ul blocks, down pass then up pass; transformer: blocks in order"
 
 
 def _probe_sizes(quick: bool) -> str:
@@ -381,7 +397,7 @@ def _plot_probes(probes: dict, path: Path) -> None:
     fig, ax = plt.subplots(figsize=(5, 3))
     for stage, acc in probes.items():
         ax.plot(range(1, len(acc) + 1), acc, marker="o", label=stage)
-    ax.set_xlabel("ul block (down pass, then up pass)")
+    ax.set_xlabel(f"block ({_PROBED})")
     ax.set_ylabel("linear-probe test accuracy")
     ax.legend()
     save_figure(fig, path)
@@ -412,6 +428,17 @@ def celeba(run: Run, out: Path, sigma: float | None, progress: bool, stage2: str
     """As ``cifar10``, on CelebA 32x32 (``DATA_ROOT/celeba/img_align_celeba``); FID / KID on the features of
     a LeNet trained on rotations (CelebA has no class labels here), no linear probes."""
     _run(run, out, sigma, progress, "celeba", stage2, data_root, inception_weights)
+
+
+def transformer_mnist(run: Run, out: Path, sigma: float | None, progress: bool, data_root: str | None = None) -> None:
+    """The MNIST experiment with the causal pixel transformer in place of PixelCNN++ (the
+    ``mnist-cpu-transformer-*`` presets): does smoothing help a transformer, at equal parameters?"""
+    _run(run, out, sigma, progress, "mnist", "spatial", data_root, network="transformer")
+
+
+def transformer_fashion(run: Run, out: Path, sigma: float | None, progress: bool, data_root: str | None = None) -> None:
+    """As ``transformer_mnist``, on Fashion-MNIST."""
+    _run(run, out, sigma, progress, "fashion", "spatial", data_root, network="transformer")
 
 
 # -- the two stage-2 designs side by side ------------------------------------------------------------

@@ -36,9 +36,6 @@ def model_from_checkpoint(ckpt: dict, device: torch.device | str = "cpu", use_em
     return model.to(device).eval()
 
 
-SHAPE_KEYS = ("nr_resnet", "nr_filters", "nr_logistic_mix")  # model.* settings that fix the weights' shapes
-
-
 def init_weights_from(model: ImageModel, cfg: Settings, path: str | Path) -> dict:
     """Copy the network weights of checkpoint ``path`` into ``model`` (a warm start, e.g. stage 1 from a
     baseline trained on clean data, as in the KTH reproduction of the paper); returns what was done.
@@ -49,7 +46,7 @@ def init_weights_from(model: ImageModel, cfg: Settings, path: str | Path) -> dic
     """
     src = C.load_checkpoint(path)
     sm, tm = C.settings_of(src).model, cfg.model
-    for k in SHAPE_KEYS:
+    for k in tm.shape_keys():
         if getattr(sm, k) != getattr(tm, k):
             raise ArsmoothError(f"--init-from {path} has model.{k}={getattr(sm, k)}, this run model.{k}={getattr(tm, k)}; "
                                 "a warm start needs the same network shape")

@@ -29,7 +29,7 @@ from torch import Tensor
 from .. import likelihoods as L
 from ..config import KINDS, ModelSettings, SmoothingSettings
 from ..errors import ArsmoothError
-from ..networks.pixelcnnpp import PixelCNNpp
+from ..networks import build_network
 from ..networks.stacked import bottom_half, stack_pair
 from ..sampling import raster_sample
 
@@ -46,7 +46,7 @@ class ImageModel(nn.Module):
         self.kind, self.channels, self.nr_mix = kind, channels, m.nr_logistic_mix
         self.stage2_likelihood = m.stage2_likelihood
         self.image_size = tuple(image_size)
-        self.net = PixelCNNpp(channels, m, spatial_condition=self.spatial)
+        self.net = build_network(channels, m, image_size=self.image_size, conditioned=self.spatial)
 
     @property
     def discretized(self) -> bool:

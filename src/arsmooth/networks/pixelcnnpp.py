@@ -505,6 +505,10 @@ class PixelCNNpp(nn.Module):
             masks.close()
             torch.set_num_threads(threads)
 
+    def probe_layers(self) -> list[nn.Module]:
+        """The blocks linear probes read: the ``ul`` stream's gated resnets, down pass then up pass."""
+        return [b for stage in self.down_ul for b in stage] + [b for stage in self.up_ul for b in stage]
+
     def _mask_shapes(self, b: int, h: int, w: int) -> list[tuple[int, int, int, int]]:
         """The dropout masks' shapes in the order the blocks draw them (u, then ul, block by block)."""
         f2, n = 2 * self.nr_filters, self.nr_resnet
