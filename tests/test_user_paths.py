@@ -37,7 +37,7 @@ def _run(args, **kw):
 
 def test_own_folder_trains_samples_evaluates_and_reports(tmp_path):
     imgs = _folder(tmp_path / "imgs")
-    common = ["--set", f"data.dataset=folder:{imgs}", "--set", "data.size=8", "--set", "data.channels=1",
+    common = ["--set", f"data.dataset=folder:{imgs}", "--set", "data.size=8", "--set", "data.channels=1", "--set", "train.batch_size=8",
               "--max-steps", "4", "--no-progress", "--threads", "1"]
     runs = {}
     for kind in ("baseline", "stage1", "stage2"):
@@ -165,7 +165,7 @@ def test_max_minutes_alone_is_a_time_budget(tmp_path):
     assert p.returncode == 0, p.stderr
     s = json.loads((tmp_path / "r" / "summary.json").read_text())
     assert s["stopped"] == "max_minutes"  # not the preset's max_steps (20)
-    from arsmooth.cli import UNLIMITED_STEPS
+    from arsmooth.config import UNLIMITED_STEPS
 
     assert load_config(str(tmp_path / "r" / "config.yaml")).train.max_steps == UNLIMITED_STEPS
 

@@ -209,20 +209,28 @@ def load(path: str | Path) -> tuple[LeNet, dict]:
     return net.eval(), blob["info"]
 
 
-DEFAULT_EPOCHS = {"mnist": 3, "fashion": 10, "cifar10": 15, "celeba": 5, "digits": 20}
+DEFAULT_EPOCHS = {"mnist": 3, "fashion": 10, "cifar10": 15, "celeba": 5, "digits": 20, "folder": 20}
 
 
 def fit_dataset(dataset: str, data_root=None, epochs: int | None = None, seed: int = 0,
-                progress: bool = True) -> tuple[LeNet, dict]:
+                progress: bool = True, data=None) -> tuple[LeNet, dict]:
     """The feature extractor of ``dataset`` (mnist, fashion, cifar10 (the same LeNet on 3 x 32 x 32: far from
     Inception, and named so), celeba or celeba:<folder> (the rotation task); digits for quick runs), on its
-    full training set."""
-    from .data.images import load_dataset
+    full training set. ``folder:PATH`` (your own images, no labels) takes its image settings from ``data``
+    (:class:`~arsmooth.config.DataSettings`: size, channels, crop, test share) and learns the rotation task,
+    as CelebA does."""
+    from .data.images import load_configured, load_dataset
 
     base = dataset.split(":", 1)[0]  # celeba:<folder> takes celeba's epochs
     if base not in DEFAULT_EPOCHS:
-        raise ArsmoothError(f"fit-classifier handles {', '.join(DEFAULT_EPOCHS)}, got {dataset!r}")
-    train = load_dataset(dataset, "train", data_root)
-    test = load_dataset(dataset, "test", data_root)
+        raise ArsmoothError(f"fit-classifier handles {', '.join(DEFAULT_EPOCHS)} and folder:PATH, got {dataset!r}")
+    if base == "folder":
+        if data is None or data.dataset != dataset:
+            raise ArsmoothError(f"{dataset} needs its image settings (data.size, data.channels)")
+        train, test = load_configured(data, "train"), load_configured(data, "test")
+        dataset = data.dataset  # the absolute path
+    else:
+        train = load_dataset(dataset, "train", data_root)
+        test = load_dataset(dataset, "test", data_root)
     net, info = fit(train, test, epochs=epochs or DEFAULT_EPOCHS[base], seed=seed, progress=progress)
     return net, {**info, "dataset": dataset}

@@ -51,9 +51,6 @@ def positive_int(text: str) -> int:
     return _int_at_least(text, 1)
 
 
-UNLIMITED_STEPS = 10**9  # the step budget of a run given only --max-minutes
-
-
 def _threads(n: int | None) -> None:
     if n:
         import torch
@@ -86,7 +83,7 @@ def cmd_reproduce(a) -> int:
 def cmd_train(a) -> int:
     from pathlib import Path
 
-    from .config import load_config
+    from .config import UNLIMITED_STEPS, load_config
     from .train import train
 
     _threads(a.threads)
@@ -224,14 +221,15 @@ def cmd_evaluate(a) -> int:
         if not (a.stage1 and a.stage2):
             raise ArsmoothError("the two-step bound needs both --stage1 and --stage2")
         pair, kernel = I.load_pair(a.stage1, a.stage2)
-        ckpts.append((_label(a.stage1), a.stage1 if isinstance(a.stage1, dict) else C.load_checkpoint(a.stage1)))
+        for src in (a.stage1, a.stage2):  # both stages: a pair trained on two datasets is not scored on one silently
+            ckpts.append((_label(src), src if isinstance(src, dict) else C.load_checkpoint(src)))
     if base is None and pair is None:
         raise ArsmoothError("give --baseline CKPT and/or --stage1 CKPT --stage2 CKPT")
-    data = I.test_data_of(ckpts, a.dataset, a.data_root)
+    data = I.test_data_of(ckpts, a.dataset, a.data_root, a.set)
     x = load_configured(data, "test")[0][: a.n_images]
     I.check_image_shape(x, ckpts)
     res = I.likelihood(x, baseline=base, pair=pair, kernel=kernel, n_draws=a.draws, k_iw=a.iw,
-                       generator=torch.Generator().manual_seed(a.seed))
+                       generator=torch.Generator().manual_seed(a.seed), progress=not a.no_progress)
     res = {k: round(v, 5) if isinstance(v, float) else v for k, v in res.items()}
     res["dataset"] = data.dataset
     print(json.dumps(res, indent=2))
@@ -295,6 +293,16 @@ def cmd_export(a) -> int:
     return 0
 
 
+def cmd_import(a) -> int:
+    from .models.port import import_port
+
+    r = import_port(a.checkpoint, a.out, a.size, a.dataset)
+    print(f"imported {r['params']:,} parameters (nr_resnet {r['nr_resnet']}, nr_filters {r['nr_filters']}, "
+          f"nr_logistic_mix {r['nr_logistic_mix']}, {r['channels']} channels) into {r['run']}/last.pt; "
+          f"start from it with: arsmooth train PRESET --init-from {r['run']}/last.pt")
+    return 0
+
+
 def cmd_bench(a) -> int:
     import json
     from pathlib import Path
@@ -329,7 +337,16 @@ def cmd_fit_classifier(a) -> int:
     from . import classifier as K
 
     _threads(a.threads)
-    out = Path(a.out or f"classifiers/{a.dataset}.pt")
+    data = None
+    if a.dataset.startswith("folder:"):  # own images: the rotation task, with the folder's image settings
+        from .config import DataSettings, Settings
+
+        data = Settings(data=DataSettings(dataset="digits")).with_overrides(
+            [f"data.dataset={a.dataset}", *([f"data.data_root={a.data_root}"] if a.data_root else []), *a.set]).data
+    elif a.set:
+        raise ArsmoothError("--set applies to --dataset folder:PATH (the image settings of your own images)")
+    name = Path(a.dataset.split(":", 1)[1]).name if data is not None else a.dataset
+    out = Path(a.out or f"classifiers/{name}.pt")
     if out.exists() and not a.force:
         raise ArsmoothError(f"{out} already exists; pass --force to overwrite it")
     try:  # find out now, not after minutes of training, that the file cannot be written
@@ -338,7 +355,7 @@ def cmd_fit_classifier(a) -> int:
         raise ArsmoothError(f"cannot create {out.parent}: {e.strerror}") from None
     if not os.access(out.parent, os.W_OK):
         raise ArsmoothError(f"{out.parent} is not writable")
-    net, info = K.fit_dataset(a.dataset, a.data_root, a.epochs, a.seed, not a.no_progress)
+    net, info = K.fit_dataset(a.dataset, a.data_root, a.epochs, a.seed, not a.no_progress, data=data)
     sha = K.save(net, info, out)
     task = " (telling the four rotations apart)" if info.get("task") == "rotation" else ""
     print(f"test accuracy{task} {100 * info['test_accuracy']:.2f}% after {info['epochs']} epochs "
@@ -349,32 +366,38 @@ def cmd_fit_classifier(a) -> int:
 def cmd_metrics(a) -> int:
     import json
     import warnings
+    import zipfile
     from pathlib import Path
 
     import numpy as np
 
     from . import classifier as K
     from . import metrics as MT
-    from .data.images import load_dataset, to_uint8
+    from .data.images import to_uint8
 
     _threads(a.threads)
     sets = []
     for path in a.samples:  # every file is read before anything is computed
+        if not Path(path).is_file():
+            raise ArsmoothError(f"{path} does not exist (give .npz files written by arsmooth sample or reproduce)")
+        if not zipfile.is_zipfile(path):
+            raise ArsmoothError(f"{path} is not an .npz file (arsmooth sample and reproduce write them)")
         try:
-            with np.load(path) as z:
+            with np.load(path, allow_pickle=False) as z:
                 arrays = {k: z[k] for k in z.files if k == "uint8" or k.endswith(".uint8")}
-        except (OSError, ValueError) as e:
-            raise ArsmoothError(f"{path} is not a readable .npz of samples ({e})") from None
+        except (OSError, ValueError, zipfile.BadZipFile) as e:
+            raise ArsmoothError(f"{path} is not a readable .npz of samples ({' '.join(str(e).split())[:120]})") from None
         if not arrays:
             raise ArsmoothError(f"{path} holds no uint8 images (arsmooth sample and reproduce write them as 'uint8')")
         sets += [(path, key, u8) for key, u8 in arrays.items()]
     net, info = K.load(a.classifier)
-    real = to_uint8(load_dataset(a.dataset, "test", a.data_root)[0])
+    real = to_uint8(_metrics_test_images(a, sets[0][2].shape))
     for path, key, u8 in sets:
         n = min(a.n or len(u8), len(u8), len(real))
         with warnings.catch_warnings():  # torchmetrics' notes on buffering features: not the user's concern
             warnings.simplefilter("ignore", UserWarning)
-            res = MT.sample_metrics(u8[:n], real[:n], net, a.seed)
+            # a rotation LeNet's logits say nothing about classes: no Inception-style score from it
+            res = MT.sample_metrics(u8[:n], real[:n], net, a.seed, score=info.get("task") != "rotation")
         res = {"samples": f"{path}" + ("" if key == "uint8" else f":{key[:-len('.uint8')]}"), **res,
                "feature_extractor": f"LeNet {Path(a.classifier).name} ({100 * info['test_accuracy']:.2f}% test "
                f"accuracy on {info.get('dataset', '?')}, sha256 {info['weights_sha256'][:12]})"}
@@ -382,14 +405,33 @@ def cmd_metrics(a) -> int:
     return 0
 
 
+def _metrics_test_images(a, shape: tuple):
+    """The test images ``metrics`` compares with: ``--dataset``; a ``folder:`` at the samples' size and channels
+    (``shape``: ``(N, C, H, W)``), unless ``--set data.*`` says otherwise."""
+    from .config import DataSettings, Settings
+    from .data.images import load_configured
+
+    data = DataSettings(dataset=a.dataset, data_root=a.data_root,
+                        **({"size": int(shape[2]), "channels": int(shape[1])} if a.dataset.startswith("folder:") else {}))
+    if a.set:
+        bad = [t for t in a.set if not t.strip().startswith("data.")]
+        if bad:
+            raise ArsmoothError(f"--set {bad[0]}: only data.* settings apply here")
+        data = Settings(data=data).with_overrides(a.set).data
+    return load_configured(data, "test")[0]
+
+
 def cmd_report(a) -> int:
     from pathlib import Path
 
-    from .report import write_report
+    from .report import folders_only, write_report
 
     if Path(a.out).exists() and not a.force:
         raise ArsmoothError(f"{a.out} already exists; pass --force to overwrite it")
-    print(f"wrote {write_report(a.runs, a.out)}")
+    dirs, skipped = folders_only(a.runs, a.out)
+    if skipped:
+        print(f"skipped {len(skipped)} path(s) that are not folders: {', '.join(map(str, skipped))}", file=sys.stderr)
+    print(f"wrote {write_report(dirs, a.out)}")
     return 0
 
 
@@ -511,7 +553,11 @@ def _add_presets(sub) -> None:
 
 def _add_sample(sub) -> None:
     sm = sub.add_parser("sample", help="sample images from trained checkpoints",
-                        description="Sample images; writes samples_METHOD.npz (uint8 and raw float) and a PNG grid.")
+                        description="Sample images; writes samples_METHOD.npz and a PNG grid. The .npz holds 'uint8' "
+                        "(N, C, H, W) images, what the metrics score, and 'raw': the float32 values the method "
+                        "produced in the model's [-1, 1] pixel units, unclamped (a two-step or baseline sample holds "
+                        "8-bit bin centres; smoothed x~ and single-step outputs are continuous and can lie outside "
+                        "[-1, 1], e.g. -2.5 to 1.9 for x~ at sigma 0.5).")
     sm.add_argument("--method", choices=IMAGE_METHODS, default="two-step",
                     help="baseline: the baseline's p(x) (--baseline); smoothed: x~ ~ p(x~) (--stage1); single-step: "
                     "x~ denoised by x~ + sigma^2 grad log p(x~) (--stage1; -detached: the official code's variant); "
@@ -542,13 +588,17 @@ def _add_evaluate(sub) -> None:
     ev.add_argument("--stage1", help="stage-1 checkpoint (with --stage2)")
     ev.add_argument("--stage2", help="stage-2 checkpoint (with --stage1)")
     ev.add_argument("--pretrained", metavar="NAME", help="score the models that ship with arsmooth (e.g. mnist)")
-    ev.add_argument("--dataset", default=None, help="dataset name (default: the one the checkpoints were trained on)")
+    ev.add_argument("--dataset", default=None, help="dataset name, or folder:PATH to score another folder with the "
+                    "checkpoint's image size and channels (default: the one the checkpoints were trained on)")
+    ev.add_argument("--set", action="append", default=[], metavar="data.KEY=VALUE",
+                    help="data settings of the test set, e.g. --set data.center_crop=140 (repeatable)")
     ev.add_argument("--data-root", help="data folder (default: the checkpoint's, else $ARSMOOTH_DATA, else ./data)")
     ev.add_argument("--n-images", type=positive_int, default=1000, help="test images (default 1000)")
     ev.add_argument("--draws", type=positive_int, default=1, help="noise draws for the ELBO (default 1)")
     ev.add_argument("--iw", type=nonneg_int, default=10, help="K of the importance-weighted bound (default 10; 0: skip)")
     ev.add_argument("--seed", type=nonneg_int, default=0, help="seed of the noise draws (default 0)")
     ev.add_argument("--threads", type=positive_int, default=None, help="CPU threads for torch")
+    ev.add_argument("--no-progress", action="store_true", help="no progress bar")
     ev.set_defaults(func=cmd_evaluate)
 
 
@@ -590,6 +640,23 @@ def _add_export(sub) -> None:
     ex.set_defaults(func=cmd_export)
 
 
+def _add_import(sub) -> None:
+    im = sub.add_parser("import", help="a PixelCNN++ trained by the public PyTorch port as a baseline run",
+                        description="Read a state dict saved by the public PyTorch PixelCNN++ port "
+                        "(pclucas14/pixel-cnn-pp: torch.save(model.state_dict()), weight-normed layers as weight_g / "
+                        "weight_v, optionally behind DataParallel's module.) with weights_only=True and write it as "
+                        "a baseline run folder of ours (config.yaml + last.pt) whose network computes the same "
+                        "mixture parameters. nr_resnet, nr_filters, nr_logistic_mix and the channels come from the "
+                        "tensors' shapes; the port's Dropout2d is recorded as model.dropout_mode=channel. Then: "
+                        "arsmooth train cifar10-stage1 --init-from RUN/last.pt (the KTH reproduction's route). "
+                        "Anything else is refused with one line and nothing is written.")
+    im.add_argument("checkpoint", metavar="PORT_CHECKPOINT", help="the .pth file the port saved")
+    im.add_argument("--out", required=True, help="the run folder to write")
+    im.add_argument("--size", type=positive_int, default=32, help="image side the model was trained on (default 32)")
+    im.add_argument("--dataset", default=None, help="its dataset (default cifar10 for RGB, mnist for grey)")
+    im.set_defaults(func=cmd_import)
+
+
 def _add_bench(sub) -> None:
     be = sub.add_parser("bench", help="benchmark the fast sampler and the fused training step against references",
                         description="Time our fast path and its reference side by side in one process and print "
@@ -622,12 +689,17 @@ def _add_fit_classifier(sub) -> None:
                         description="Train the small LeNet classifier whose features and logits our FID, KID and "
                         "Inception-style score use (deterministic, a few CPU minutes for MNIST). On CIFAR-10 the "
                         "same LeNet on 3x32x32 images: its numbers are 'FID (LeNet features)', not Inception FID.")
-    fc.add_argument("--dataset", choices=("mnist", "fashion", "cifar10", "celeba"), required=True,
-                    help="celeba has no labels: the LeNet learns to tell four rotations apart instead")
+    fc.add_argument("--dataset", required=True, metavar="NAME",
+                    help="mnist, fashion, cifar10, celeba or folder:PATH (your own images, with --set data.size=S "
+                    "--set data.channels=C as you trained on them). celeba and folders have no labels: the LeNet "
+                    "learns to tell four rotations apart instead")
+    fc.add_argument("--set", action="append", default=[], metavar="data.KEY=VALUE",
+                    help="folder:PATH only: its image settings (data.size, data.channels, data.center_crop, "
+                    "data.test_fraction)")
     fc.add_argument("--data-root", help="data folder (default $ARSMOOTH_DATA, else ./data)")
     fc.add_argument("--epochs", type=positive_int, default=None,
-                    help="epochs (default 3 for mnist, 10 for fashion, 15 for cifar10, 5 for celeba)")
-    fc.add_argument("--out", help="where to write it (default classifiers/DATASET.pt)")
+                    help="epochs (default 3 for mnist, 10 for fashion, 15 for cifar10, 5 for celeba, 20 for a folder)")
+    fc.add_argument("--out", help="where to write it (default classifiers/DATASET.pt; a folder: classifiers/FOLDERNAME.pt)")
     _common(fc)
     fc.set_defaults(func=cmd_fit_classifier)
 
@@ -640,7 +712,10 @@ def _add_metrics(sub) -> None:
                         "'arsmooth fit-classifier'). One JSON line per sample set; the numbers compare sets scored "
                         "with the same classifier, not papers.")
     mt.add_argument("samples", nargs="+", help=".npz files of samples")
-    mt.add_argument("--dataset", required=True, help="the test set to compare with (e.g. mnist, fashion)")
+    mt.add_argument("--dataset", required=True, help="the test set to compare with (e.g. mnist, fashion, or "
+                    "folder:PATH, read at the samples' size and channels)")
+    mt.add_argument("--set", action="append", default=[], metavar="data.KEY=VALUE",
+                    help="data settings of the test set, e.g. --set data.center_crop=140 (repeatable)")
     mt.add_argument("--classifier", required=True, help="a classifier written by arsmooth fit-classifier")
     mt.add_argument("-n", type=positive_int, default=None, help="images per side (default: all samples)")
     mt.add_argument("--data-root", help="data folder (default $ARSMOOTH_DATA, else ./data)")
@@ -679,7 +754,7 @@ def build_parser() -> argparse.ArgumentParser:
                 "(Meng et al., ICLR 2021): train on noisy data, then denoise.")
     p.add_argument("--version", action="version", version=f"arsmooth {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
-    for add in (_add_demo, _add_reproduce, _add_train, _add_presets, _add_sample, _add_evaluate, _add_sensitivity, _add_sigma, _add_export, _add_bench, _add_fit_classifier, _add_metrics, _add_report, _add_pretrained, _add_list):
+    for add in (_add_demo, _add_reproduce, _add_train, _add_presets, _add_sample, _add_evaluate, _add_sensitivity, _add_sigma, _add_export, _add_import, _add_bench, _add_fit_classifier, _add_metrics, _add_report, _add_pretrained, _add_list):
         add(sub)
     return p
 
@@ -690,15 +765,20 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    from .fileio import remove_unused_folders
+
     try:
         return args.func(args)
     except ArsmoothError as e:
+        remove_unused_folders()  # a refused command leaves no empty output folder behind
         print(f"arsmooth: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
+        remove_unused_folders()
         print("arsmooth: interrupted", file=sys.stderr)
         return 130
     except OSError as e:  # disk full, permissions changed mid-run, ...
+        remove_unused_folders()
         print(f"arsmooth: error: {e.strerror or e} ({getattr(e, 'filename', '') or ''})", file=sys.stderr)
         return 1
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import re
 from dataclasses import dataclass, field, fields
 from importlib import resources
@@ -34,6 +35,7 @@ DROPOUT_MODES = ("element", "channel")
 DROPOUT_MASKS = ("bits", "bernoulli")  # how a CPU training step draws dropout masks (networks.pixelcnnpp)
 SMOOTHING_KERNELS = ("gaussian", "laplace", "uniform")
 DEVICES = ("auto", "cpu", "cuda")
+UNLIMITED_STEPS = 10**9  # the step budget of a run given only a time budget (train --max-minutes alone)
 NETWORKS = ("pixelcnnpp", "transformer")  # the autoregressive image networks (arsmooth.networks)
 
 # presets that are another dataset's on their own data: fashion-* are the mnist-* ones on Fashion-MNIST,
@@ -103,7 +105,12 @@ class DataSettings:
         tf = self.test_fraction
         _need(_is_num(tf) and 0 < tf < 1, f"data.test_fraction must be in (0, 1), got {tf!r}")
         _as_float(self, "test_fraction")
+        if self.data_root is not None:  # stored absolute: the run works from any directory
+            object.__setattr__(self, "data_root", os.path.abspath(os.path.expanduser(self.data_root)))
         if self.dataset.startswith("folder:"):
+            path = self.dataset[len("folder:"):]
+            _need(path.strip(), "data.dataset=folder: needs a path, e.g. folder:./my_images")
+            object.__setattr__(self, "dataset", "folder:" + os.path.abspath(os.path.expanduser(path)))
             missing = [k for k in ("size", "channels") if getattr(self, k) is None]
             _need(not missing, f"data.dataset={self.dataset} needs {' and '.join('data.' + k for k in missing)}, "
                   "e.g. --set data.size=32 --set data.channels=3")

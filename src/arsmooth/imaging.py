@@ -61,18 +61,40 @@ def load_prior(stage1_path, device="cpu") -> tuple[S.SmoothedPair, object]:
 
 
 def test_data_of(ckpts: list[tuple[str, dict]], dataset: str | None = None,
-                 data_root: str | None = None) -> DataSettings:
-    """The ``data`` settings to score checkpoints on: their own dataset (all must agree), or ``dataset``."""
+                 data_root: str | None = None, overrides=()) -> DataSettings:
+    """The ``data`` settings to score checkpoints on: their own dataset (all must agree), or ``dataset``.
+
+    ``dataset`` may be another ``folder:PATH``: the image size and channels come from the checkpoint (and the
+    crop and test share from its own folder settings, when it was trained on a folder), so a folder scores
+    with the settings the model was trained with. ``overrides`` (``data.KEY=VALUE`` texts) change any of them.
+    """
     own = {C.settings_of(c).data.dataset for _, c in ckpts}
     if dataset is None and len(own) > 1:
         raise ArsmoothError(f"the checkpoints were trained on different datasets ({', '.join(sorted(own))}); "
                             "pass --dataset")
     data = C.settings_of(ckpts[0][1]).data
-    if dataset is not None and dataset != data.dataset:
-        data = DataSettings(dataset=dataset)
+    if dataset is not None:
+        data = _other_dataset(data, dataset, tuple(ckpts[0][1]["extra"]["image_shape"]))
     if data_root is not None:
         data = dataclasses.replace(data, data_root=data_root)
+    for text in overrides:
+        key = text.split("=", 1)[0].strip()
+        if not key.startswith("data."):
+            raise ArsmoothError(f"--set {text}: only data.* settings apply here (the model's come from its checkpoint)")
+    if overrides:
+        from .config import Settings
+
+        data = Settings(data=data).with_overrides(list(overrides)).data
     return data
+
+
+def _other_dataset(data: DataSettings, dataset: str, shape: tuple[int, int, int]) -> DataSettings:
+    """``data`` pointed at ``dataset``; a folder gets the checkpoint's image shape and ``data``'s folder settings."""
+    if not dataset.startswith("folder:"):
+        return data if dataset == data.dataset else DataSettings(dataset=dataset)
+    own = data if data.dataset.startswith("folder:") else DataSettings()
+    return DataSettings(dataset=dataset, size=own.size or shape[1], channels=shape[0], center_crop=own.center_crop,
+                        test_fraction=own.test_fraction, data_root=data.data_root)
 
 
 def check_image_shape(x: Tensor, ckpts: list[tuple[str, dict]]) -> None:
@@ -222,23 +244,36 @@ def two_step_columns(pair, kernel, n: int, generator=None, batch_size: int = 64,
 
 @torch.no_grad()
 def likelihood(x: Tensor, *, baseline: ImageModel | None = None, pair=None, kernel=None, n_draws: int = 1,
-               k_iw: int = 0, batch_size: int = 50, generator=None) -> dict:
-    """Test bits/dim of 8-bit images ``x``: baseline exact; two-step ELBO (``n_draws`` noise draws) and IW(K)."""
+               k_iw: int = 0, batch_size: int = 50, generator=None, progress: bool = False) -> dict:
+    """Test bits/dim of 8-bit images ``x``: baseline exact; two-step ELBO (``n_draws`` noise draws) and IW(K).
+    ``progress`` shows a bar over the batches of every bound (images scored, and the bound being computed)."""
+    from tqdm.auto import tqdm
+
     if n_draws < 1 or k_iw < 0:
         raise ArsmoothError(f"need n_draws >= 1 and K >= 0, got {n_draws} and {k_iw}")
     n, dims = x.shape[0], x[0].numel()
     res: dict = {"n_images": int(n)}
     chunks = [x[i : i + batch_size] for i in range(0, n, batch_size)]
+    parts = {}
     if baseline is not None:
-        res["baseline"] = bits_per_dim(-sum(float(baseline.log_prob(c).sum()) for c in chunks) / n, dims)
+        parts["baseline"] = lambda c: baseline.log_prob(c)
     if pair is not None:
-        res["two_step_elbo"] = bits_per_dim(-sum(float(S.elbo(pair, kernel, c, n_draws, generator).sum())
-                                                 for c in chunks) / n, dims)
-        res["elbo_noise_draws"] = n_draws
+        parts["two_step_elbo"] = lambda c: S.elbo(pair, kernel, c, n_draws, generator)
         if k_iw:
-            res["two_step_iw"] = bits_per_dim(-sum(float(S.iw_bound(pair, kernel, c, k_iw, generator).sum())
-                                                   for c in chunks) / n, dims)
+            parts["two_step_iw"] = lambda c: S.iw_bound(pair, kernel, c, k_iw, generator)
+    bar = tqdm(total=n * len(parts), desc="scoring", unit="img", disable=not progress, leave=False)
+    for name, log_p in parts.items():  # in this order: the noise draws do not depend on the bar
+        bar.set_description(f"scoring: {name}")
+        total = 0.0
+        for c in chunks:
+            total += float(log_p(c).sum())
+            bar.update(len(c))
+        res[name] = bits_per_dim(-total / n, dims)
+        if name == "two_step_elbo":
+            res["elbo_noise_draws"] = n_draws
+        if name == "two_step_iw":
             res["iw_k"] = k_iw
+    bar.close()
     return res
 
 

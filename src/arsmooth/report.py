@@ -19,7 +19,7 @@ from .experiments.common import num_or_na
 
 ROWS = {"real": "real (test vs training images)", "baseline": "baseline PixelCNN++", "smoothed": "p(x~) samples x~",
         "single_step": "single-step denoised", "two_step": "two-step (ours)"}
-NAMES = ("mnist", "fashion", "cifar10", "celeba")
+NAMES = ("mnist", "fashion", "cifar10", "celeba", "transformer-mnist", "transformer-fashion")
 
 # Meng et al. 2021, Table 2 (unconditional CIFAR-10): Inception score, FID, KID, bits/dim ("≤": a bound)
 PAPER_TABLE2 = {"PixelCNN": (4.60, 65.93, None, "3.14"), "baseline": (5.30, 54.25, 0.046, "2.92"),
@@ -182,8 +182,21 @@ def _table2(res: dict) -> list[str]:
     return lines
 
 
+def folders_only(paths: list[str | Path], out: str | Path) -> tuple[list[Path], list[Path]]:
+    """The folders among ``paths`` (a shell glob such as ``runs/mine/*`` also matches files, the report itself
+    among them) and the paths skipped; a path that does not exist is refused."""
+    keep, skipped = [], []
+    for p in map(Path, paths):
+        if not p.exists():
+            raise ArsmoothError(f"{p} does not exist; pass reproduce or train output folders")
+        (keep if p.is_dir() else skipped).append(p)
+    if not keep:
+        raise ArsmoothError(f"none of the {len(skipped)} paths given is a folder; pass reproduce or train output folders")
+    return keep, skipped
+
+
 def write_report(run_dirs: list[str | Path], out: str | Path) -> Path:
-    """Write the markdown report for ``run_dirs`` to ``out``; returns its path."""
+    """Write the markdown report for the folders ``run_dirs`` to ``out``; returns its path."""
     from .fileio import atomic_write_text
 
     out = Path(out)
@@ -198,7 +211,7 @@ def write_report(run_dirs: list[str | Path], out: str | Path) -> Path:
     loaded = [(d, *_load(d)) for d in dirs if not _is_train_run(d) or reproduced(d)]
     lines = ["# arsmooth: image results", ""]
     if loaded:
-        lines += ["Columns as in the paper's Table 2 (Meng et al. 2021): baseline PixelCNN++, samples of the smoothed "
+        lines += ["Columns as in the paper's Table 2 (Meng et al. 2021): the baseline network, samples of the smoothed "
                   "model p(x~), single-step denoising of those samples (eq. 7) and two-step samples x ~ p(x | x~). "
                   "Lower FID / KID and bits/dim are better, higher Inception-style score is better.", ""]
     for d, name, res, rec in loaded:

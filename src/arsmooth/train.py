@@ -26,10 +26,10 @@ from tqdm.auto import tqdm
 from . import checkpoint as C
 from .checkpoint import read_metrics
 from . import distributed as D
-from .config import Settings
+from .config import UNLIMITED_STEPS, Settings
 from .data.images import load_configured
-from .errors import ArsmoothError
-from .fileio import atomic_write_text
+from .errors import ArsmoothError, WriteFailed
+from .fileio import FolderLock, atomic_write_text, forget_created_folders, make_folder, remove_unused_folders
 from .fit import Loop
 from .kernels import make_kernel
 from .likelihoods import bits_per_dim
@@ -86,7 +86,9 @@ def _batch_indices(step: int, n: int, bs: int, seed: int, cache: dict, ctx: D.Co
     return cache["perm"][k * b : (k + 1) * b]
 
 
-def prepare_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> None:
+def prepare_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> FolderLock:
+    """Check the run folder for a new run, a resume or an overwrite, create it, and lock it (one writer at a
+    time: :class:`~arsmooth.fileio.FolderLock`) before anything in it is changed; returns the lock."""
     if resume and overwrite:
         raise ArsmoothError("--resume and --overwrite contradict each other; pick one")
     if run_dir.exists() and not run_dir.is_dir():
@@ -95,18 +97,20 @@ def prepare_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> None:
     if resume:
         if not (run_dir / "last.pt").exists():
             raise ArsmoothError(f"nothing to resume: {run_dir}/last.pt does not exist")
-        return
+        return FolderLock(run_dir, "arsmooth train --resume")
     if has_run and not overwrite:
         raise ArsmoothError(f"{run_dir} already holds a run; pass --resume to continue it or --overwrite to replace it")
     try:
-        run_dir.mkdir(parents=True, exist_ok=True)
+        make_folder(run_dir)
     except OSError as e:
         raise ArsmoothError(f"cannot create run folder {run_dir}: {e.strerror}") from None
     if not os.access(run_dir, os.W_OK):
         raise ArsmoothError(f"run folder {run_dir} is not writable")
+    lock = FolderLock(run_dir, "arsmooth train")
     if overwrite:
         for f in RUN_FILES:
             (run_dir / f).unlink(missing_ok=True)
+    return lock
 
 
 @torch.no_grad()
@@ -236,36 +240,55 @@ def _train(ctx: D.Context, cfg, run_dir: Path, resume, overwrite, progress, trai
     process group's backend (:func:`_device_setting`)."""
     sync_dev = torch.device("cuda", ctx.local_rank) if ctx.enabled and torch.cuda.is_available() and \
         wants != "cpu" else torch.device("cpu")
-    err = None
+    err = lock = None
     if ctx.main:
         try:
-            prepare_run_dir(run_dir, resume, overwrite)
+            lock = prepare_run_dir(run_dir, resume, overwrite)
         except ArsmoothError as e:
             err = e
     D.check_all(ctx, err is None, f"rank 0 could not use the run folder {run_dir}", sync_dev)
     if err is not None:
         raise err
-    ckpt = C.load_checkpoint(run_dir / "last.pt") if resume else None
-    trainer = _Trainer(ctx, _resumed_config(cfg, ckpt), run_dir, sync_dev, train_images, test_images, init_from, ckpt,
-                       hooks)
-    return trainer.finish(trainer.loop(progress))
+    try:
+        ckpt = C.load_checkpoint(run_dir / "last.pt") if resume else None
+        cfg, changed = _resumed_config(cfg, ckpt)
+        trainer = _Trainer(ctx, cfg, run_dir, sync_dev, train_images, test_images, init_from, ckpt, hooks, changed)
+    except BaseException:
+        if lock is not None:
+            lock.release()
+        remove_unused_folders()  # refused before the run wrote anything: no empty run folder is left behind
+        raise
+    forget_created_folders()
+    try:
+        return trainer.finish(trainer.loop(progress))
+    finally:
+        if lock is not None:
+            lock.release()
 
 
-def _resumed_config(cfg: Settings | None, ckpt: dict | None) -> Settings:
-    """The settings a run trains with: ``cfg`` for a new run; the checkpoint's on resume, where given settings
-    may only change the budgets (``train.max_steps``, ``train.max_minutes``)."""
+# settings a resumed run may change (the change is logged in metrics.jsonl and config.yaml follows it): the budgets,
+# the learning rate and the bookkeeping; data.dataset only to point a folder: run at the folder's new place
+RESUME_MAY_CHANGE = ("train.max_steps", "train.max_minutes", "train.lr", "train.lr_decay", "train.checkpoint_every",
+                     "train.checkpoint_minutes", "train.log_every", "train.eval_images", "data.data_root")
+
+
+def _resumed_config(cfg: Settings | None, ckpt: dict | None) -> tuple[Settings, dict]:
+    """The settings a run trains with, and what differs from the saved run (``{key: [old, new]}``): ``cfg`` for a
+    new run; on resume the checkpoint's, with the changes :data:`RESUME_MAY_CHANGE` allows."""
     if ckpt is None:
-        return cfg
+        return cfg, {}
     saved = C.settings_of(ckpt)
     if cfg is None or cfg == saved:
-        return saved
-    if _without_budgets(cfg) != _without_budgets(saved):
-        new, old = _flat(cfg), _flat(saved)
-        bad = [k for k in old if new[k] != old[k] and k not in ("train.max_steps", "train.max_minutes")]
-        raise ArsmoothError(f"the config differs from the run being resumed in {', '.join(bad)}; "
-                            "resume with the run's own config (omit the preset)")
-    return dataclasses.replace(saved, train=dataclasses.replace(saved.train, max_steps=cfg.train.max_steps,
-                                                                max_minutes=cfg.train.max_minutes))
+        return saved, {}
+    new, old = _flat(cfg), _flat(saved)
+    changed = {k: [old[k], new[k]] for k in old if new[k] != old[k]}
+    moved = lambda k: k == "data.dataset" and all(str(v).startswith("folder:") for v in changed[k])  # noqa: E731
+    bad = [k for k in changed if k not in RESUME_MAY_CHANGE and not moved(k)]
+    if bad:
+        raise ArsmoothError(f"a resumed run keeps its settings, but {', '.join(bad)} would change; only "
+                            f"{', '.join(RESUME_MAY_CHANGE)} (and a moved data.dataset=folder:) may. Start a new run "
+                            "(--init-from the checkpoint) to change more")
+    return cfg, changed
 
 
 def _flat(cfg: Settings) -> dict:
@@ -281,7 +304,7 @@ class _Trainer(Loop):
     (:class:`arsmooth.fit.Loop`: ``should_stop``, ``batch``, ``train_step``, ``after_step``; ``finish``)."""
 
     def __init__(self, ctx: D.Context, cfg: Settings, run_dir: Path, sync_dev: torch.device, train_images,
-                 test_images, init_from, ckpt: dict | None, hooks=()):
+                 test_images, init_from, ckpt: dict | None, hooks=(), changed: dict | None = None):
         self.ctx, self.cfg, self.t_cfg, self.run_dir, self.sync_dev = ctx, cfg, cfg.train, run_dir, sync_dev
         self.ckpt_path, self.resumed = run_dir / "last.pt", ckpt is not None
         self.device = pick_device(cfg.device)
@@ -291,8 +314,8 @@ class _Trainer(Loop):
         self._build(init_from if ckpt is None else None)
         self.step, self.seconds_before, self.running = 0, 0.0, None
         if ckpt is not None:
-            self._restore(ckpt)
-        elif ctx.main:
+            self._restore(ckpt, changed or {})
+        if ctx.main and (ckpt is None or changed):
             atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
         self._accelerate()
         self.cache: dict = {}
@@ -313,7 +336,10 @@ class _Trainer(Loop):
         self.test_images = test_images[: t_cfg.eval_images].to(self.device)
         self.train_images = train_images.to(self.device)
         self.shape = tuple(self.train_images.shape[1:])
-        self.n, self.bs = self.train_images.shape[0], min(t_cfg.batch_size, self.train_images.shape[0])
+        self.n, self.bs = self.train_images.shape[0], t_cfg.batch_size
+        if self.bs > self.n:  # refused, not shrunk: the settings, the summary and the report say what ran
+            raise ArsmoothError(f"train.batch_size={self.bs} is larger than the {self.n} training images; "
+                                f"give --set train.batch_size={self.n} or less (or more images)")
         if self.bs % self.ctx.world:  # refused before anything is written to the run folder
             raise ArsmoothError(f"the global batch size {self.bs} must be divisible by the number of processes "
                                 f"({self.ctx.world}); pick a train.batch_size that is")
@@ -337,8 +363,9 @@ class _Trainer(Loop):
         self.noise_gen = torch.Generator(self.device).manual_seed(t_cfg.seed + 7919)
         torch.manual_seed(t_cfg.seed * 1000 + 1 + self.ctx.rank)
 
-    def _restore(self, ckpt: dict) -> None:
-        """Continue exactly where the checkpoint stopped: weights, optimizer, schedule, EMA, random states."""
+    def _restore(self, ckpt: dict, changed: dict) -> None:
+        """Continue exactly where the checkpoint stopped: weights, optimizer, schedule, EMA, random states; a
+        changed learning rate (``changed``, logged to ``metrics.jsonl``) holds from here on, its decay going on."""
         if tuple(ckpt["extra"]["image_shape"]) != self.shape:
             raise ArsmoothError(f"the run was trained on images {tuple(ckpt['extra']['image_shape'])}, "
                                 f"these are {self.shape}")
@@ -356,6 +383,11 @@ class _Trainer(Loop):
             torch.manual_seed(self.t_cfg.seed * 1000 + 1 + self.ctx.rank + 7 * self.step)
         if "noise" in ckpt["rng"]:
             self.noise_gen.set_state(ckpt["rng"]["noise"])
+        if "train.lr" in changed:
+            for group in self.opt.param_groups:
+                group["lr"] = self.t_cfg.lr
+        if changed and self.ctx.main:
+            _append_metric(self.run_dir, {"step": self.step, "resumed_with": changed})
 
     def _accelerate(self) -> None:
         """GPU options (never on CPU, so CPU results never change) and the DDP wrapper under torchrun."""
@@ -381,8 +413,11 @@ class _Trainer(Loop):
         if self.ctx.main and self.resumed and self.step < self.t_cfg.max_steps:
             (self.run_dir / "summary.json").unlink(missing_ok=True)  # the run goes on: its old summary no longer holds
         self.model.train()
-        self.bar = tqdm(total=self.t_cfg.max_steps, initial=self.step, desc=f"train {self.cfg.kind}",
-                        disable=not (progress and self.ctx.main), dynamic_ncols=True)
+        show, desc = progress and self.ctx.main, f"train {self.cfg.kind}"
+        if self.max_s is not None and self.t_cfg.max_steps >= UNLIMITED_STEPS:  # a time budget alone
+            self.bar = _MinutesBar(self, desc, disable=not show)
+        else:
+            self.bar = tqdm(total=self.t_cfg.max_steps, initial=self.step, desc=desc, disable=not show, dynamic_ncols=True)
         self.signals = _StopOnSignal()
         try:
             stopped = self.run(self.t_cfg.max_steps, self.bar)
@@ -415,9 +450,8 @@ class _Trainer(Loop):
         loss_all = D.mean(self.ctx, loss.detach())
         if not torch.isfinite(loss_all):
             self.bar.close()
-            raise ArsmoothError(f"the training loss became {loss_all.item()} at step {self.step + 1}; stopped. The last "
-                                f"good checkpoint (step {self.last_good}) is kept in {self.ckpt_path}; lower train.lr "
-                                "and --resume")
+            raise ArsmoothError(f"the training loss became {loss_all.item()} at step {self.step + 1}; stopped. "
+                                + self._after_nan())
         self.update(loss)
         if self.ema is not None:
             with torch.no_grad():
@@ -427,6 +461,16 @@ class _Trainer(Loop):
                     else:
                         self.ema[k].copy_(v)
         return bits_per_dim(loss_all.item(), math.prod(self.shape))
+
+    def _after_nan(self) -> str:
+        """What to do after a non-finite loss: resume the last checkpoint with a lower rate, or start again."""
+        lower = f"train.lr={self.t_cfg.lr / 10:g}"
+        if self.ckpt_path.is_file():
+            step = C.load_checkpoint(self.ckpt_path)["step"]
+            return (f"The last good checkpoint, step {step}, is {self.ckpt_path}: arsmooth train --out {self.run_dir} "
+                    f"--resume --set {lower}")
+        return (f"No checkpoint was written yet (the first comes at step {self.t_cfg.checkpoint_every}): start again "
+                f"with --overwrite --set {lower}")
 
     def after_step(self, bar) -> None:
         self._log(bar)
@@ -439,7 +483,10 @@ class _Trainer(Loop):
         rec = {"step": self.step, "train_bpd": self.running, "lr": self.sched.get_last_lr()[0]}
         if self.model.kind == "smoothed":
             rec["sigma"] = self.model.sigma
-        _append_metric(self.run_dir, {**rec, "seconds": round(self._seconds(), 2)})
+        try:
+            _append_metric(self.run_dir, {**rec, "seconds": round(self._seconds(), 2)})
+        except OSError as e:
+            raise self._write_stopped(e) from None
 
     def _checkpoint(self) -> None:
         """A checkpoint every ``checkpoint_every`` steps or ``checkpoint_minutes`` minutes (the last one is
@@ -452,7 +499,22 @@ class _Trainer(Loop):
             self.save("running")
 
     def save(self, stopped: str) -> None:
-        """Write ``last.pt`` atomically (with the test bits/dim) and log it."""
+        """Write ``last.pt`` atomically (with the test bits/dim) and log it; a failed write (a full disk) stops
+        the run with one line: the previous checkpoint is intact and resumes."""
+        try:
+            self._save(stopped)
+        except (WriteFailed, OSError) as e:
+            raise self._write_stopped(e) from None
+
+    def _write_stopped(self, e: OSError | WriteFailed) -> ArsmoothError:
+        """One line for a write that failed mid-run: what, that the previous checkpoint is intact, how to resume."""
+        why = str(e).split("; ")[0] if isinstance(e, WriteFailed) else \
+            f"could not write {e.filename or self.run_dir} ({e.strerror or e})"
+        where = (f"the previous checkpoint {self.ckpt_path} is intact; once there is space: arsmooth train "
+                 f"--out {self.run_dir} --resume") if self.ckpt_path.is_file() else "no checkpoint was written yet"
+        return ArsmoothError(f"{why}; stopped at step {self.step}: {where}")
+
+    def _save(self, stopped: str) -> None:
         cfg, t_cfg, model = self.cfg, self.t_cfg, self.model
         test_bpd = evaluate_bpd(model, self.kernel, self.test_images, seed=t_cfg.seed + 1)
         C.save_checkpoint(self.ckpt_path, kind=cfg.kind, model_state=model.state_dict(), config=cfg.to_dict(),
@@ -481,6 +543,28 @@ class _Trainer(Loop):
                 atomic_write_text(self.run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
         D.barrier(self.ctx)
         return summary
+
+
+class _MinutesBar:
+    """The progress bar of a run with a time budget and no step budget: elapsed of budgeted minutes (a
+    resumed run's earlier minutes included), with the steps done so far."""
+
+    def __init__(self, trainer: _Trainer, desc: str, disable: bool):
+        self.trainer, self.extra = trainer, {}
+        self.bar = tqdm(total=round(trainer.max_s / 60, 2), desc=desc, disable=disable, dynamic_ncols=True,
+                        bar_format="{l_bar}{bar}| {n:.1f}/{total:.1f} min [{elapsed}{postfix}]")
+        self.update(0)
+
+    def update(self, n: int) -> None:
+        t = self.trainer
+        self.bar.n = min(round(t._seconds() / 60, 2), self.bar.total)
+        self.bar.set_postfix(steps=t.step, **self.extra)
+
+    def set_postfix(self, **kw) -> None:
+        self.extra.update(kw)
+
+    def close(self) -> None:
+        self.bar.close()
 
 
 def _sigma_of(model, cfg: Settings) -> float | None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import codecs
 import gzip
 import io
+import math
 import os
 import pickle
 import tarfile
@@ -308,7 +309,9 @@ CELEBA_SIZE = 32
 def _image_files(folder: str | Path) -> list[Path]:
     folder = Path(folder).expanduser()
     if not folder.is_dir():
-        raise ArsmoothError(f"image folder {folder} does not exist: pass a folder of image files")
+        raise ArsmoothError(f"image folder {folder} does not exist: pass a folder of image files (if a run stored this "
+                            "path and the folder moved: evaluate --dataset folder:NEWPATH, train --resume --set "
+                            "data.dataset=folder:NEWPATH)")
     files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
     if not files:
         raise ArsmoothError(f"no images ({', '.join(IMAGE_SUFFIXES)}) found under {folder}")
@@ -382,8 +385,10 @@ def _split_files(files: list[Path], split: str, seed: int, train_fraction: float
     n_train = len(files) - n_test if train_fraction + test_fraction >= 1 else int(train_fraction * len(files))
     picked = order[:n_train] if split == "train" else order[n_train : n_train + n_test]
     if len(picked) == 0:
-        msg = f"the {split} split of {len(files)} images is empty: the folder needs more images"
-        raise ArsmoothError(msg)
+        need = math.ceil(0.5 / min(test_fraction, 1 - test_fraction)) if train_fraction + test_fraction >= 1 else \
+            math.ceil(1 / min(train_fraction, test_fraction))
+        raise ArsmoothError(f"the {split} split of {len(files)} images is empty: the folder needs at least {need} "
+                            f"images (with a test share of {test_fraction:g})")
     return [files[i] for i in picked]
 
 

@@ -105,17 +105,23 @@ def reproduce(
     Every option is checked before any work starts.
     """
     from ..distributed import is_main_process
-    from ..fileio import prepare_out_dir
+    from ..fileio import FolderLock, prepare_out_dir
     from .common import Run, command_line, output_names, write_run
 
     exp = get(name)
     opts = _checked_options(name, sigma, seed, stage2, data_root, inception_weights, classifier)
     out = prepare_out_dir(out, output_names(name, list(exp.figures)), force)
-    run = Run(name=name, quick=quick, seed=seed, classifier=opts.pop("classifier", None))
-    exp.runner()(run, out, sigma, progress, **opts)
-    if not is_main_process():  # under torchrun the other ranks trained and sampled; rank 0 writes
-        return None
-    rec = write_run(run, out, command or command_line())
+    # one writer per output folder (rank 0 of a torchrun group speaks for it; each training run locks its own)
+    lock = FolderLock(out, f"arsmooth reproduce {name}") if is_main_process() else None
+    try:
+        run = Run(name=name, quick=quick, seed=seed, classifier=opts.pop("classifier", None))
+        exp.runner()(run, out, sigma, progress, **opts)
+        if not is_main_process():  # under torchrun the other ranks trained and sampled; rank 0 writes
+            return None
+        rec = write_run(run, out, command or command_line())
+    finally:
+        if lock is not None:
+            lock.release()
     rec["result"] = run.result
     return rec
 
