@@ -98,18 +98,23 @@ def test_nan_advice_is_true_and_resume_with_a_lower_rate_is_recorded(tmp_path):
     p = _train(tmp_path / "r", tmp_path / "f", "--set", "train.lr=1e6", steps=20)
     assert p.returncode == 2 and "No checkpoint was written yet" in p.stderr and "--overwrite" in p.stderr
     assert not (tmp_path / "r" / "last.pt").exists()
-    p = _train(tmp_path / "r2", tmp_path / "f", "--set", "train.checkpoint_every=1", "--set", "train.lr=1e6", steps=20)
+    run = tmp_path / "r2"
+    assert _train(run, tmp_path / "f", "--set", "train.checkpoint_every=2", steps=4).returncode == 0
+    lr = C.settings_of(C.load_checkpoint(run / "last.pt")).train.lr
+    resume = ["train", "--out", str(run), "--resume", *QUICK[-3:]]
+    p = _run([*resume, "--set", "train.lr=1e6", "--max-steps", "40"])  # too high a rate: the loss blows up
     assert p.returncode == 2
     line = p.stderr.strip()
-    step = C.load_checkpoint(tmp_path / "r2" / "last.pt")["step"]
-    assert f"step {step}, is {tmp_path / 'r2' / 'last.pt'}" in line and "--resume --set train.lr=" in line
-    p = _run(["train", "--out", str(tmp_path / "r2"), "--resume", "--set", "train.lr=1e-3", "--max-steps",
-              str(step + 2), *QUICK[-3:], "--set", "train.checkpoint_every=1"])
+    assert C.load_checkpoint(run / "last.pt")["step"] == 4  # the checkpoint the advice names exists
+    assert f"step 4, is {run / 'last.pt'}" in line and "--resume --set train.lr=" in line
+    assert C.settings_of(C.load_checkpoint(run / "last.pt")).train.lr == lr  # and config.yaml still says so
+    assert f"lr: {lr}" in (run / "config.yaml").read_text()
+    p = _run([*resume, "--set", "train.lr=1e-4", "--max-steps", "6"])  # --resume --set train.lr is allowed
     assert p.returncode == 0, p.stderr
-    recs = C.read_metrics(tmp_path / "r2")
-    assert {"step": step, "resumed_with": {"train.lr": [1e6, 1e-3]}} in recs
-    assert C.settings_of(C.load_checkpoint(tmp_path / "r2" / "last.pt")).train.lr == 1e-3
-    p = _run(["train", "--out", str(tmp_path / "r2"), "--resume", "--set", "model.nr_filters=3"])
+    changes = [r["resumed_with"] for r in C.read_metrics(run) if "resumed_with" in r]
+    assert changes[-1] == {"train.lr": [lr, 1e-4], "train.max_steps": [4, 6]}
+    assert C.settings_of(C.load_checkpoint(run / "last.pt")).train.lr == 1e-4 and "lr: 0.0001" in (run / "config.yaml").read_text()
+    p = _run([*resume, "--set", "model.nr_filters=3"])
     assert p.returncode == 2 and "model.nr_filters would change" in p.stderr
 
 
@@ -122,7 +127,7 @@ def test_report_skips_files_that_a_glob_matched(tmp_path):
         runs = [str(p) for p in sorted((tmp_path / "mine").iterdir())]  # what runs/mine/* expands to
         p = _run(["report", *runs, "--out", str(report), *force])
         assert p.returncode == 0, p.stderr
-    assert "skipped 1 path(s) that are not folders" in p.stderr and report.is_file()
+    assert "skipped 2 path(s) that are not folders" in p.stderr and "report.md" in p.stderr and report.is_file()
 
 
 # 6: an oversized batch is refused, not shrunk and recorded wrongly

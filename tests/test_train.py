@@ -145,14 +145,14 @@ def test_cli_train_and_errors(tmp_path):
 
 
 def test_wrong_image_size_is_refused_before_anything_is_written(tmp_path):
-    imgs = torch.zeros(8, 1, 10, 10)
+    imgs = torch.zeros(40, 1, 10, 10)
     with pytest.raises(ArsmoothError, match="divisible by 4"):
         train(_cfg("baseline"), tmp_path / "r", train_images=imgs, progress=False)
     assert not (tmp_path / "r" / "config.yaml").exists()
     train(_cfg("baseline"), tmp_path / "r", progress=False)  # the folder is still usable
     before = (tmp_path / "r" / "last.pt").read_bytes()
     with pytest.raises(ArsmoothError, match=r"trained on images \(1, 8, 8\), these are \(3, 8, 8\)"):
-        train(None, tmp_path / "r", resume=True, train_images=torch.zeros(8, 3, 8, 8), progress=False)
+        train(None, tmp_path / "r", resume=True, train_images=torch.zeros(40, 3, 8, 8), progress=False)
     assert (tmp_path / "r" / "last.pt").read_bytes() == before
 
 

@@ -313,9 +313,10 @@ class _Trainer(Loop):
         self._data(train_images, test_images)
         self._build(init_from if ckpt is None else None)
         self.step, self.seconds_before, self.running = 0, 0.0, None
+        self.config_changed = bool(changed)  # config.yaml follows the checkpoint: rewritten with the next one
         if ckpt is not None:
             self._restore(ckpt, changed or {})
-        if ctx.main and (ckpt is None or changed):
+        elif ctx.main:
             atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
         self._accelerate()
         self.cache: dict = {}
@@ -525,6 +526,9 @@ class _Trainer(Loop):
                                  "test_bpd": test_bpd, "params": count_params(model), "stopped": stopped,
                                  "running_bpd": self.running, "init_from": self.warm})
         self.last_ckpt_time, self.last_good = time.perf_counter(), self.step
+        if self.config_changed:
+            atomic_write_text(self.run_dir / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+            self.config_changed = False
         _append_metric(self.run_dir, {"step": self.step, "images": self.step * self.bs, "test_bpd": test_bpd,
                                       "checkpoint": True, "seconds": round(self._seconds(), 2)})
 
