@@ -68,6 +68,10 @@ def test_gpu_check_script_says_no_gpu_in_one_line_and_its_dry_run_measures(tmp_p
                        capture_output=True, text=True, timeout=600, env={**__import__("os").environ, "OMP_NUM_THREADS": "1"})
     assert p.returncode == 0, p.stderr[-1000:]
     rows = [json.loads(x) for x in (tmp_path / "dry.jsonl").read_text().splitlines()]
-    assert [r["bench"] for r in rows] == ["sample", "sample", "train", "sample"]
-    assert all(r["same_samples_on_timed_pixels"] for r in rows if r["bench"] == "sample")
-    assert rows[2]["same_loss_and_grads"]
+    assert [r["bench"] for r in rows] == ["sample", "sample", "precision", "precision", "precision", "sample",
+                                          "reproduce", "costs"]
+    assert all(r["same_samples_on_timed_pixels"] and r["differing_subpixels_on_timed_pixels"] == 0
+               for r in rows if r["bench"] == "sample")
+    assert all(r["bf16"]["loss_rel_err"] < 1e-6 for r in rows if r["bench"] == "precision")  # fp32 on the CPU
+    assert rows[6]["ok"] and set(rows[7]["models"]) == {"baseline", "stage1", "stage2", "stage2-spatial"}
+    assert "Fig. 6 columns" in (tmp_path / "gpu_costs.md").read_text()

@@ -51,6 +51,7 @@ class LeNet(nn.Module):
         if x.dim() != 4 or x.shape[1:] != (self.channels, self.size, self.size):
             raise ArsmoothError(f"the classifier expects images (B, {self.channels}, {self.size}, {self.size}), "
                                 f"got {tuple(x.shape)}")
+        x = x.to(self.conv1.weight.device)  # host images in, the network's device out
         if x.dtype == torch.uint8:
             x = x.float() / 127.5 - 1.0
         return x.to(self.conv1.weight.dtype)
@@ -90,7 +91,7 @@ class Logits(nn.Module):
 @torch.no_grad()
 def accuracy(net: LeNet, images: Tensor, labels: Tensor, batch_size: int = 500) -> float:
     net.eval()
-    right = sum(int((net(images[i : i + batch_size]).argmax(1) == labels[i : i + batch_size]).sum())
+    right = sum(int((net(images[i : i + batch_size]).argmax(1).cpu() == labels[i : i + batch_size].cpu()).sum())
                 for i in range(0, len(images), batch_size))
     return right / len(images)
 
@@ -141,7 +142,7 @@ class _FitClassifier(Loop):
         return xb[:, :, dy : dy + x.shape[-2], dx : dx + x.shape[-1]], yb
 
     def train_step(self, xb: Tensor, yb: Tensor) -> float:
-        loss = F.cross_entropy(self.net(xb), yb)
+        loss = F.cross_entropy(self.net(xb), yb.to(xb.device))
         self.update(loss)
         return loss.item()
 
@@ -150,7 +151,8 @@ class _FitClassifier(Loop):
 
 
 def fit(train: tuple[Tensor, Tensor | None], test: tuple[Tensor, Tensor | None], *, epochs: int = 4,
-        batch_size: int = 128, lr: float = 1e-3, seed: int = 0, progress: bool = True) -> tuple[LeNet, dict]:
+        batch_size: int = 128, lr: float = 1e-3, seed: int = 0, progress: bool = True,
+        device: torch.device | str = "cpu") -> tuple[LeNet, dict]:
     """Train a LeNet on uint8 images ``(N, C, S, S)`` with labels; Adam, cosine-decayed learning rate.
 
     Random shifts of up to 2 pixels augment the data (padding with the background value -1). Labels
@@ -161,7 +163,7 @@ def fit(train: tuple[Tensor, Tensor | None], test: tuple[Tensor, Tensor | None],
     if rotation and x.shape[-1] != x.shape[-2]:
         raise ArsmoothError(f"the rotation task needs square images, got {tuple(x.shape[-2:])}")
     torch.manual_seed(seed)
-    net = LeNet(channels=x.shape[1], size=x.shape[-1], num_classes=ROTATIONS if rotation else 10)
+    net = LeNet(channels=x.shape[1], size=x.shape[-1], num_classes=ROTATIONS if rotation else 10).to(device)
     loop = _FitClassifier(net, x, y, epochs, batch_size, lr, seed)
     t0 = time.perf_counter()
     net.train()
@@ -170,7 +172,7 @@ def fit(train: tuple[Tensor, Tensor | None], test: tuple[Tensor, Tensor | None],
     test = all_rotations(test[0]) if rotation else test
     info = {"test_accuracy": accuracy(net, *test), "task": "rotation" if rotation else "classes", "epochs": epochs, "batch_size": batch_size, "lr": lr,
             "seed": seed, "train_images": len(x), "train_seconds": round(time.perf_counter() - t0, 1)}
-    return net.eval(), info
+    return net.eval().cpu(), info
 
 
 def save(net: LeNet, info: dict, path: str | Path) -> str:
@@ -213,7 +215,7 @@ DEFAULT_EPOCHS = {"mnist": 3, "fashion": 10, "cifar10": 15, "celeba": 5, "digits
 
 
 def fit_dataset(dataset: str, data_root=None, epochs: int | None = None, seed: int = 0,
-                progress: bool = True, data=None) -> tuple[LeNet, dict]:
+                progress: bool = True, data=None, device: torch.device | str = "cpu") -> tuple[LeNet, dict]:
     """The feature extractor of ``dataset`` (mnist, fashion, cifar10 (the same LeNet on 3 x 32 x 32: far from
     Inception, and named so), celeba or celeba:<folder> (the rotation task); digits for quick runs), on its
     full training set. ``folder:PATH`` (your own images, no labels) takes its image settings from ``data``
@@ -232,5 +234,5 @@ def fit_dataset(dataset: str, data_root=None, epochs: int | None = None, seed: i
     else:
         train = load_dataset(dataset, "train", data_root)
         test = load_dataset(dataset, "test", data_root)
-    net, info = fit(train, test, epochs=epochs or DEFAULT_EPOCHS[base], seed=seed, progress=progress)
+    net, info = fit(train, test, epochs=epochs or DEFAULT_EPOCHS[base], seed=seed, progress=progress, device=device)
     return net, {**info, "dataset": dataset}

@@ -51,6 +51,25 @@ def positive_int(text: str) -> int:
     return _int_at_least(text, 1)
 
 
+def _device_option(sp, what: str = "its networks") -> None:
+    sp.add_argument("--device", default="auto", metavar="DEVICE",
+                    help=f"where {what} run: auto (a GPU when torch sees one, else the CPU), cpu, cuda or cuda:N; "
+                    "under torchrun each process takes its own GPU (default auto)")
+
+
+def _device(a):
+    """The device ``--device`` names, checked before any output folder is made (a GPU asked for where none is
+    visible: one line, exit 2)."""
+    from .distributed import resolve_device
+
+    return resolve_device(getattr(a, "device", "auto"))
+
+
+def _batch(a, cpu: int, gpu: int, device) -> int:
+    """``--batch-size``, else a default that fills the device: ``gpu`` images on a GPU, ``cpu`` on the CPU."""
+    return a.batch_size or (gpu if device.type == "cuda" else cpu)
+
+
 def _threads(n: int | None) -> None:
     if n:
         import torch
@@ -62,8 +81,9 @@ def cmd_demo(a) -> int:
     from .demo import run_demo
 
     _threads(a.threads)
+    device = _device(a)
     path = run_demo(a.out, steps=a.steps, sigma=a.sigma, hidden=a.hidden, seed=a.seed, force=a.force,
-                    progress=not a.no_progress, images=not a.no_images)
+                    progress=not a.no_progress, images=not a.no_images, device=device)
     print(f"report written to {path}")
     return 0
 
@@ -72,9 +92,11 @@ def cmd_reproduce(a) -> int:
     from .experiments import reproduce
 
     _threads(a.threads)
+    device = _device(a)
     rec = reproduce(a.name, a.out, quick=a.quick, seed=a.seed, sigma=a.sigma, force=a.force,
                     progress=not a.no_progress, stage2=a.stage2, data_root=a.data_root,
-                    inception_weights=a.inception_weights, classifier=a.classifier)
+                    inception_weights=a.inception_weights, classifier=a.classifier, device=str(device),
+                    dry_run=a.dry_run)
     if rec is not None:  # None: a rank of a torchrun group other than the first
         print(f"wrote {a.out}/{a.name}.md (the summary), {a.name}.json and {a.name}.run.json in {rec['wall_time_s']} s")
     return 0
@@ -148,6 +170,7 @@ def cmd_sample(a) -> int:
     from .viz import save_grid
 
     _threads(a.threads)
+    device = _device(a)
     _use_pretrained(a)
     stem = f"samples_{a.method.replace('-', '_')}"
     out = prepare_out_dir(a.out, [f"{stem}.npz", f"{stem}.png"], a.force)
@@ -155,21 +178,23 @@ def cmd_sample(a) -> int:
     if a.method == "baseline":
         if not a.baseline:
             raise ArsmoothError("--method baseline needs --baseline CKPT")
-        base, _ = I.load_model(a.baseline, "baseline")
+        base, _ = I.load_model(a.baseline, "baseline", device)
     elif a.method == "two-step":
         if not (a.stage1 and a.stage2):
             raise ArsmoothError("--method two-step needs --stage1 CKPT and --stage2 CKPT")
-        pair, kernel = I.load_pair(a.stage1, a.stage2)
+        pair, kernel = I.load_pair(a.stage1, a.stage2, device)
     else:  # smoothed and single-step use stage 1 alone
         if not a.stage1:
             raise ArsmoothError(f"--method {a.method} needs --stage1 CKPT")
         if a.stage2:
             raise ArsmoothError(f"--method {a.method} uses stage 1 only; drop --stage2 (it would be ignored)")
-        pair, kernel = I.load_prior(a.stage1)
-    ctx = D.setup("cpu")  # under torchrun the batches are dealt across the processes; else one process
+        pair, kernel = I.load_prior(a.stage1, device)
+    # under torchrun the batches are dealt across the processes (gloo gathers the finished batches on the host)
+    ctx = D.setup("cpu")
     try:
-        x = I.sample_seeded(a.method, a.n, a.seed, baseline=base, pair=pair, kernel=kernel, batch_size=a.batch_size,
-                            progress=not a.no_progress, fast=not a.obvious, ctx=ctx)
+        x = I.sample_seeded(a.method, a.n, a.seed, baseline=base, pair=pair, kernel=kernel,
+                            batch_size=_batch(a, 64, 512, device), progress=not a.no_progress, fast=not a.obvious,
+                            ctx=ctx)
     finally:
         D.shutdown(ctx)
     if x is None:  # not rank 0: rank 0 writes
@@ -211,16 +236,17 @@ def cmd_evaluate(a) -> int:
     from .data.images import load_configured
 
     _threads(a.threads)
+    device = _device(a)
     _use_pretrained(a)
     base = pair = kernel = None
     ckpts = []
     if a.baseline:
-        base, ck = I.load_model(a.baseline, "baseline")
+        base, ck = I.load_model(a.baseline, "baseline", device)
         ckpts.append((_label(a.baseline), ck))
     if a.stage1 or a.stage2:
         if not (a.stage1 and a.stage2):
             raise ArsmoothError("the two-step bound needs both --stage1 and --stage2")
-        pair, kernel = I.load_pair(a.stage1, a.stage2)
+        pair, kernel = I.load_pair(a.stage1, a.stage2, device)
         for src in (a.stage1, a.stage2):  # both stages: a pair trained on two datasets is not scored on one silently
             ckpts.append((_label(src), src if isinstance(src, dict) else C.load_checkpoint(src)))
     if base is None and pair is None:
@@ -229,7 +255,8 @@ def cmd_evaluate(a) -> int:
     x = load_configured(data, "test")[0][: a.n_images]
     I.check_image_shape(x, ckpts)
     res = I.likelihood(x, baseline=base, pair=pair, kernel=kernel, n_draws=a.draws, k_iw=a.iw,
-                       generator=torch.Generator().manual_seed(a.seed), progress=not a.no_progress)
+                       generator=torch.Generator().manual_seed(a.seed), progress=not a.no_progress,
+                       batch_size=_batch(a, 50, 500, device))
     res = {k: round(v, 5) if isinstance(v, float) else v for k, v in res.items()}
     res["dataset"] = data.dataset
     print(json.dumps(res, indent=2))
@@ -247,7 +274,7 @@ def cmd_sensitivity(a) -> int:
     from .kernels import make_kernel
 
     _threads(a.threads)
-    model, ck = I.load_model(a.stage2, "stage2")
+    model, ck = I.load_model(a.stage2, "stage2", _device(a))
     data = I.test_data_of([(a.stage2, ck)], None, a.data_root)
     x = load_configured(data, "test")[0][: a.n_images]
     kernel = make_kernel(settings_of(ck).smoothing.kernel, ck["sigma"])
@@ -313,17 +340,13 @@ def cmd_bench(a) -> int:
     _threads(a.threads)
     if a.out and Path(a.out).exists() and not a.force:
         raise ArsmoothError(f"{a.out} already exists; pass --force to overwrite it")
-    if a.device.startswith("cuda"):
-        import torch
-
-        if not torch.cuda.is_available():
-            raise ArsmoothError("--device cuda was asked for but no CUDA GPU is visible to torch")
+    device = str(_device(a))
     lines = []
     for preset in a.preset or B.DEFAULT_PRESETS[a.what]:
         if a.what == "sample":
-            r = B.bench_sample(preset, a.batch_size or 64, a.ref_pixels, a.device, a.seed, a.set)
+            r = B.bench_sample(preset, a.batch_size or 64, a.ref_pixels, device, a.seed, a.set)
         else:
-            r = B.bench_train(preset, a.batch_size, a.steps, a.device, a.seed, a.set)
+            r = B.bench_train(preset, a.batch_size, a.steps, device, a.seed, a.set)
         lines.append(json.dumps(r))
         print(lines[-1], flush=True)
     if a.out:
@@ -337,6 +360,7 @@ def cmd_fit_classifier(a) -> int:
     from . import classifier as K
 
     _threads(a.threads)
+    device = _device(a)
     data = None
     if a.dataset.startswith("folder:"):  # own images: the rotation task, with the folder's image settings
         from .config import DataSettings, Settings
@@ -355,7 +379,7 @@ def cmd_fit_classifier(a) -> int:
         raise ArsmoothError(f"cannot create {out.parent}: {e.strerror}") from None
     if not os.access(out.parent, os.W_OK):
         raise ArsmoothError(f"{out.parent} is not writable")
-    net, info = K.fit_dataset(a.dataset, a.data_root, a.epochs, a.seed, not a.no_progress, data=data)
+    net, info = K.fit_dataset(a.dataset, a.data_root, a.epochs, a.seed, not a.no_progress, data=data, device=device)
     sha = K.save(net, info, out)
     task = " (telling the four rotations apart)" if info.get("task") == "rotation" else ""
     print(f"test accuracy{task} {100 * info['test_accuracy']:.2f}% after {info['epochs']} epochs "
@@ -376,6 +400,7 @@ def cmd_metrics(a) -> int:
     from .data.images import to_uint8
 
     _threads(a.threads)
+    _device(a)  # checked before any work
     sets = []
     for path in a.samples:  # every file is read before anything is computed
         if not Path(path).is_file():
@@ -391,6 +416,7 @@ def cmd_metrics(a) -> int:
             raise ArsmoothError(f"{path} holds no uint8 images (arsmooth sample and reproduce write them as 'uint8')")
         sets += [(path, key, u8) for key, u8 in arrays.items()]
     net, info = K.load(a.classifier)
+    net = net.to(_device(a))
     real = to_uint8(_metrics_test_images(a, sets[0][2].shape))
     for path, key, u8 in sets:
         n = min(a.n or len(u8), len(u8), len(real))
@@ -485,6 +511,7 @@ def _add_demo(sub) -> None:
     d.add_argument("--no-images", action="store_true",
                    help="skip the image part (MNIST digits sampled from the pretrained models that ship)")
     _common(d)
+    _device_option(d, "the pretrained image models")
     d.set_defaults(func=cmd_demo, threads=1)
 
 
@@ -513,6 +540,9 @@ def _add_reproduce(sub) -> None:
     r.add_argument("--classifier", default=None, metavar="FILE",
                    help="image experiments: the LeNet of the sample metrics, fit on the experiment's dataset (e.g. "
                    "results/classifiers/mnist.pt, or arsmooth fit-classifier); default OUT/classifier.pt, fit when missing")
+    r.add_argument("--dry-run", action="store_true",
+                   help="print the plan (models, budgets, and for cifar10 / celeba the cost estimate on --device) and exit")
+    _device_option(r, "sampling and scoring (training follows each preset's device setting)")
     _common(r)
     r.set_defaults(func=cmd_reproduce)
 
@@ -568,10 +598,12 @@ def _add_sample(sub) -> None:
     sm.add_argument("--pretrained", metavar="NAME", help="use the models that ship with arsmooth (e.g. mnist; "
                     "'arsmooth pretrained' lists them) instead of --baseline / --stage1 / --stage2")
     sm.add_argument("-n", type=positive_int, default=64, help="number of samples (default 64)")
-    sm.add_argument("--batch-size", type=positive_int, default=64, help="images sampled at once (default 64)")
+    sm.add_argument("--batch-size", type=positive_int, default=None,
+                    help="images sampled at once (default 64 on the CPU, 512 on a GPU; the images depend on it)")
     sm.add_argument("--out", required=True, help="output folder")
     sm.add_argument("--obvious", action="store_true",
                     help="use the obvious sampler (a full network pass per pixel; same images, for checking)")
+    _device_option(sm)
     _common(sm)
     sm.set_defaults(func=cmd_sample)
 
@@ -599,6 +631,9 @@ def _add_evaluate(sub) -> None:
     ev.add_argument("--seed", type=nonneg_int, default=0, help="seed of the noise draws (default 0)")
     ev.add_argument("--threads", type=positive_int, default=None, help="CPU threads for torch")
     ev.add_argument("--no-progress", action="store_true", help="no progress bar")
+    ev.add_argument("--batch-size", type=positive_int, default=None,
+                    help="test images scored at once (default 50 on the CPU, 500 on a GPU)")
+    _device_option(ev)
     ev.set_defaults(func=cmd_evaluate)
 
 
@@ -613,6 +648,7 @@ def _add_sensitivity(sub) -> None:
     se.add_argument("--data-root", help="data folder (default: the checkpoint's, else $ARSMOOTH_DATA, else ./data)")
     se.add_argument("--seed", type=nonneg_int, default=0, help="seed of the noise (default 0)")
     se.add_argument("--threads", type=positive_int, default=None, help="CPU threads for torch")
+    _device_option(se)
     se.set_defaults(func=cmd_sensitivity)
 
 
@@ -676,7 +712,7 @@ def _add_bench(sub) -> None:
     be.add_argument("--steps", type=positive_int, default=5, help="train: timed steps of each network (default 5)")
     be.add_argument("--ref-pixels", type=nonneg_int, default=28,
                     help="pixels the obvious sampler is timed on, scaled to the image (0: all; default 28)")
-    be.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
+    _device_option(be, "the benchmarks")
     be.add_argument("--out", help="also write the JSON lines to this file")
     be.add_argument("--seed", type=nonneg_int, default=0)
     be.add_argument("--force", action="store_true", help="overwrite --out")
@@ -700,6 +736,7 @@ def _add_fit_classifier(sub) -> None:
     fc.add_argument("--epochs", type=positive_int, default=None,
                     help="epochs (default 3 for mnist, 10 for fashion, 15 for cifar10, 5 for celeba, 20 for a folder)")
     fc.add_argument("--out", help="where to write it (default classifiers/DATASET.pt; a folder: classifiers/FOLDERNAME.pt)")
+    _device_option(fc, "the classifier trains")
     _common(fc)
     fc.set_defaults(func=cmd_fit_classifier)
 
@@ -721,6 +758,7 @@ def _add_metrics(sub) -> None:
     mt.add_argument("--data-root", help="data folder (default $ARSMOOTH_DATA, else ./data)")
     mt.add_argument("--seed", type=nonneg_int, default=0, help="seed of the KID subsets (default 0)")
     mt.add_argument("--threads", type=positive_int, default=None, help="CPU threads for torch")
+    _device_option(mt, "the classifier and the metrics")
     mt.set_defaults(func=cmd_metrics)
 
 

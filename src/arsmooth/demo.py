@@ -26,7 +26,7 @@ DEMO_FILES = ["report.md", "samples.png", "loss.png", "digits.png"]
 DIGITS = 8  # images per column of the image part
 
 
-def _digits(out: Path, seed: int, progress: bool) -> list[str]:
+def _digits(out: Path, seed: int, progress: bool, device="cpu") -> list[str]:
     """The image part: the paper's Fig. 6 columns from the pretrained MNIST models that ship in the package."""
     from . import imaging as I
     from . import pretrained as P
@@ -35,12 +35,12 @@ def _digits(out: Path, seed: int, progress: bool) -> list[str]:
     if "mnist" not in P.names():
         return ["(No pretrained MNIST models in this installation, so the image part was skipped.)"]
     t0 = time.perf_counter()
-    base, _ = I.load_model(P.checkpoint("mnist", "baseline"), "baseline")
-    pair, kernel = I.load_pair(P.checkpoint("mnist", "stage1"), P.checkpoint("mnist", "stage2"))
+    base, _ = I.load_model(P.checkpoint("mnist", "baseline"), "baseline", device)
+    pair, kernel = I.load_pair(P.checkpoint("mnist", "stage1"), P.checkpoint("mnist", "stage2"), device)
     g = torch.Generator().manual_seed(seed)
     cols = {"baseline": I.sample_images("baseline", DIGITS, baseline=base, generator=g, progress=progress)}
     cols.update(I.two_step_columns(pair, kernel, DIGITS, generator=g, progress=progress))
-    side_by_side(cols, out / "digits.png", n=DIGITS)
+    side_by_side({k: v.cpu() for k, v in cols.items()}, out / "digits.png", n=DIGITS)
     imgs = {k: P.entry("mnist", k)["images_seen"] for k in P.KINDS}
     return [
         "## Images: the pretrained MNIST models",
@@ -66,6 +66,7 @@ def run_demo(
     force: bool = False,
     progress: bool = True,
     images: bool = True,
+    device: str = "cpu",
 ) -> Path:
     """Train both models for ``steps`` steps on the same batches and write the report; returns its path."""
     if not sigma > 0:
@@ -102,7 +103,7 @@ def run_demo(
     for method in ("smoothed", "single-step", "two-step"):
         samples[f"ours: {method}"] = S.sample(smooth, kernel, n_show, method, g)
     _plots(samples, history, steps, out)
-    digits = _digits(out, seed, progress) if images else []
+    digits = _digits(out, seed, progress, device) if images else []
     wall = time.perf_counter() - t0
     report = _report(hidden, steps, sigma, seed, nll_base, nll_elbo, nll_iw, digits, wall)
     path = out / "report.md"

@@ -33,6 +33,31 @@ class Context:
         return self.rank == 0
 
 
+def resolve_device(name: str | None = "auto") -> torch.device:
+    """The device a command runs its networks on: ``auto`` (this machine's GPU when torch sees one, else the
+    CPU), ``cpu``, ``cuda`` or ``cuda:N``. Under torchrun, ``auto`` and ``cuda`` are this process's own GPU
+    (``LOCAL_RANK``). A GPU asked for where none is visible is refused with one line."""
+    name = (name or "auto").strip()
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cpu":
+        return torch.device("cpu")
+    if not (name == "cuda" or (name.startswith("cuda:") and name[5:].isdigit())):
+        raise ArsmoothError(f"--device must be auto, cpu, cuda or cuda:N, got {name!r}")
+    if not torch.cuda.is_available():
+        raise ArsmoothError(f"--device {name} was asked for but no CUDA GPU is visible to torch; use --device cpu")
+    if name == "cuda":
+        name = f"cuda:{int(os.environ.get('LOCAL_RANK', '0') or 0)}"
+    if int(name[5:]) >= torch.cuda.device_count():
+        raise ArsmoothError(f"--device {name}: torch sees {torch.cuda.device_count()} GPU(s)")
+    return torch.device(name)
+
+
+def device_of(module) -> torch.device:
+    """The device a model's parameters live on."""
+    return next(module.parameters()).device
+
+
 def setup(device_type: str) -> Context:
     """Join torchrun's process group if launched by it; else one process.
 

@@ -18,7 +18,7 @@ from .config import DataSettings
 from .errors import ArsmoothError
 from .kernels import Gaussian, make_kernel
 from .models.image import ImageModel
-from .likelihoods import bits_per_dim
+from .likelihoods import bits_per_dim, draw
 from .models.build import model_from_checkpoint
 
 IMAGE_METHODS = ("baseline", "smoothed", "single-step", "single-step-detached", "two-step")
@@ -132,7 +132,7 @@ def sample_seeded(method: str, n: int, seed: int, *, baseline: ImageModel | None
         b = min(batch_size, n - i * batch_size)
         g = torch.Generator().manual_seed(batch_seed(seed, i))
         done[i] = sample_images(method, b, baseline=baseline, pair=pair, kernel=kernel, generator=g, batch_size=b,
-                                fast=fast)
+                                fast=fast).cpu()  # to the host as each batch is done: it is kept to be written
     merged = D.gather_on_main(ctx, done)
     return None if merged is None else torch.cat([merged[i] for i in range(n_batches)])
 
@@ -162,6 +162,10 @@ def sample_images(method: str, n: int, *, baseline: ImageModel | None = None, pa
                 pair.reverse.sample(context=xt, generator=generator, progress=progress, fast=fast)
         out.append(check_finite(x.detach(), f"sampling ({method})"))
     return torch.cat(out)
+
+
+def _device(model) -> torch.device:
+    return next(model.parameters()).device
 
 
 def batch_seed(seed: int, index: int) -> int:
@@ -218,10 +222,10 @@ def fig6_columns(baseline, pair, kernel, n: int, seed: int, batch_size: int = 64
     for i in bar:
         b = min(batch_size, n - i * batch_size)
         g = torch.Generator().manual_seed(batch_seed(seed, i))
-        done["baseline"].append(to_uint8(sample_images("baseline", b, baseline=baseline, generator=g, batch_size=b)))
+        done["baseline"].append(to_uint8(sample_images("baseline", b, baseline=baseline, generator=g, batch_size=b).cpu()))
         cols = two_step_columns(pair, kernel, b, generator=g, batch_size=b)
         for k, v in cols.items():
-            done[k].append(to_uint8(v))
+            done[k].append(to_uint8(v.cpu()))
         if partial is not None:
             arrays = {k: torch.cat(v).numpy() for k, v in done.items()}
             atomic_write(partial, lambda tmp: np.savez_compressed(tmp, key=key, **arrays), suffix=".npz")
@@ -253,7 +257,8 @@ def likelihood(x: Tensor, *, baseline: ImageModel | None = None, pair=None, kern
         raise ArsmoothError(f"need n_draws >= 1 and K >= 0, got {n_draws} and {k_iw}")
     n, dims = x.shape[0], x[0].numel()
     res: dict = {"n_images": int(n)}
-    chunks = [x[i : i + batch_size] for i in range(0, n, batch_size)]
+    dev = _device(baseline if baseline is not None else pair.prior)
+    chunks = [x[i : i + batch_size].to(dev) for i in range(0, n, batch_size)]
     parts = {}
     if baseline is not None:
         parts["baseline"] = lambda c: baseline.log_prob(c)
@@ -280,12 +285,13 @@ def likelihood(x: Tensor, *, baseline: ImageModel | None = None, pair=None, kern
 def inpaint(pair, kernel, x: Tensor, generator=None, progress: bool = False) -> dict:
     """Complete the bottom half of ``x``: x~ from the perturbed top half by stage 1, then x by stage 2."""
     h = x.shape[-2] // 2
+    x = x.to(_device(pair.prior))
     noisy = kernel.sample(x, generator)
     xt = pair.prior.sample(known=noisy, start_row=h, generator=generator, progress=progress)
     out = pair.reverse.sample(context=xt, known=x, start_row=h, generator=generator, progress=progress)
     masked = x.clone()
     masked[..., h:, :] = 0.0
-    return {"observed": masked, "x_tilde": xt, "completed": check_finite(out, "inpainting")}
+    return {"observed": masked.cpu(), "x_tilde": xt.cpu(), "completed": check_finite(out, "inpainting").cpu()}
 
 
 def psnr(a: Tensor, b: Tensor) -> float:
@@ -308,23 +314,26 @@ def clean_model_single_step(baseline: ImageModel, x: Tensor, sigmas=(0.01, 0.05,
         return L.image_log_prob(t, baseline.net(t), baseline.nr_mix, False).flatten(1).sum(1)
 
     baseline.eval()
+    x = x.to(_device(baseline))
     out = {}
     for s in sigmas:
-        noisy = x + s * torch.randn(x.shape, generator=generator, dtype=x.dtype)
+        noisy = x + s * draw("normal", x.shape, generator, x)
         den = noisy + s**2 * S.score(log_p, noisy)
         out[str(s)] = {"noisy": psnr(noisy, x), "single_step": psnr(check_finite(den.detach(), "denoising"), x)}
     return out
 
 
 def denoise(pair, kernel, x: Tensor, generator=None, progress: bool = False) -> dict:
-    """Perturb clean ``x`` with q, then denoise with single-step (Gaussian only) and two-step; PSNR of each."""
+    """Perturb clean ``x`` with q, then denoise with single-step (Gaussian only) and two-step; PSNR of each.
+    Runs on the models' device; the images come back on the host."""
+    x = x.to(_device(pair.prior))
     noisy = kernel.sample(x, generator)
     out = {"clean": x, "noisy": noisy}
     if isinstance(kernel, Gaussian):
         out["single_step"] = S.single_step_denoise(pair, noisy, kernel.std)
     out["two_step"] = pair.reverse.sample(context=noisy, generator=generator, progress=progress)
     scores = {k: psnr(v, x) for k, v in out.items() if k != "clean"}
-    return {"images": out, "psnr": scores}
+    return {"images": {k: v.detach().cpu() for k, v in out.items()}, "psnr": scores}
 
 
 def sensitivity_positions(h: int, w: int) -> list[tuple[int, int]]:
@@ -349,12 +358,13 @@ def stage2_sensitivity(model: ImageModel, x: Tensor, x_tilde: Tensor, positions:
     if model.kind != "stage2":
         raise ArsmoothError(f"the sensitivity diagnostic needs a stage-2 checkpoint, got {model.kind}")
     model.eval()
+    x, x_tilde = x.to(_device(model)), x_tilde.to(_device(model))
     w = x.shape[-1]
     out = []
     for i, j in positions:
         xs, xts = x.clone().requires_grad_(), x_tilde.clone().requires_grad_()
         theta = model.params(xs, context=xts)[:, :, i, j]  # (B, P)
-        sq_x, sq_xt = torch.zeros(x.shape[0]), torch.zeros(x.shape[0])
+        sq_x, sq_xt = x.new_zeros(x.shape[0]), x.new_zeros(x.shape[0])
         nb = causal_neighbours(i, j, w)
         for k in range(theta.shape[1]):  # images are independent: one backward pass per parameter
             gx, gxt = torch.autograd.grad(theta[:, k].sum(), (xs, xts), retain_graph=True)

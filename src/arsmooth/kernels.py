@@ -13,6 +13,7 @@ import torch
 from torch import Tensor
 
 from .errors import ArsmoothError
+from .likelihoods import draw
 
 
 def event_dims(x: Tensor) -> int:
@@ -66,7 +67,7 @@ class Gaussian(Kernel):
     name = "gaussian"
 
     def noise(self, shape, like, generator=None):
-        return self.std * torch.randn(shape, generator=generator, device=like.device, dtype=like.dtype)
+        return self.std * draw("normal", shape, generator, like)
 
     def log_prob_noise(self, eps):
         return -0.5 * (eps / self.std) ** 2 - math.log(self.std) - 0.5 * math.log(2 * math.pi)
@@ -85,7 +86,7 @@ class Laplace(Kernel):
         return self.std / math.sqrt(2.0)
 
     def noise(self, shape, like, generator=None):
-        u = torch.rand(shape, generator=generator, device=like.device, dtype=like.dtype)
+        u = draw("uniform", shape, generator, like)
         u = (u - 0.5).clamp(-0.5 + 1e-7, 0.5 - 1e-7)
         return -self.scale * torch.sign(u) * torch.log1p(-2 * u.abs())
 
@@ -106,7 +107,7 @@ class Uniform(Kernel):
         return math.sqrt(3.0) * self.std
 
     def noise(self, shape, like, generator=None):
-        u = torch.rand(shape, generator=generator, device=like.device, dtype=like.dtype)
+        u = draw("uniform", shape, generator, like)
         return (2 * u - 1) * self.half_width
 
     def log_prob_noise(self, eps):

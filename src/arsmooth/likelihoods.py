@@ -49,17 +49,25 @@ def mixture_cdf(x: Tensor, logit_pi: Tensor, mu: Tensor, log_s: Tensor) -> Tenso
     return (torch.softmax(logit_pi, -1) * torch.sigmoid(z)).sum(-1)
 
 
+def draw(kind: str, shape, generator: torch.Generator | None, like: Tensor) -> Tensor:
+    """``torch.rand`` (``kind="uniform"``) or ``torch.randn`` (``"normal"``) of ``shape``, in ``like``'s dtype and
+    on its device, from ``generator``: drawn where the generator lives and moved to ``like``'s device, so a
+    CPU generator gives the same numbers whichever device the model runs on (None: ``like``'s device's own)."""
+    dev = like.device if generator is None else generator.device
+    out = (torch.rand if kind == "uniform" else torch.randn)(shape, generator=generator, device=dev, dtype=like.dtype)
+    return out if out.device == like.device else out.to(like.device)
+
+
 def sample_component(logit_pi: Tensor, generator: torch.Generator | None = None) -> Tensor:
     """Index of one component per mixture, drawn by the Gumbel-max trick; shape ``(...)``."""
-    u = torch.rand(logit_pi.shape, generator=generator, device=logit_pi.device, dtype=logit_pi.dtype)
+    u = draw("uniform", logit_pi.shape, generator, logit_pi)
     u = u.clamp(1e-6, 1.0 - 1e-6)
     return (logit_pi - torch.log(-torch.log(u))).argmax(-1)
 
 
 def logistic_noise(shape, like: Tensor, generator: torch.Generator | None = None) -> Tensor:
     """Standard logistic noise ``log u - log(1 - u)``."""
-    u = torch.rand(shape, generator=generator, device=like.device, dtype=like.dtype)
-    u = u.clamp(1e-6, 1.0 - 1e-6)
+    u = draw("uniform", shape, generator, like).clamp(1e-6, 1.0 - 1e-6)
     return torch.log(u) - torch.log1p(-u)
 
 

@@ -45,12 +45,13 @@ def sample_metrics(fake, real, net: LeNet, seed: int = 0, batch_size: int = 500,
         raise ArsmoothError(f"metrics need at least 2 images on each side, got {len(fake)} and {len(real)}")
     net = net.eval()
     subset = max(2, min(1000, len(fake) // 2, len(real) // 2))  # KID's subsets: half the samples, at most 1000
-    fid = FrechetInceptionDistance(feature=Features(net), reset_real_features=False)
-    kid = KernelInceptionDistance(feature=Features(net), subset_size=subset, subsets=50, reset_real_features=False)
-    incep = InceptionScore(feature=Logits(net), splits=10 if len(fake) >= 100 else 1) if score else None
+    dev = net.conv1.weight.device  # the metrics run where the classifier is
+    fid = FrechetInceptionDistance(feature=Features(net), reset_real_features=False).to(dev)
+    kid = KernelInceptionDistance(feature=Features(net), subset_size=subset, subsets=50, reset_real_features=False).to(dev)
+    incep = InceptionScore(feature=Logits(net), splits=10 if len(fake) >= 100 else 1).to(dev) if score else None
     for side, imgs in (("real", real), ("fake", fake)):
         for i in range(0, len(imgs), batch_size):
-            b = imgs[i : i + batch_size]
+            b = imgs[i : i + batch_size].to(dev)
             fid.update(b, real=side == "real")
             kid.update(b, real=side == "real")
             if side == "fake" and incep is not None:
@@ -88,7 +89,7 @@ def nearest(samples: Tensor, train: Tensor, k: int = 5, embed=None, batch_size: 
     out = []
     for i in range(0, len(samples), batch_size):
         d = torch.cdist(f(samples[i : i + batch_size]), ref)
-        out.append(d.topk(k, largest=False).indices)
+        out.append(d.topk(k, largest=False).indices.cpu())
     return torch.cat(out)
 
 

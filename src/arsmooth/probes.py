@@ -30,13 +30,14 @@ def block_features(model, x: Tensor, kernel=None, generator=None, batch_size: in
     def hook(k, out):
         out = _as_map(model.net, out)
         for g in grids:
-            store[g][k].append(F.adaptive_avg_pool2d(out, g).flatten(1))
+            store[g][k].append(F.adaptive_avg_pool2d(out, g).flatten(1).cpu())
 
     hooks = [b.register_forward_hook(lambda _m, _i, out, k=k: hook(k, out)) for k, b in enumerate(blocks)]
     model.eval()
+    dev = next(model.parameters()).device
     try:
         for i in range(0, len(x), batch_size):
-            xb = x[i : i + batch_size]
+            xb = x[i : i + batch_size].to(dev)
             if model.kind == "baseline":
                 model.params(xb)
             else:

@@ -21,6 +21,7 @@ from torch import Tensor
 
 from .errors import ArsmoothError
 from .kernels import Gaussian, Kernel, event_dims
+from .likelihoods import draw
 
 SAMPLING_METHODS = ("smoothed", "single-step", "single-step-detached", "two-step")
 
@@ -131,7 +132,7 @@ class LearnedSigma(nn.Module):
         return Gaussian(self.value)
 
     def sample(self, x: Tensor, generator=None) -> Tensor:
-        eps = torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
+        eps = draw("normal", x.shape, generator, x)
         return x + self.log_sigma.exp().to(x.dtype) * eps
 
     def entropy(self, dims: int) -> Tensor:

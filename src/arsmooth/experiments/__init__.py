@@ -95,6 +95,8 @@ def reproduce(
     data_root: str | None = None,
     inception_weights: str | None = None,
     classifier: str | None = None,
+    device: str = "cpu",
+    dry_run: bool = False,
 ) -> dict | None:
     """Run experiment ``name`` and write its outputs to ``out``; returns the run record (None on the ranks
     of a torchrun group but the first: the image experiments train and sample on every rank).
@@ -102,7 +104,9 @@ def reproduce(
     ``stage2`` (``stacked`` or ``spatial``) picks the stage-2 design of the image experiments, ``data_root``
     their data folder; ``inception_weights`` (cifar10, celeba) adds the standard Inception metrics;
     ``classifier`` is the LeNet file of the sample metrics (default: ``OUT/classifier.pt``, fit when missing).
-    Every option is checked before any work starts.
+    ``device`` is where the image experiments sample and score (training follows each preset's ``device``).
+    Every option is checked before any work starts; ``dry_run`` prints the plan (and for cifar10 / celeba
+    the cost estimate) and writes nothing.
     """
     from ..distributed import is_main_process
     from ..fileio import FolderLock, prepare_out_dir
@@ -110,11 +114,14 @@ def reproduce(
 
     exp = get(name)
     opts = _checked_options(name, sigma, seed, stage2, data_root, inception_weights, classifier)
+    if dry_run:
+        print("\n".join(plan(name, quick, seed, sigma, device, **{k: v for k, v in opts.items() if k != "classifier"})))
+        return None
     out = prepare_out_dir(out, output_names(name, list(exp.figures)), force)
     # one writer per output folder (rank 0 of a torchrun group speaks for it; each training run locks its own)
     lock = FolderLock(out, f"arsmooth reproduce {name}") if is_main_process() else None
     try:
-        run = Run(name=name, quick=quick, seed=seed, classifier=opts.pop("classifier", None))
+        run = Run(name=name, quick=quick, seed=seed, classifier=opts.pop("classifier", None), device=device)
         exp.runner()(run, out, sigma, progress, **opts)
         if not is_main_process():  # under torchrun the other ranks trained and sampled; rank 0 writes
             return None
@@ -124,6 +131,18 @@ def reproduce(
             lock.release()
     rec["result"] = run.result
     return rec
+
+
+def plan(name: str, quick: bool, seed: int, sigma, device: str = "cpu", **opts) -> list[str]:
+    """What ``reproduce NAME`` would do, as lines: the models and budgets of an image experiment (and for
+    cifar10 / celeba the cost estimate on ``device``), or the experiment's budget otherwise."""
+    exp = get(name)
+    lines = [f"reproduce {name}{' --quick' if quick else ''} (seed {seed}): {exp.what}"]
+    if exp.module != "images" or name.startswith("stage2-"):
+        return lines + ["small models on the CPU: minutes (see README); nothing to estimate"]
+    from .images import image_plan
+
+    return lines + image_plan(name, quick, seed, sigma, device, **opts)
 
 
 def _checked_options(name: str, sigma, seed: int, stage2, data_root, inception_weights, classifier) -> dict:

@@ -54,6 +54,7 @@ class Run:
     figures: list[str] = field(default_factory=list)
     settings: dict = field(default_factory=dict)
     classifier: str | None = None  # image experiments: the LeNet file of the sample metrics (reproduce --classifier)
+    device: str = "cpu"  # image experiments: where sampling and scoring run (reproduce --device)
     started: float = field(default_factory=time.perf_counter)
 
     def record(self, command: str) -> dict:
@@ -68,6 +69,7 @@ class Run:
             "torch": torch.__version__,
             "python": platform.python_version(),
             "threads": torch.get_num_threads(),
+            **({"device": self.device} if self.device != "cpu" else {}),  # CPU records keep their old keys
         }
 
 

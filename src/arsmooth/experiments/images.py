@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -125,6 +126,8 @@ def _run(run: Run, out: Path, sigma: float | None, progress: bool, dataset: str,
     budget = _budget(run.quick, dataset)
     presets, cfgs = _configs(run, dataset, sigma, stage2, data_root, network)
     test = load_configured(cfgs["baseline"].data, "test")[0]
+    if dataset in RGB_DATASETS and D.is_main_process():  # the GPU sets: what it will cost, before it starts
+        print("\n".join(_estimate(cfgs, tuple(test.shape[1:]), run.device, budget)), file=sys.stderr, flush=True)
     trained = _train_and_sample(run, out, cfgs, budget, progress)
     if trained is None:  # not rank 0 of a torchrun group: its share of the samples is with rank 0, which scores them
         return
@@ -174,6 +177,50 @@ def _seed_and_sigma(run: Run, sigma: float | None) -> dict:
     return {"train.seed": run.seed, **({"smoothing.sigma": sigma} if sigma is not None else {})}
 
 
+NAMES = {"mnist": ("mnist", "pixelcnnpp"), "fashion": ("fashion", "pixelcnnpp"), "cifar10": ("cifar10", "pixelcnnpp"),
+         "celeba": ("celeba", "pixelcnnpp"), "transformer-mnist": ("mnist", "transformer"),
+         "transformer-fashion": ("fashion", "transformer")}  # reproduce name: dataset, network
+
+
+def image_plan(name: str, quick: bool, seed: int, sigma: float | None, device: str = "cpu",
+               stage2: str = DEFAULT_STAGE2, data_root: str | None = None, **_) -> list[str]:
+    """``reproduce NAME --dry-run``: the models, their budgets and what is sampled and scored; for the GPU
+    sets (cifar10, celeba) the cost estimate on ``device``, measured briefly."""
+    from ..models import count_params
+    from ..models.build import build_model
+
+    dataset, network = NAMES[name]
+    run = Run(name=name, quick=quick, seed=seed, device=device)
+    presets, cfgs = _configs(run, dataset, sigma, stage2, data_root, network)
+    budget = _budget(quick, dataset)
+    shape = _SHAPES["digits" if quick and dataset not in RGB_DATASETS else dataset]
+    lines = []
+    for kind, cfg in cfgs.items():
+        t = cfg.train
+        lines.append(f"  {kind}: preset {presets[kind]}, {cfg.model.describe()}, "
+                     f"{count_params(build_model(cfg, shape)):,} parameters; {t.max_steps:,} steps of {t.batch_size} "
+                     f"({t.max_steps * t.batch_size:,} images){f', at most {t.max_minutes} min' if t.max_minutes else ''}; "
+                     f"trains on device {cfg.device}")
+    lines.append(f"  then on {device}: {budget.n_samples:,} samples per Fig. 6 column (batch {budget.sample_batch}), "
+                 f"exact bits/dim on {budget.n_eval:,} test images, IW (K={budget.k_iw}) on {budget.n_iw:,}, "
+                 f"inpainting and denoising on {budget.n_task}")
+    if dataset in RGB_DATASETS:
+        lines += _estimate(cfgs, shape, device, budget)
+    return lines
+
+
+_SHAPES = {"mnist": (1, 28, 28), "fashion": (1, 28, 28), "cifar10": (3, 32, 32), "celeba": (3, 32, 32),
+           "digits": (1, 8, 8)}
+
+
+def _estimate(cfgs: dict, shape: tuple, device: str, budget: ImageBudget) -> list[str]:
+    from ..bench import cost_lines, measure_costs
+
+    dev = str(D.resolve_device(device))
+    return cost_lines(measure_costs(cfgs, shape, dev, n_samples=budget.n_samples, train_batch=8 if dev == "cpu" else None,
+                                    train_steps=1 if dev == "cpu" else 3, sample_batch=8 if dev == "cpu" else 256))
+
+
 # the transformer family's presets (stage 2 always sees x~ through its encoder); --quick: tiny ones on digits
 TRANSFORMER_PREFIX = {"mnist": "mnist-cpu-transformer", "fashion": "fashion-cpu-transformer"}
 TRANSFORMER_QUICK = {"model.network": "transformer", "model.tf_width": 16, "model.tf_layers": 1, "model.tf_heads": 2,
@@ -205,8 +252,9 @@ def _train_and_sample(run: Run, out: Path, cfgs: dict, budget: ImageBudget, prog
     ctx = D.setup("cuda" if torch.cuda.is_available() and cfgs["baseline"].device != "cpu" else "cpu")
     try:
         summaries = {kind: _train_or_resume(cfg, out / "runs" / kind, progress) for kind, cfg in cfgs.items()}
-        base, _ = I.load_model(out / "runs" / "baseline" / "last.pt", "baseline")
-        pair, kernel = I.load_pair(out / "runs" / "stage1" / "last.pt", out / "runs" / "stage2" / "last.pt")
+        dev = D.resolve_device(run.device)
+        base, _ = I.load_model(out / "runs" / "baseline" / "last.pt", "baseline", dev)
+        pair, kernel = I.load_pair(out / "runs" / "stage1" / "last.pt", out / "runs" / "stage2" / "last.pt", dev)
         cols = _sample_columns(out, base, pair, kernel, budget.n_samples, budget.sample_batch, run.seed,
                                progress, ctx)
     except BaseException:
@@ -340,6 +388,7 @@ def _evaluate_samples(out: Path, cols: dict, test, cfgs: dict, base, pair, kerne
 
     data_cfg = cfgs["baseline"].data
     clf, info = _classifier(out, data_cfg, progress, classifier)
+    clf = clf.to(next(base.parameters()).device)  # the metrics run where the models are
     train_x, train_y = load_configured(data_cfg, "train")
     test_y = load_configured(data_cfg, "test")[1]
     n = len(next(iter(cols.values())))

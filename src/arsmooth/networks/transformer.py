@@ -22,6 +22,8 @@ encoder once per batch), the same parameters as the full forward pass to float t
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -30,6 +32,28 @@ from torch import Tensor
 from .. import likelihoods as L
 from ..config import ModelSettings
 from ..errors import ArsmoothError
+
+
+_COUNTER: list[int] = []  # attention FLOPs, while counting_attention() is open (torch's counter skips SDPA on CPU)
+
+
+@contextmanager
+def counting_attention():
+    """Count the multiply-adds of every attention call inside (2 per entry of Q K^T and of A V, times 2 for
+    FLOPs); yields a one-element list holding the total. Full causal attention is counted whole (n x n)."""
+    _COUNTER.append(0)
+    total = [0]
+    try:
+        yield total
+    finally:
+        total[0] = _COUNTER.pop()
+
+
+def attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None = None, causal: bool = False) -> Tensor:
+    """``F.scaled_dot_product_attention`` over ``(B, heads, n, d)`` (counted under :func:`counting_attention`)."""
+    if _COUNTER:
+        _COUNTER[-1] += 4 * q.shape[0] * q.shape[1] * q.shape[2] * k.shape[2] * q.shape[3]
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal)
 
 
 class ConvEncoder(nn.Module):
@@ -85,7 +109,7 @@ class Block(nn.Module):
 
     def forward(self, h: Tensor, cond: Tensor | None = None) -> Tensor:
         h, q, k, v = self.qkv_of(h, cond)
-        return self.finish(h, F.scaled_dot_product_attention(q, k, v, is_causal=True))
+        return self.finish(h, attention(q, k, v, causal=True))
 
 
 class PixelTransformer(nn.Module):
@@ -198,8 +222,7 @@ class KVCacheSampler:
         for k, block in enumerate(self.net.blocks):
             h, q, key, val = block.qkv_of(h, None if self.c is None else self.c[:, p0:p1])
             self.k[k][:, :, p0:p1], self.v[k][:, :, p0:p1] = key, val
-            att = F.scaled_dot_product_attention(q, self.k[k][:, :, :p1], self.v[k][:, :, :p1],
-                                                 attn_mask=_causal(p0, p1, h.device))
+            att = attention(q, self.k[k][:, :, :p1], self.v[k][:, :, :p1], mask=_causal(p0, p1, h.device))
             h = block.finish(h, att)
         self.n, self.out = p1, self.net.params_of(h[:, -1])
 
