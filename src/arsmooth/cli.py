@@ -349,9 +349,22 @@ def cmd_bench(a) -> int:
             r = B.bench_train(preset, a.batch_size, a.steps, device, a.seed, a.set)
         lines.append(json.dumps(r))
         print(lines[-1], flush=True)
+        print(_cost_line(r), file=sys.stderr, flush=True)
     if a.out:
         atomic_write_text(a.out, "\n".join(lines) + "\n")
     return 0
+
+
+def _cost_line(r: dict) -> str:
+    """A benchmark row's cost estimate as a sentence (the JSON line holds it too, with its formula)."""
+    e = r["estimate"]
+    hours = lambda h: "n/a" if h is None else (f"{h:,.1f} hours" if h >= 1 else f"{60 * h:.1f} minutes")  # noqa: E731
+    if r["bench"] == "sample":
+        return (f"{r['preset']} on {r['device']}: sampling {r['fast_images_per_s']:.2f} images/s at batch {r['batch']} "
+                f"-> {hours(e['hours_for_50000_samples'])} for 50,000 samples (a Fig. 6 column of this model)")
+    return (f"{r['preset']} on {r['device']}: training {r['fast_images_per_s']:.1f} images/s at batch {r['batch']} -> "
+            f"{hours(e['train_hours_for_step_budget'])} for its step budget of {e['step_budget_images']:,} images, "
+            f"{hours(e['train_hours_per_epoch'])} per epoch (hours for = images / images per second)")
 
 
 def cmd_fit_classifier(a) -> int:

@@ -24,7 +24,7 @@ NAMES = {"fid": "FID (LeNet features)", "kid": "KID (LeNet features)", "kid_std"
 
 
 def _u8(x: Tensor | np.ndarray) -> Tensor:
-    x = torch.as_tensor(x)
+    x = x if isinstance(x, Tensor) else torch.from_numpy(np.asarray(x))  # a tensor stays where it is
     if x.dtype != torch.uint8:
         raise ArsmoothError(f"metrics take uint8 images, got {x.dtype}")
     return x
@@ -46,9 +46,11 @@ def sample_metrics(fake, real, net: LeNet, seed: int = 0, batch_size: int = 500,
     net = net.eval()
     subset = max(2, min(1000, len(fake) // 2, len(real) // 2))  # KID's subsets: half the samples, at most 1000
     dev = net.conv1.weight.device  # the metrics run where the classifier is
-    fid = FrechetInceptionDistance(feature=Features(net), reset_real_features=False).to(dev)
-    kid = KernelInceptionDistance(feature=Features(net), subset_size=subset, subsets=50, reset_real_features=False).to(dev)
-    incep = InceptionScore(feature=Logits(net), splits=10 if len(fake) >= 100 else 1).to(dev) if score else None
+    with torch.device("cpu"):  # torchmetrics makes its states on the default device: say which, then move them
+        fid = FrechetInceptionDistance(feature=Features(net), reset_real_features=False)
+        kid = KernelInceptionDistance(feature=Features(net), subset_size=subset, subsets=50, reset_real_features=False)
+        incep = InceptionScore(feature=Logits(net), splits=10 if len(fake) >= 100 else 1) if score else None
+    fid, kid, incep = fid.to(dev), kid.to(dev), (incep.to(dev) if incep is not None else None)
     for side, imgs in (("real", real), ("fake", fake)):
         for i in range(0, len(imgs), batch_size):
             b = imgs[i : i + batch_size].to(dev)
