@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from arsmooth import checkpoint as C
-from arsmooth.errors import ArsmoothError
+from arsmooth.errors import ArsmoothError, WriteFailed
 
 
 def _save(path, kind="stage1", config=None, **kw):
@@ -62,7 +62,7 @@ def test_a_failed_write_leaves_the_old_checkpoint_intact(tmp_path, monkeypatch):
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(C.torch, "save", broken_save)
-    with pytest.raises(OSError):
+    with pytest.raises(WriteFailed, match="No space left on device.*the previous c.pt is intact"):
         _save(path)
     assert path.read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["c.pt"]  # no temporary file left behind

@@ -168,3 +168,16 @@ def test_reproduce_under_torchrun_trains_and_samples_as_one_process(tmp_path):
     with np.load(out / "samples.npz") as z:
         assert sorted(z.files) == sorted(two) and all(np.array_equal(z[k], two[k]) for k in z.files)
         assert not np.array_equal(z["two-step.uint8"][:2], z["two-step.uint8"][2:4])  # 4 batches, 4 seeds
+
+
+def test_transformer_two_processes_match_one(tmp_path):
+    """The second network family under DDP: a transformer stage 2 (x~ encoder included) trains to the same
+    parameters on 2 processes as on 1."""
+    tf = ["--set", "model.network=transformer", "--set", "model.tf_width=16", "--set", "model.tf_layers=1",
+          "--set", "model.tf_heads=2", "--set", "model.tf_encoder_blocks=1"]
+    one = _run(1, tmp_path / "one", tf, preset="digits-stage2-spatial")
+    two = _run(2, tmp_path / "two", tf, preset="digits-stage2-spatial")
+    assert one.returncode == 0 and two.returncode == 0, two.stderr[-2000:]
+    a, b = load_checkpoint(tmp_path / "one" / "last.pt"), load_checkpoint(tmp_path / "two" / "last.pt")
+    assert any(k.startswith("net.encoder.") for k in a["model"]) and any(k.startswith("net.blocks.") for k in a["model"])
+    _same_params(a["model"], b["model"])
