@@ -1,7 +1,10 @@
 """Compare two folders written by ``scripts/quick_all.py``: every JSON file key by key, floats exactly,
 leaving out wall times and what depends on them. Prints one line per file; exits 1 if any differ.
 
-    python scripts/compare_runs.py /tmp/before /tmp/after
+    python scripts/compare_runs.py /tmp/before /tmp/after [--new-keys network,tf_width,...]
+
+``--new-keys`` names keys a change added (new settings, recorded in every config): present in the second
+folder only, they are not counted as differences; every other key must match.
 """
 
 import json
@@ -18,6 +21,8 @@ def differences(x, y, path: str, out: list) -> None:
         for k in sorted(set(x) | set(y), key=str):
             if k in TIMING or "second" in str(k):
                 continue
+            if k not in x and k in NEW_KEYS:
+                continue
             if k not in x or k not in y:
                 out.append(f"{path}.{k}: on one side only")
             else:
@@ -31,7 +36,9 @@ def differences(x, y, path: str, out: list) -> None:
         out.append(f"{path}: {x!r} vs {y!r}")
 
 
-a, b = Path(sys.argv[1]), Path(sys.argv[2])
+args = sys.argv[1:]
+NEW_KEYS = set(args[args.index("--new-keys") + 1].split(",")) if "--new-keys" in args else set()
+a, b = Path(args[0]), Path(args[1])
 bad = n = 0
 for f in sorted(a.rglob("*.json")):
     if f.name.startswith("real_baseline"):  # a cache of the real-vs-real metrics

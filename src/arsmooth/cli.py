@@ -562,9 +562,11 @@ def _add_reproduce(sub) -> None:
 
 def _add_train(sub) -> None:
     t = sub.add_parser("train", help="train a baseline, stage-1 or stage-2 image model",
-                       description="Train a PixelCNN++ image model from a preset (arsmooth presets) with "
-                       "optional key=value overrides. The run folder gets config.yaml, metrics.jsonl and an "
-                       "atomically written last.pt; --resume continues a run exactly where it stopped.")
+                       description="Train an image model (PixelCNN++, or the causal pixel transformer with "
+                       "model.network=transformer) from a preset (arsmooth presets) with optional key=value "
+                       "overrides. The run folder gets config.yaml, metrics.jsonl and an atomically written last.pt; "
+                       "--resume continues a run exactly where it stopped (it may change the budgets and train.lr, "
+                       "logged in metrics.jsonl). One process writes a run at a time: a second is refused.")
     t.add_argument("preset", nargs="?", help="preset name or YAML file (omit with --resume)")
     t.add_argument("--out", required=True, help="run folder")
     t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
