@@ -201,8 +201,8 @@ def test_evaluate_shows_progress_unless_told_not_to(tmp_path):
 def test_own_folder_gets_a_rotation_lenet_and_its_samples_are_scored(tmp_path):
     f = _folder(tmp_path / "f", n=40)
     clf = tmp_path / "clf.pt"
-    p = _run(["fit-classifier", "--dataset", f"folder:{f}", "--set", "data.size=8", "--set", "data.channels=3",
-              "--epochs", "1", "--out", str(clf), "--no-progress"])
+    p = _run(["fit-classifier", "--dataset", "folder:f", "--set", "data.size=8", "--set", "data.channels=3",
+              "--epochs", "1", "--out", str(clf), "--no-progress"], cwd=tmp_path)  # a relative folder, as typed
     assert p.returncode == 0, p.stderr
     assert "rotations" in p.stdout
     from PIL import Image

@@ -227,7 +227,7 @@ def fit_dataset(dataset: str, data_root=None, epochs: int | None = None, seed: i
     if base not in DEFAULT_EPOCHS:
         raise ArsmoothError(f"fit-classifier handles {', '.join(DEFAULT_EPOCHS)} and folder:PATH, got {dataset!r}")
     if base == "folder":
-        if data is None or data.dataset != dataset:
+        if data is None or not data.dataset.startswith("folder:"):
             raise ArsmoothError(f"{dataset} needs its image settings (data.size, data.channels)")
         train, test = load_configured(data, "train"), load_configured(data, "test")
         dataset = data.dataset  # the absolute path
