@@ -324,3 +324,27 @@ def test_dropout_masks_setting_reaches_every_block_and_old_configs_keep_bernoull
     old = load_config("digits-baseline").to_dict()
     del old["model"]["dropout_masks"]  # a config saved before the setting existed: F.dropout's masks, as then
     assert sources(Settings.from_dict(old)) == {"bernoulli"}
+
+
+def test_a_transformer_trains_resumes_with_ema_and_warm_starts_stage1_and_stage2(tmp_path):
+    """The second family through the same trainer: EMA, exact resume, and --init-from (a baseline's weights
+    start stage 1, and a spatial stage 2 takes every weight it shares, keeping its encoder's own)."""
+    tf = ["model.network=transformer", "model.tf_width=16", "model.tf_layers=1", "model.tf_heads=2",
+          "model.tf_encoder_blocks=1", "train.ema=0.9"]
+    whole = train(_cfg("baseline", *tf), tmp_path / "whole", progress=False)
+    train(_cfg("baseline", *tf, "train.max_steps=5"), tmp_path / "part", progress=False)
+    train(_cfg("baseline", *tf), tmp_path / "part", resume=True, progress=False)
+    a, b = C.load_checkpoint(tmp_path / "whole" / "last.pt"), C.load_checkpoint(tmp_path / "part" / "last.pt")
+    assert whole["steps"] == 12 and a["ema"] is not None
+    for k in a["model"]:
+        torch.testing.assert_close(a["model"][k], b["model"][k], rtol=0, atol=0)
+    for kind in ("stage1", "stage2-spatial"):
+        train(_cfg(kind, *tf, "train.max_steps=0"), tmp_path / kind, progress=False, init_from=tmp_path / "whole" / "last.pt")
+        warm = C.load_checkpoint(tmp_path / kind / "last.pt")
+        for k, v in a["model"].items():
+            torch.testing.assert_close(warm["model"][k], v, rtol=0, atol=0)
+        assert warm["extra"]["init_from"]["kept_initial"] == (0 if kind == "stage1" else
+                                                              len([k for k in warm["model"] if k not in a["model"]]))
+    with pytest.raises(ArsmoothError, match="model.tf_width"):
+        train(_cfg("stage1", *tf, "model.tf_width=8", "train.max_steps=0"), tmp_path / "bad", progress=False,
+              init_from=tmp_path / "whole" / "last.pt")
