@@ -40,6 +40,15 @@ def family(request):
 
 
 class TestNetworkContract:
+    @pytest.mark.parametrize("kind", ["baseline", "stage2"])
+    def test_it_declares_the_network_interface(self, family, kind):
+        from arsmooth.networks.interface import ARImageNetwork, SupportsIncremental
+
+        net = _model(family, kind, 1).net
+        assert isinstance(net, ARImageNetwork)
+        assert (net.encoder is not None) == (kind == "stage2")
+        assert isinstance(net, SupportsIncremental) == (family == "transformer")  # PixelCNN++: the cached graph
+
     @pytest.mark.parametrize("channels", [1, 3])
     @pytest.mark.parametrize("kind", ["baseline", "stage2"])
     def test_exact_jacobian_zeros_at_and_after_each_pixel(self, family, kind, channels):

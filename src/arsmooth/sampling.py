@@ -27,6 +27,7 @@ from tqdm.auto import tqdm
 
 from . import likelihoods as L
 from .errors import ArsmoothError
+from .networks.interface import SupportsIncremental
 from .networks.pixelcnnpp import PixelCNNpp
 
 M = 3  # zero margin (top, left, right) of every activation buffer: windows are plain slices
@@ -336,7 +337,7 @@ def raster_sample(model, x: Tensor, start_row: int, context: Tensor | None, gene
                 params = model.net(inp)[:, :, top + i : top + i + 1, j : j + 1]
             x[:, :, i, j] = _draw(model, params, i, j, generator)
         return x
-    if hasattr(model.net, "incremental"):  # the network's own exact incremental sampler (a KV cache)
+    if isinstance(model.net, SupportsIncremental):  # the network's own exact incremental sampler (a KV cache)
         inc = model.net.incremental(x, context if spatial else None, start_row * w)
         for i, j in bar:
             p = i * w + j
