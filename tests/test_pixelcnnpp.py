@@ -224,7 +224,7 @@ def test_dropout_masks_are_unbiased_and_independent(mode, source, p, monkeypatch
     entry is 0 or 1 / (1 - p), dropped with probability p, with no correlation between neighbouring
     entries; channel masks are one draw per image and channel. Bounds: 5 standard errors. Bit masks:
     p = 1/2 (one bit per entry), p = 1/4 (a byte per entry) and p = 0.3 (not a whole number of bits)."""
-    import arsmooth.networks.pixelcnnpp as P
+    import arsmooth.networks.cpu_kernels as P  # where the fused chain and its masks live
 
     seen, real = [], P._PaddedConcatElu
 
@@ -272,3 +272,35 @@ def test_random_bytes_give_independent_fair_bits():
     assert abs(corr) < 5 / len(flat) ** 0.5
     corr8 = torch.corrcoef(torch.stack([flat[:-8], flat[8:]]))[0, 1]  # the same bit of neighbouring bytes
     assert abs(corr8) < 5 / len(flat) ** 0.5
+
+
+def test_the_network_file_is_the_network_and_its_forward_changes_no_process_state():
+    """The CPU kernels and the mask machinery live in networks.cpu_kernels; the network modules hold no
+    autograd.Function and never call set_num_threads, and a forward pass leaves torch's threads alone (the
+    trainer gives the mask thread its core, through cpu_kernels.threads_for_masks)."""
+    from pathlib import Path
+
+    import arsmooth.networks as N
+    from arsmooth.config import ModelSettings
+    from arsmooth.networks.cpu_kernels import threads_for_masks
+
+    for name in ("pixelcnnpp.py", "transformer.py"):
+        text = (Path(N.__file__).parent / name).read_text()
+        assert "autograd.Function" not in text and "set_num_threads" not in text, name
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        net = PixelCNNpp(1, ModelSettings(nr_resnet=1, nr_filters=4, nr_logistic_mix=2, dropout=0.5,
+                                          dropout_masks="bernoulli"), spatial_condition=False).train()
+        x = torch.zeros(2, 1, 8, 8)
+        seen = []
+        net.down_u[0][0].register_forward_hook(lambda *a: seen.append(torch.get_num_threads()))
+        net(x)
+        assert seen == [2] and torch.get_num_threads() == 2  # the forward pass itself changes nothing
+        with threads_for_masks(net):
+            net(x)
+        assert seen[-1] == 1 and torch.get_num_threads() == 2  # the trainer's context: a core for the masks
+        with threads_for_masks(net.eval()):
+            assert torch.get_num_threads() == 2  # no mask thread in eval mode: nothing changes
+    finally:
+        torch.set_num_threads(before)

@@ -34,6 +34,7 @@ from .models.image import ImageModel
 from .sampling import raster_sample
 from .kernels import make_kernel
 from .models.build import build_model
+from .networks.cpu_kernels import threads_for_masks
 from .train import loss_given_noise
 
 # training images of each dataset (CelebA: the paper's 70% of 202,599); the cost estimate's epochs
@@ -225,7 +226,7 @@ def _train_step(r: dict, x, x_tilde, bf16: bool, device: str, timed: bool, rng_s
     _sync(device)
     t0 = time.perf_counter()
     r["opt"].zero_grad(set_to_none=True)
-    with torch.autocast("cuda", dtype=torch.bfloat16, enabled=bf16):
+    with torch.autocast("cuda", dtype=torch.bfloat16, enabled=bf16), threads_for_masks(r["model"]):
         loss = loss_given_noise(r["model"], x, x_tilde)
     loss.backward()
     grads = [p.grad.detach().clone() for p in r["model"].parameters()] if not timed else None
@@ -356,7 +357,9 @@ def measure_costs(cfgs: dict, shape: tuple[int, int, int], device: str, n_sample
             _sync(device)
             t0 = time.perf_counter()
             opt.zero_grad(set_to_none=True)
-            loss_given_noise(model, x, x_tilde).backward()
+            with threads_for_masks(model):
+                loss = loss_given_noise(model, x, x_tilde)
+            loss.backward()
             opt.step()
             _sync(device)
             times.append(time.perf_counter() - t0)

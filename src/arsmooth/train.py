@@ -36,6 +36,7 @@ from .likelihoods import bits_per_dim
 from .models import count_params
 from .models.build import build_model, init_weights_from
 from .models.image import ImageModel
+from .networks.cpu_kernels import threads_for_masks
 
 RUN_FILES = ("config.yaml", "metrics.jsonl", "last.pt", "summary.json")
 
@@ -446,7 +447,7 @@ class _Trainer(Loop):
 
     def train_step(self, x: torch.Tensor, x_tilde: torch.Tensor | None) -> float:
         """One optimizer step; returns the loss averaged over the ranks (before the step) in bits/dim."""
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.use_bf16):
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.use_bf16), threads_for_masks(self.model):
             loss = self.loss_module(x, x_tilde)
         loss_all = D.mean(self.ctx, loss.detach())
         if not torch.isfinite(loss_all):
