@@ -10,7 +10,6 @@ from arsmooth.models.image import ImageModel, SmoothedImageModel
 from arsmooth.models.made import MADE, StackedMADE
 from arsmooth.models.realnvp import RealNVP
 from arsmooth.networks.pixelcnnpp import PixelCNNpp
-
 from conftest import perturb
 
 

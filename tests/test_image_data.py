@@ -18,7 +18,6 @@ import torch
 
 from arsmooth.data import images as im
 from arsmooth.errors import ArsmoothError
-
 from conftest import ENABLE, real_data_root, real_fashion_root
 
 needs_mnist = pytest.mark.skipif(real_data_root() is None, reason=ENABLE)

@@ -9,9 +9,9 @@ import torch
 from arsmooth import imaging as I
 from arsmooth import smoothing as S
 from arsmooth.cli import IMAGE_METHODS
+from arsmooth.config import ModelSettings
 from arsmooth.errors import ArsmoothError
 from arsmooth.kernels import Gaussian
-from arsmooth.config import ModelSettings
 from arsmooth.models.image import ImageModel
 
 
@@ -174,9 +174,8 @@ def test_fig6_columns_resume_exactly_and_depend_on_batch_index_only(tmp_path, mo
 def test_quick_cifar10_path_end_to_end(tmp_path, monkeypatch):
     """reproduce cifar10 --quick: the full path (three models, the Fig. 6 columns, bounds, tasks, LeNet metrics
     fit on CIFAR-10) on a small fake archive, RGB throughout."""
-    from test_image_data import _fake_cifar, _trust_cifar
-
     from arsmooth.experiments import reproduce
+    from test_image_data import _fake_cifar, _trust_cifar
 
     data = tmp_path / "data"
     data.mkdir()

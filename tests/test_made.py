@@ -5,7 +5,6 @@ import torch
 
 from arsmooth.models.made import MADE, StackedMADE
 from arsmooth.models.mixture import MixtureOfLogistics1d
-
 from conftest import perturb
 
 

@@ -7,7 +7,6 @@ from arsmooth import classifier as K
 from arsmooth import metrics as MT
 from arsmooth.data.images import load_dataset, to_uint8
 from arsmooth.errors import ArsmoothError
-
 from conftest import ENABLE, digits28, real_data_root
 
 

@@ -9,7 +9,6 @@ import torch
 from arsmooth import likelihoods as L
 from arsmooth.config import ModelSettings
 from arsmooth.models.image import ImageModel
-
 from conftest import perturb
 
 H, W = 4, 5  # small and not square: rows and columns cannot be confused

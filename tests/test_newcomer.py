@@ -113,7 +113,8 @@ def test_nan_advice_is_true_and_resume_with_a_lower_rate_is_recorded(tmp_path):
     assert p.returncode == 0, p.stderr
     changes = [r["resumed_with"] for r in C.read_metrics(run) if "resumed_with" in r]
     assert changes[-1] == {"train.lr": [lr, 1e-4], "train.max_steps": [4, 6]}
-    assert C.settings_of(C.load_checkpoint(run / "last.pt")).train.lr == 1e-4 and "lr: 0.0001" in (run / "config.yaml").read_text()
+    assert C.settings_of(C.load_checkpoint(run / "last.pt")).train.lr == 1e-4
+    assert "lr: 0.0001" in (run / "config.yaml").read_text()
     p = _run([*resume, "--set", "model.nr_filters=3"])
     assert p.returncode == 2 and "model.nr_filters would change" in p.stderr
 

@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from arsmooth import likelihoods as L
-from arsmooth.errors import ArsmoothError
 from arsmooth.config import ModelSettings
+from arsmooth.errors import ArsmoothError
 from arsmooth.networks.pixelcnnpp import PixelCNNpp, concat_elu, padded_concat_elu
 from arsmooth.networks.stacked import bottom_half, stack_pair
 

@@ -15,6 +15,7 @@ from arsmooth import likelihoods as L
 from arsmooth.cli import main
 from arsmooth.models.build import model_from_checkpoint
 
+
 def wn(m):
     """The port's old weight_norm (weight_g / weight_v; deprecated in favour of parametrizations)."""
     import warnings
@@ -141,7 +142,8 @@ def port_nll(x, out, channels, k):
     logit, mu, log_s, coef = port_split(out, channels, k)
     xs = x.unsqueeze(-1)  # (B, C, H, W, 1)
     if channels == 3:
-        mu = torch.stack([mu[:, 0], mu[:, 1] + coef[:, 0] * xs[:, 0], mu[:, 2] + coef[:, 1] * xs[:, 0] + coef[:, 2] * xs[:, 1]], 1)
+        mu = torch.stack([mu[:, 0], mu[:, 1] + coef[:, 0] * xs[:, 0],
+                          mu[:, 2] + coef[:, 1] * xs[:, 0] + coef[:, 2] * xs[:, 1]], 1)
     inv = torch.exp(-log_s)
     cdf_hi = torch.sigmoid(inv * (xs - mu + 1 / 255))
     cdf_lo = torch.sigmoid(inv * (xs - mu - 1 / 255))

@@ -7,7 +7,6 @@ import pytest
 import torch
 
 from arsmooth.models.realnvp import RealNVP
-
 from conftest import perturb
 
 

@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from arsmooth import likelihoods as L
-from arsmooth.errors import ArsmoothError
 from arsmooth.config import ModelSettings
+from arsmooth.errors import ArsmoothError
 from arsmooth.models.image import ImageModel
 from arsmooth.sampling import _Graph
 

@@ -7,8 +7,8 @@ import subprocess
 import sys
 
 import pytest
-import yaml
 import torch
+import yaml
 
 from arsmooth import checkpoint as C
 from arsmooth.config import Settings, load_config, preset_names

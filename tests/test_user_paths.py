@@ -37,7 +37,8 @@ def _run(args, **kw):
 
 def test_own_folder_trains_samples_evaluates_and_reports(tmp_path):
     imgs = _folder(tmp_path / "imgs")
-    common = ["--set", f"data.dataset=folder:{imgs}", "--set", "data.size=8", "--set", "data.channels=1", "--set", "train.batch_size=8",
+    common = ["--set", f"data.dataset=folder:{imgs}", "--set", "data.size=8", "--set", "data.channels=1",
+              "--set", "train.batch_size=8",
               "--max-steps", "4", "--no-progress", "--threads", "1"]
     runs = {}
     for kind in ("baseline", "stage1", "stage2"):

@@ -29,12 +29,12 @@ import torch
 
 from .config import Settings, load_config
 from .errors import ArsmoothError
-from .models import count_params
-from .models.image import ImageModel
-from .sampling import raster_sample
 from .kernels import make_kernel
+from .models import count_params
 from .models.build import build_model
+from .models.image import ImageModel
 from .networks.cpu_kernels import threads_for_masks
+from .sampling import raster_sample
 from .train import loss_given_noise
 
 # training images of each dataset (CelebA: the paper's 70% of 202,599); the cost estimate's epochs

@@ -170,7 +170,8 @@ def fit(train: tuple[Tensor, Tensor | None], test: tuple[Tensor, Tensor | None],
     with tqdm(total=loop.steps, desc="fitting classifier", disable=not progress) as bar:
         loop.run(loop.steps, bar)
     test = all_rotations(test[0]) if rotation else test
-    info = {"test_accuracy": accuracy(net, *test), "task": "rotation" if rotation else "classes", "epochs": epochs, "batch_size": batch_size, "lr": lr,
+    info = {"test_accuracy": accuracy(net, *test), "task": "rotation" if rotation else "classes", "epochs": epochs,
+            "batch_size": batch_size, "lr": lr,
             "seed": seed, "train_images": len(x), "train_seconds": round(time.perf_counter() - t0, 1)}
     return net.eval().cpu(), info
 

@@ -13,7 +13,6 @@ import sys
 from . import __version__
 from .errors import ArsmoothError
 
-
 # the same tuple as arsmooth.imaging.IMAGE_METHODS (a test checks), kept here so --help needs no torch
 IMAGE_METHODS = ("baseline", "smoothed", "single-step", "single-step-detached", "two-step")
 
@@ -807,7 +806,9 @@ def build_parser() -> argparse.ArgumentParser:
                 "(Meng et al., ICLR 2021): train on noisy data, then denoise.")
     p.add_argument("--version", action="version", version=f"arsmooth {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
-    for add in (_add_demo, _add_reproduce, _add_train, _add_presets, _add_sample, _add_evaluate, _add_sensitivity, _add_sigma, _add_export, _add_import, _add_bench, _add_fit_classifier, _add_metrics, _add_report, _add_pretrained, _add_list):
+    for add in (_add_demo, _add_reproduce, _add_train, _add_presets, _add_sample, _add_evaluate, _add_sensitivity,
+                _add_sigma, _add_export, _add_import, _add_bench, _add_fit_classifier, _add_metrics, _add_report,
+                _add_pretrained, _add_list):
         add(sub)
     return p
 

@@ -193,13 +193,15 @@ class TrainSettings:
     eval_images: int = _opt(1000, "test images scored at each checkpoint (0: none)")
 
     def __post_init__(self):
-        _need(_is_int(self.batch_size) and self.batch_size >= 1, f"train.batch_size must be an integer >= 1, got {self.batch_size!r}")
+        _need(_is_int(self.batch_size) and self.batch_size >= 1,
+              f"train.batch_size must be an integer >= 1, got {self.batch_size!r}")
         _need(_is_num(self.lr) and self.lr > 0, f"train.lr must be positive, got {self.lr!r}")
         _need(_is_num(self.lr_decay) and 0 < self.lr_decay <= 1, f"train.lr_decay must be in (0, 1], got {self.lr_decay!r}")
         _need(_is_int(self.max_steps) and self.max_steps >= 0, f"train.max_steps must be an integer >= 0, got {self.max_steps!r}")
         _need(self.max_minutes is None or (_is_num(self.max_minutes) and self.max_minutes > 0),
               f"train.max_minutes must be positive or null, got {self.max_minutes!r}")
-        _need(self.ema is None or (_is_num(self.ema) and 0 < self.ema < 1), f"train.ema must be in (0, 1) or null, got {self.ema!r}")
+        _need(self.ema is None or (_is_num(self.ema) and 0 < self.ema < 1),
+              f"train.ema must be in (0, 1) or null, got {self.ema!r}")
         _need(_is_int(self.seed) and self.seed >= 0, f"train.seed must be an integer >= 0, got {self.seed!r}")
         for k in ("checkpoint_every", "log_every"):
             v = getattr(self, k)

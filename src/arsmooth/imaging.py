@@ -17,9 +17,9 @@ from . import smoothing as S
 from .config import DataSettings
 from .errors import ArsmoothError
 from .kernels import Gaussian, make_kernel
-from .models.image import ImageModel
 from .likelihoods import bits_per_dim, draw
 from .models.build import model_from_checkpoint
+from .models.image import ImageModel
 
 IMAGE_METHODS = ("baseline", "smoothed", "single-step", "single-step-detached", "two-step")
 

@@ -1,7 +1,8 @@
 """Sample-quality metrics with our own feature extractor: FID, KID, Inception-style score, neighbours.
 
 The metrics are torchmetrics' (FID, KID, IS) with the LeNet of :mod:`arsmooth.classifier` in place of
-Inception (Inception features mean little on 28x28 grey images): penultimate features for FID / KID, class logits for the score. Names
+Inception (Inception features mean little on 28x28 grey images): penultimate features for FID / KID, class logits
+for the score. Names
 in every output say so ("FID (LeNet features)"). Every result carries the number of samples, and a
 real-vs-real baseline (test images against as many training images) puts the numbers in scale.
 """

@@ -2,7 +2,8 @@
 
 Every block the network names (``net.probe_layers()``: PixelCNN++'s gated resnet blocks of the ``ul``
 stream, down pass then up pass; the transformer's blocks) is hooked; its output, as a ``(B, F, h, w)``
-map (``net.feature_map``, where the network's blocks output something else), is averaged over positions into one vector per image (``grid=1``), or over each cell of a ``grid x grid``
+map (``net.feature_map``, where the network's blocks output something else), is averaged over positions into
+one vector per image (``grid=1``), or over each cell of a ``grid x grid``
 partition of the image (which keeps where a stroke is), and a multinomial logistic regression (L-BFGS on
 standardised features, small L2 penalty) is fit on training images and scored on test images.
 Stage 1 sees perturbed images x~; stage 2 x with x~ (stacked or spatial); the baseline clean x.

@@ -177,7 +177,8 @@ def _table2(res: dict) -> list[str]:
             i, f, kd, b = PAPER_TABLE2[k]
             lines.append(f"| {label} (paper) | {i:.2f} | {f:.2f} | {num_or_na(kd, '.3f')} | {b or '-'} |")
         q = (inc or {}).get(k) or {}
-        lines.append(f"| {label} (ours) | {num_or_na(q.get('is'))} | {num_or_na(q.get('fid'))} | {num_or_na(q.get('kid'), '.3f')} | "
+        lines.append(f"| {label} (ours) | {num_or_na(q.get('is'))} | {num_or_na(q.get('fid'))} | "
+                     f"{num_or_na(q.get('kid'), '.3f')} | "
                      f"{ours_bpd.get(k, '-')} |")
     return lines
 

@@ -24,8 +24,8 @@ from torch.utils.data import DistributedSampler
 from tqdm.auto import tqdm
 
 from . import checkpoint as C
-from .checkpoint import read_metrics
 from . import distributed as D
+from .checkpoint import read_metrics
 from .config import UNLIMITED_STEPS, Settings
 from .data.images import load_configured
 from .errors import ArsmoothError, WriteFailed

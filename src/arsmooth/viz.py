@@ -24,7 +24,8 @@ def grid(images: torch.Tensor, nrow: int | None = None, pad: int = 1, scale: int
     out = np.full((ncol * (h + pad) + pad, nrow * (w + pad) + pad, 3), 255, np.uint8)
     for k in range(b):
         i, j = divmod(k, nrow)
-        out[pad + i * (h + pad) : pad + i * (h + pad) + h, pad + j * (w + pad) : pad + j * (w + pad) + w] = u8[k].transpose(1, 2, 0)
+        top, left = pad + i * (h + pad), pad + j * (w + pad)
+        out[top : top + h, left : left + w] = u8[k].transpose(1, 2, 0)
     if scale > 1:
         out = out.repeat(scale, 0).repeat(scale, 1)
     return out

@@ -25,12 +25,12 @@ from functools import partial
 
 import torch
 
-from arsmooth.models import count_params
 from arsmooth import smoothing as S
 from arsmooth.data.synthetic import train_test
 from arsmooth.experiments import two_d as T
 from arsmooth.fit import evaluate
 from arsmooth.kernels import Gaussian
+from arsmooth.models import count_params
 from arsmooth.models.realnvp import CenteredConditional, RealNVP
 
 ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])

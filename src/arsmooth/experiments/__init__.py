@@ -37,7 +37,8 @@ STAGE2_OPTION = ("mnist", "fashion", "cifar10", "celeba")  # the experiments tha
 DATA_ROOT_OPTION = (*STAGE2_OPTION, "transformer-mnist", "transformer-fashion")  # and --data-root
 INCEPTION_OPTION = ("cifar10", "celeba")  # the experiments that take --inception-weights
 # the experiments whose sample metrics use our LeNet, which --classifier can give
-CLASSIFIER_OPTION = ("mnist", "fashion", "cifar10", "celeba", "transformer-mnist", "transformer-fashion", "stage2-mnist", "stage2-fashion", "learned-sigma-mnist")
+CLASSIFIER_OPTION = ("mnist", "fashion", "cifar10", "celeba", "transformer-mnist", "transformer-fashion", "stage2-mnist",
+                     "stage2-fashion", "learned-sigma-mnist")
 
 EXPERIMENTS = {
     e.name: e

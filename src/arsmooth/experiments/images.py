@@ -25,9 +25,8 @@ from ..errors import ArsmoothError
 from ..fileio import atomic_write
 from ..train import evaluate_bpd, train
 from ..viz import save_grid, side_by_side
-from .common import Run, num_or_na
-
 from . import _IMAGE_FIGURES as FIGURES
+from .common import Run, num_or_na
 
 # the stage-2 design reproduce mnist / fashion trains unless --stage2 says otherwise: spatial won on both
 # datasets at equal parameters and CPU time (results/images/stage2_designs/)

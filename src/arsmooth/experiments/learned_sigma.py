@@ -24,7 +24,7 @@ from ..kernels import Gaussian
 from ..models.made import StackedMADE
 from ..viz import pyplot, save_figure
 from .common import Budget, Budgets, Run, fmt
-from .two_d import TABLE1_DATASETS, smoothed_bounds, _decay, _scatter
+from .two_d import TABLE1_DATASETS, _decay, _scatter, smoothed_bounds
 
 TRUE_LOG_PROB = {"rings": rings_log_prob, "olympics": olympics_log_prob}
 SIGMA0 = 0.3  # Table 1's noise level: the fixed arm, and where the first learned one starts
@@ -111,7 +111,8 @@ def learned_sigma(run: Run, out: Path, sigma: float | None, progress: bool) -> N
     _save_trajectory(run, fig_t, ax_t, sigma0, out / "learned_sigma_trajectory.png", "learned sigma")
     run.summary += [
         f"Smoothed MADE (3 logistics, hidden {list(cfg.hidden)}), {cfg.steps} steps each, sigma fixed at {sigma0} "
-        f"against sigma learned by the ELBO from {sigma0} and from {HIGH_START * sigma0:.3g}. Test bounds in nats per example (lower is better; "
+        f"against sigma learned by the ELBO from {sigma0} and from {HIGH_START * sigma0:.3g}. "
+        "Test bounds in nats per example (lower is better; "
         f"-IW with K={cfg.k_iw}). Sample quality: mean -log p_data of {cfg.n_samples} two-step samples under the "
         "exact data density (lower: samples where the data are), beside the same for test data.",
         "",
@@ -169,7 +170,8 @@ def _mnist_arm(run: Run, out: Path, arm: str, c, cfg: MnistBudget, test: torch.T
     result = {"sigma": kernel.std, "neg_elbo_bpd": bpd["two_step_elbo"], "neg_iw_bpd": bpd["two_step_iw"],
               "metrics": m, "steps": summary["steps"], "train_seconds": summary["train_seconds"], "sigma_path": path}
     row = (f"| {arm} | {kernel.std:.4g} | {bpd['two_step_elbo']:.4f} | {bpd['two_step_iw']:.4f} | "
-           + " | ".join(f"{m[k]['fid']:.1f} / {m[k]['kid']:.1f} / {m[k]['is']:.2f}" for k in ("smoothed", "single-step", "two-step"))
+           + " | ".join(f"{m[k]['fid']:.1f} / {m[k]['kid']:.1f} / {m[k]['is']:.2f}"
+                        for k in ("smoothed", "single-step", "two-step"))
            + f" | {summary['train_seconds']} |")
     return result, row
 

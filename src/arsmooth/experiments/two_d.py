@@ -24,7 +24,8 @@ PAPER_TABLE1 = {
     "rings": {"made_3": 3.26, "made_6": 2.81, "smoothed_3": 2.71},
     "olympics": {"made_3": 1.27, "made_6": 0.80, "smoothed_3": 0.80},
 }
-PAPER_REALNVP = {"checkerboard": {"realnvp": 3.72, "smoothed_realnvp": 3.64}, "olympics": {"realnvp": 1.80, "smoothed_realnvp": 1.32}}
+PAPER_REALNVP = {"checkerboard": {"realnvp": 3.72, "smoothed_realnvp": 3.64},
+                 "olympics": {"realnvp": 1.80, "smoothed_realnvp": 1.32}}
 
 
 def _decay(steps: int, final: float = 0.02) -> float:
@@ -296,7 +297,8 @@ def _realnvp_summary(seeds, per_seed: dict, chosen: dict, params: dict, k_iw: in
             "| dataset | seed | E[-log p(x~)] | exact | E[-log p(x \\| x~)] | exact | E[log q(x~ \\| x)] | -ELBO | exact NLL |",
             "|---|---|---|---|---|---|---|---|---|",
             *(f"| {ds} | {seed} | {fmt(sp['prior_nll'])} | {fmt(sp['prior_nll_exact'])} | {fmt(sp['posterior_nll'])} | "
-              f"{fmt(sp['posterior_nll_exact'])} | {fmt(-sp['neg_log_q'])} | {fmt(sp['neg_elbo'])} | {fmt(sp['data_nll_exact'])} |"
+              f"{fmt(sp['posterior_nll_exact'])} | {fmt(-sp['neg_log_q'])} | {fmt(sp['neg_elbo'])} | "
+              f"{fmt(sp['data_nll_exact'])} |"
               for ds, per in splits.items() for seed, sp in zip(seeds, per)),
         ]
     return out

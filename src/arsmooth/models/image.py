@@ -34,7 +34,6 @@ from ..networks.stacked import bottom_half, stack_pair
 from ..sampling import raster_sample
 
 
-
 class ImageModel(nn.Module):
     """A PixelCNN++ with the likelihood of its ``kind``; all log-probabilities in nats per image."""
 

@@ -33,7 +33,6 @@ from .. import likelihoods as L
 from ..config import ModelSettings
 from ..errors import ArsmoothError
 
-
 _COUNTER: list[int] = []  # attention FLOPs, while counting_attention() is open (torch's counter skips SDPA on CPU)
 
 
