@@ -26,6 +26,19 @@ def perturb(model, scale: float = 0.3, seed: int = 0):
     return model
 
 
+def rgb_total_probability(params, nr_mix: int) -> float:
+    """Total probability an RGB pixel's discretized mixture ``params`` (``(1, P, 1, 1)``) gives all 256^3 colours."""
+    from arsmooth import likelihoods as L
+
+    v = torch.linspace(-1, 1, 256, dtype=torch.double)
+    g, b = torch.meshgrid(v, v, indexing="ij")
+    total = 0.0
+    for r in v:
+        c = torch.stack([torch.full_like(g, r.item()), g, b], 0).reshape(3, -1).T.reshape(-1, 3, 1, 1)
+        total += L.image_log_prob(c, params.expand(c.shape[0], -1, -1, -1), nr_mix, True).exp().sum().item()
+    return total
+
+
 def real_data_root() -> Path | None:
     """``$ARSMOOTH_DATA`` if it holds the official MNIST files, else None (the real-data tests skip)."""
     root = os.environ.get("ARSMOOTH_DATA")
