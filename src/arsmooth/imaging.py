@@ -15,6 +15,7 @@ from torch import Tensor
 from . import checkpoint as C
 from . import smoothing as S
 from .config import DataSettings
+from .distributed import device_of
 from .errors import ArsmoothError
 from .kernels import Gaussian, make_kernel
 from .likelihoods import bits_per_dim, draw
@@ -164,9 +165,6 @@ def sample_images(method: str, n: int, *, baseline: ImageModel | None = None, pa
     return torch.cat(out)
 
 
-def _device(model) -> torch.device:
-    return next(model.parameters()).device
-
 
 def batch_seed(seed: int, index: int) -> int:
     """The seed of sample batch ``index``: samples then depend on (seed, batch size, n) only, not on the
@@ -257,7 +255,7 @@ def likelihood(x: Tensor, *, baseline: ImageModel | None = None, pair=None, kern
         raise ArsmoothError(f"need n_draws >= 1 and K >= 0, got {n_draws} and {k_iw}")
     n, dims = x.shape[0], x[0].numel()
     res: dict = {"n_images": int(n)}
-    dev = _device(baseline if baseline is not None else pair.prior)
+    dev = device_of(baseline if baseline is not None else pair.prior)
     chunks = [x[i : i + batch_size].to(dev) for i in range(0, n, batch_size)]
     parts = {}
     if baseline is not None:
@@ -285,7 +283,7 @@ def likelihood(x: Tensor, *, baseline: ImageModel | None = None, pair=None, kern
 def inpaint(pair, kernel, x: Tensor, generator=None, progress: bool = False) -> dict:
     """Complete the bottom half of ``x``: x~ from the perturbed top half by stage 1, then x by stage 2."""
     h = x.shape[-2] // 2
-    x = x.to(_device(pair.prior))
+    x = x.to(device_of(pair.prior))
     noisy = kernel.sample(x, generator)
     xt = pair.prior.sample(known=noisy, start_row=h, generator=generator, progress=progress)
     out = pair.reverse.sample(context=xt, known=x, start_row=h, generator=generator, progress=progress)
@@ -314,7 +312,7 @@ def clean_model_single_step(baseline: ImageModel, x: Tensor, sigmas=(0.01, 0.05,
         return L.image_log_prob(t, baseline.net(t), baseline.nr_mix, False).flatten(1).sum(1)
 
     baseline.eval()
-    x = x.to(_device(baseline))
+    x = x.to(device_of(baseline))
     out = {}
     for s in sigmas:
         noisy = x + s * draw("normal", x.shape, generator, x)
@@ -326,7 +324,7 @@ def clean_model_single_step(baseline: ImageModel, x: Tensor, sigmas=(0.01, 0.05,
 def denoise(pair, kernel, x: Tensor, generator=None, progress: bool = False) -> dict:
     """Perturb clean ``x`` with q, then denoise with single-step (Gaussian only) and two-step; PSNR of each.
     Runs on the models' device; the images come back on the host."""
-    x = x.to(_device(pair.prior))
+    x = x.to(device_of(pair.prior))
     noisy = kernel.sample(x, generator)
     out = {"clean": x, "noisy": noisy}
     if isinstance(kernel, Gaussian):
@@ -358,7 +356,7 @@ def stage2_sensitivity(model: ImageModel, x: Tensor, x_tilde: Tensor, positions:
     if model.kind != "stage2":
         raise ArsmoothError(f"the sensitivity diagnostic needs a stage-2 checkpoint, got {model.kind}")
     model.eval()
-    x, x_tilde = x.to(_device(model)), x_tilde.to(_device(model))
+    x, x_tilde = x.to(device_of(model)), x_tilde.to(device_of(model))
     w = x.shape[-1]
     out = []
     for i, j in positions:
