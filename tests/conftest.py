@@ -26,6 +26,23 @@ def perturb(model, scale: float = 0.3, seed: int = 0):
     return model
 
 
+OWN_NETWORK_DOC = Path(__file__).resolve().parents[1] / "docs" / "own_network.md"
+
+
+def own_network_blocks() -> list[str]:
+    """The Python blocks of ``docs/own_network.md``: the network and its registration, then its use."""
+    import re
+
+    return re.findall(r"```python\n(.*?)```", OWN_NETWORK_DOC.read_text(), re.S)
+
+
+def own_network() -> dict:
+    """Run the docs' network block (defines and registers ``masked-cnn``); returns its namespace."""
+    ns: dict = {"__name__": "own_network_example"}
+    exec(compile(own_network_blocks()[0], str(OWN_NETWORK_DOC), "exec"), ns)
+    return ns
+
+
 def rgb_total_probability(params, nr_mix: int) -> float:
     """Total probability an RGB pixel's discretized mixture ``params`` (``(1, P, 1, 1)``) gives all 256^3 colours."""
     from arsmooth import likelihoods as L

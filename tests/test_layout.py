@@ -9,6 +9,7 @@ import arsmooth
 # models.image). A new module has to be placed here, which is the point.
 LAYERS = (
     ("errors", "likelihoods", "probes"),
+    ("objectives",),
     ("fileio", "config", "kernels", "distributed", "fit"),
     ("data", "checkpoint", "smoothing", "networks"),
     ("viz", "classifier", "sampling"),
@@ -87,3 +88,40 @@ def test_functions_are_short_or_say_why():
                 if len(body) > LONG and not any("long function:" in line for line in body):
                     long.append(f"{path.relative_to(ROOT)}:{node.lineno} {node.name} ({len(body)} lines)")
     assert not long, "split these, or say why they are long: " + "; ".join(sorted(long))
+
+
+def _mentions_kind(node: ast.AST) -> bool:
+    """``kind``, ``x.kind`` or ``x["kind"]``."""
+    return (isinstance(node, ast.Name) and node.id == "kind") or (isinstance(node, ast.Attribute) and node.attr == "kind") \
+        or (isinstance(node, ast.Subscript) and isinstance(node.slice, ast.Constant) and node.slice.value == "kind")
+
+
+def _is_text(node: ast.AST) -> bool:
+    """A string constant, or a tuple / list / set of them."""
+    if isinstance(node, (ast.Tuple, ast.List, ast.Set)):
+        return any(_is_text(e) for e in node.elts)
+    return isinstance(node, ast.Constant) and isinstance(node.value, str)
+
+
+def kind_comparisons(source: str) -> list[int]:
+    """Lines comparing a kind with a string (``model.kind == "stage2"``, ``kind in ("a", "b")``)."""
+    out = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Compare):
+            sides = [node.left, *node.comparators]
+            if any(_mentions_kind(s) for s in sides) and any(_is_text(s) for s in sides):
+                out.append(node.lineno)
+    return out
+
+
+def test_no_kind_string_is_compared_outside_the_objectives_registry():
+    """What a kind of run does is asked of its objective (arsmooth.objectives), never branched on by name."""
+    found = [f"{name}:{line}" for name, path in _modules().items() if name != "objectives"
+             for line in kind_comparisons(path.read_text())]
+    assert not found, "kind strings compared outside arsmooth.objectives: " + ", ".join(found)
+
+
+def test_the_kind_check_sees_each_form():
+    src = ('if model.kind == "stage2": pass\nif kind in ("stage2", "smoothed"): pass\n'
+           'if s["kind"] != "stage1": pass\nif kind in KINDS: pass\nif method == "baseline": pass\n')
+    assert kind_comparisons(src) == [1, 2, 3]

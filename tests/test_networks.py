@@ -1,7 +1,7 @@
 """One contract, run over every autoregressive image network arsmooth ships (PixelCNN++, the causal pixel
-transformer), unconditioned and as a stage 2 that sees x~: causality by exact Jacobian zeros, stage 2's
-dependence on x~ around each position, each pixel's distribution sums to one, every parameter gets a
-gradient, and the fast sampler equals the obvious one."""
+transformer) and the user's network of ``docs/own_network.md``, unconditioned and as a stage 2 that sees
+x~: causality by exact Jacobian zeros, stage 2's dependence on x~ around each position, each pixel's
+distribution sums to one, every parameter gets a gradient, and the fast sampler equals the obvious one."""
 
 import pytest
 import torch
@@ -9,7 +9,7 @@ import torch
 from arsmooth import likelihoods as L
 from arsmooth.config import ModelSettings
 from arsmooth.models.image import ImageModel
-from conftest import perturb, rgb_total_probability
+from conftest import own_network, perturb, rgb_total_probability
 
 H, W = 4, 5  # small and not square: rows and columns cannot be confused
 
@@ -18,11 +18,14 @@ FAMILIES = {
     "pixelcnnpp": (dict(nr_resnet=1, nr_filters=6, nr_logistic_mix=2, dropout=0.5), (4, 8)),
     "transformer": (dict(network="transformer", tf_width=16, tf_layers=2, tf_heads=2, tf_encoder_blocks=1,
                          nr_logistic_mix=2, dropout=0.5), (H, W)),
+    "masked-cnn": (dict(network="masked-cnn", nr_resnet=2, nr_filters=6, nr_logistic_mix=2), (H, W)),  # the docs'
 }
 
 
 def _model(family: str, kind: str, channels: int, seed: int = 0) -> ImageModel:
     kw, size = FAMILIES[family]
+    if family == "masked-cnn":
+        own_network()  # registers it, as a user's module would
     torch.manual_seed(seed)
     m = ImageModel(kind, ModelSettings(**kw, stage2_conditioning="spatial"), channels=channels, image_size=size)
     return perturb(m.double(), 0.1, seed).eval()

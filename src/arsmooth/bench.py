@@ -124,7 +124,7 @@ def bench_sample(preset: str, batch: int = 64, ref_pixels: int = 28, device: str
     h, w = model.image_size
     c = model.channels
     gen = torch.Generator(device).manual_seed(seed)
-    ctx = (torch.rand(batch, c, h, w, generator=gen, device=device) * 2 - 1) if model.kind == "stage2" else None
+    ctx = (torch.rand(batch, c, h, w, generator=gen, device=device) * 2 - 1) if model.takes_context else None
 
     def run(fast: bool, limit: int | None):
         x = torch.zeros(batch, c, h, w, device=device)
@@ -181,7 +181,7 @@ def sampler_work(model, device: str = "cpu", seed: int = 0, batch: int = 2) -> f
 
     h, w = model.image_size
     g = torch.Generator(device).manual_seed(seed)
-    ctx = (torch.rand(batch, model.channels, h, w, generator=g, device=device) * 2 - 1) if model.kind == "stage2" else None
+    ctx = (torch.rand(batch, model.channels, h, w, generator=g, device=device) * 2 - 1) if model.takes_context else None
     work = []
     for fast in (True, None):
         x = torch.zeros(batch, model.channels, h, w, device=device)
@@ -213,7 +213,7 @@ def _train_batch(model, cfg, batch: int, device: str, seed: int, channels_last: 
     gen = torch.Generator(device).manual_seed(seed)
     x = torch.randint(0, 256, (batch, model.channels, h, w), generator=gen, device=device).float() / 127.5 - 1
     kernel = make_kernel(cfg.smoothing.kernel, cfg.smoothing.sigma)
-    x_tilde = None if model.kind == "baseline" else kernel.sample(x, gen)
+    x_tilde = kernel.sample(x, gen) if model.objective.noised else None
     if channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
         x_tilde = None if x_tilde is None else x_tilde.contiguous(memory_format=torch.channels_last)
@@ -366,10 +366,10 @@ def measure_costs(cfgs: dict, shape: tuple[int, int, int], device: str, n_sample
         train_ips = batch * train_steps / sum(times[1:])
         row = {"train_batch": batch, "train_images_per_s": train_ips}
         stages = getattr(model, "stages", (model,))
-        for stage in stages if kind != "smoothed" else ():
+        for stage in stages if len(model.objective.stages) == 1 else ():  # (the joint model is not sampled here)
             stage.eval()
             h, w = stage.image_size
-            ctx = torch.zeros(sample_batch, *shape, device=device) if stage.kind == "stage2" else None
+            ctx = torch.zeros(sample_batch, *shape, device=device) if stage.takes_context else None
             xs = torch.zeros(sample_batch, *shape, device=device)
             _sync(device)
             t0 = time.perf_counter()

@@ -18,10 +18,10 @@ import numpy as np
 import torch
 
 from . import __version__
-from .config import RUN_KINDS as KINDS
 from .config import Settings
 from .errors import ArsmoothError
 from .fileio import atomic_write
+from .objectives import RUN_KINDS as KINDS
 
 FORMAT_VERSION = 1
 _REQUIRED = ("format_version", "kind", "config", "model", "step")

@@ -105,6 +105,7 @@ def cmd_train(a) -> int:
     from pathlib import Path
 
     from .config import UNLIMITED_STEPS, load_config
+    from .objectives import objective_of
     from .train import train
 
     _threads(a.threads)
@@ -133,7 +134,7 @@ def cmd_train(a) -> int:
     if "train_seconds" in s:  # rank 0 (or the only process)
         procs = f" on {s['processes']} processes" if s["processes"] > 1 else ""
         bpd = "n/a" if s["test_bpd"] is None else f"{s['test_bpd']:.4f}"
-        note = " (of noisy images x~: a density, not 8-bit bits/dim)" if s["kind"] == "stage1" else ""
+        note = "" if objective_of(s["kind"]).eight_bit else " (of noisy images x~: a density, not 8-bit bits/dim)"
         print(f"{s['kind']}: {s['steps']} steps{procs} in {s['train_seconds']} s (stopped by {s['stopped']}); "
               f"test bits/dim {bpd}{note}; run folder {a.out}")
         if s["stopped"] in ("SIGINT", "SIGTERM"):

@@ -21,14 +21,15 @@ import re
 from dataclasses import dataclass, field, fields
 from importlib import resources
 from pathlib import Path
+from typing import Callable
 
 import yaml
 
 from .errors import ArsmoothError
+from .objectives import OBJECTIVES, RUN_KINDS, objective_of
 
-# The choices of the settings, defined once: models, networks and checkpoints check against these.
-KINDS = ("baseline", "stage1", "stage2")  # one network each
-RUN_KINDS = (*KINDS, "smoothed")  # what a run trains and a checkpoint holds: smoothed = stages 1 and 2 together
+# The choices of the settings, defined once: models, networks and checkpoints check against these (the
+# kinds of run are the objectives' registry, arsmooth.objectives).
 STAGE2_LIKELIHOODS = ("discretized", "continuous-jitter")
 STAGE2_CONDITIONINGS = ("stacked", "spatial")
 DROPOUT_MODES = ("element", "channel")
@@ -36,7 +37,6 @@ DROPOUT_MASKS = ("bits", "bernoulli")  # how a CPU training step draws dropout m
 SMOOTHING_KERNELS = ("gaussian", "laplace", "uniform")
 DEVICES = ("auto", "cpu", "cuda")
 UNLIMITED_STEPS = 10**9  # the step budget of a run given only a time budget (train --max-minutes alone)
-NETWORKS = ("pixelcnnpp", "transformer")  # the autoregressive image networks (arsmooth.networks)
 
 # presets that are another dataset's on their own data: fashion-* are the mnist-* ones on Fashion-MNIST,
 # celeba-* the cifar10-* ones on CelebA 32x32 (the paper trains both with the same settings)
@@ -127,7 +127,8 @@ class ModelSettings:
     stage2_likelihood: str = _opt("discretized", "or continuous-jitter (the official code; not 8-bit bits/dim)")
     stage2_conditioning: str = _opt("stacked", "stage 2 sees x~ as the paper's stacked [x~ ; x] image, or spatial (README)")
     fused: bool = _opt(True, "fused concat-ELU/dropout/padding in training (same results, same random numbers)")
-    network: str = _opt("pixelcnnpp", "the AR network: pixelcnnpp | transformer (a causal pixel transformer)")
+    network: str = _opt("pixelcnnpp", "the AR network: pixelcnnpp | transformer (a causal pixel transformer) | one "
+                         "registered with arsmooth.networks.register_network")
     tf_width: int = _opt(64, "transformer: features per token")
     tf_layers: int = _opt(4, "transformer: blocks")
     tf_heads: int = _opt(4, "transformer: attention heads (divides tf_width)")
@@ -144,7 +145,8 @@ class ModelSettings:
         _choice("model", "stage2_likelihood", self.stage2_likelihood, STAGE2_LIKELIHOODS)
         _choice("model", "stage2_conditioning", self.stage2_conditioning, STAGE2_CONDITIONINGS)
         _flag("model", "fused", self.fused)
-        _choice("model", "network", self.network, NETWORKS)
+        _need(self.network in NETWORKS, f"model.network must be one of {', '.join(NETWORKS)}, got {self.network!r} "
+              "(a network of your own is registered with arsmooth.networks.register_network before its settings are read)")
         for k in ("tf_width", "tf_layers", "tf_heads", "tf_encoder_blocks"):
             v = getattr(self, k)
             _need(_is_int(v) and v >= (0 if k == "tf_encoder_blocks" else 1), f"model.{k} must be a positive integer, got {v!r}")
@@ -153,16 +155,30 @@ class ModelSettings:
 
     def shape_keys(self) -> tuple[str, ...]:
         """The settings that fix the network's weight shapes (a warm start needs them equal)."""
-        if self.network == "transformer":
-            return ("network", "tf_width", "tf_layers", "tf_heads", "tf_encoder_blocks", "nr_logistic_mix")
-        return ("network", "nr_resnet", "nr_filters", "nr_logistic_mix")
+        return ("network", *NETWORKS[self.network].shape_keys)
 
     def describe(self) -> str:
         """The network in a few words, for tables and listings."""
-        if self.network == "transformer":
-            return (f"transformer {self.tf_width} wide, {self.tf_layers} blocks, {self.tf_heads} heads, "
-                    f"{self.nr_logistic_mix} logistics")
-        return f"PixelCNN++ {self.nr_resnet} resnets / {self.nr_filters} filters / {self.nr_logistic_mix} logistics"
+        return NETWORKS[self.network].describe(self)
+
+
+@dataclass(frozen=True)
+class NetworkFamily:
+    """What the settings know of a network family: the settings that fix its weight shapes, and a few words
+    on a configured network for tables (:func:`arsmooth.networks.register_network` adds families)."""
+
+    shape_keys: tuple[str, ...]
+    describe: Callable[[ModelSettings], str]
+    stacked: bool = True  # it takes the stacked [x~ ; x] image of a paper-style stage 2 (twice the height)
+
+
+NETWORKS: dict[str, NetworkFamily] = {
+    "pixelcnnpp": NetworkFamily(("nr_resnet", "nr_filters", "nr_logistic_mix"), lambda m: (
+        f"PixelCNN++ {m.nr_resnet} resnets / {m.nr_filters} filters / {m.nr_logistic_mix} logistics")),
+    "transformer": NetworkFamily(("tf_width", "tf_layers", "tf_heads", "tf_encoder_blocks", "nr_logistic_mix"), lambda m: (
+        f"transformer {m.tf_width} wide, {m.tf_layers} blocks, {m.tf_heads} heads, {m.nr_logistic_mix} logistics"),
+        stacked=False),
+}
 
 
 @dataclass(frozen=True)
@@ -233,7 +249,7 @@ SECTIONS = {"data": DataSettings, "model": ModelSettings, "smoothing": Smoothing
 class Settings:
     """Everything a training run needs; ``kind`` is what it trains (:data:`RUN_KINDS`)."""
 
-    kind: str = _opt("baseline", "baseline | stage1 | stage2 | smoothed (stages 1 and 2 trained together on the ELBO)")
+    kind: str = _opt("baseline", "; ".join(f"{k}: {o.help}" for k, o in OBJECTIVES.items()))
     data: DataSettings = field(default_factory=DataSettings)
     model: ModelSettings = field(default_factory=ModelSettings)
     smoothing: SmoothingSettings = field(default_factory=SmoothingSettings)
@@ -244,16 +260,13 @@ class Settings:
     def __post_init__(self):
         _need(self.kind in RUN_KINDS, f"kind must be one of {', '.join(RUN_KINDS)}, got {self.kind!r}")
         _need(self.device in DEVICES, f"device must be one of {', '.join(DEVICES)}, got {self.device!r}")
-        if self.smoothing.learn_sigma:
-            _need(self.kind == "smoothed", "smoothing.learn_sigma=true needs kind=smoothed (both stages trained "
-                  "together on the ELBO, e.g. the mnist-cpu-smoothed preset)")
-        if self.kind == "smoothed":
-            _need(self.smoothing.kernel == "gaussian",
-                  f"kind smoothed trains a Gaussian q(x~ | x), got smoothing.kernel={self.smoothing.kernel}")
-            _need(self.model.stage2_likelihood == "discretized", "kind smoothed needs model.stage2_likelihood=discretized")
-        if self.model.network == "transformer" and self.kind in ("stage2", "smoothed"):
-            _need(self.model.stage2_conditioning == "spatial", "the transformer's stage 2 sees x~ through its encoder: "
-                  "set model.stage2_conditioning=spatial (the stacked [x~ ; x] design is PixelCNN++'s)")
+        objective = objective_of(self.kind)
+        why = objective.check(self)
+        _need(why is None, why or "")
+        if objective.reverse and not NETWORKS[self.model.network].stacked:
+            _need(self.model.stage2_conditioning == "spatial", f"the {self.model.network} network's stage 2 sees x~ "
+                  "through its encoder: set model.stage2_conditioning=spatial (the stacked [x~ ; x] design needs a "
+                  "network that takes images of twice the height, as PixelCNN++ does)")
 
     def to_dict(self) -> dict:
         """Plain nested dict (what ``config.yaml`` and checkpoints hold)."""

@@ -21,6 +21,7 @@ from .kernels import Gaussian, make_kernel
 from .likelihoods import bits_per_dim, draw
 from .models.build import model_from_checkpoint
 from .models.image import ImageModel
+from .objectives import objective_of
 
 IMAGE_METHODS = ("baseline", "smoothed", "single-step", "single-step-detached", "two-step")
 
@@ -33,10 +34,11 @@ def load_model(src, kind: str | tuple[str, ...], device="cpu") -> tuple[ImageMod
         ckpt = src
     else:
         ckpt = C.load_checkpoint(src, expect_kind=(*kinds, "smoothed") if stage else kinds, map_location=device)
-    if ckpt["kind"] == "smoothed" and stage:
+    parts = objective_of(ckpt["kind"]).stages
+    if len(parts) > 1 and stage:
         joint = model_from_checkpoint(ckpt, device)
         part = sorted(stage)[0]
-        return (joint.prior if part == "stage1" else joint.reverse), {**ckpt, "kind": part}
+        return dict(zip(parts, joint.stages))[part], {**ckpt, "kind": part}
     if ckpt["kind"] not in kinds:
         raise ArsmoothError(f"a {ckpt['kind']} model was given where a {' or '.join(kinds)} model is expected")
     return model_from_checkpoint(ckpt, device), ckpt
@@ -353,7 +355,7 @@ def stage2_sensitivity(model: ImageModel, x: Tensor, x_tilde: Tensor, positions:
     ``x~(p)``; ``ratio`` is their quotient (neighbours / x~), averaged over images. A p(x | x~) that
     ignores x~ has a huge ratio; a denoiser's is small.
     """
-    if model.kind != "stage2":
+    if not getattr(model, "takes_context", False):
         raise ArsmoothError(f"the sensitivity diagnostic needs a stage-2 checkpoint, got {model.kind}")
     model.eval()
     x, x_tilde = x.to(device_of(model)), x_tilde.to(device_of(model))

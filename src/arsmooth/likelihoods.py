@@ -49,12 +49,12 @@ def mixture_cdf(x: Tensor, logit_pi: Tensor, mu: Tensor, log_s: Tensor) -> Tenso
     return (torch.softmax(logit_pi, -1) * torch.sigmoid(z)).sum(-1)
 
 
-def draw(kind: str, shape, generator: torch.Generator | None, like: Tensor) -> Tensor:
-    """``torch.rand`` (``kind="uniform"``) or ``torch.randn`` (``"normal"``) of ``shape``, in ``like``'s dtype and
+def draw(dist: str, shape, generator: torch.Generator | None, like: Tensor) -> Tensor:
+    """``torch.rand`` (``dist="uniform"``) or ``torch.randn`` (``"normal"``) of ``shape``, in ``like``'s dtype and
     on its device, from ``generator``: drawn where the generator lives and moved to ``like``'s device, so a
     CPU generator gives the same numbers whichever device the model runs on (None: ``like``'s device's own)."""
     dev = like.device if generator is None else generator.device
-    out = (torch.rand if kind == "uniform" else torch.randn)(shape, generator=generator, device=dev, dtype=like.dtype)
+    out = (torch.rand if dist == "uniform" else torch.randn)(shape, generator=generator, device=dev, dtype=like.dtype)
     return out if out.device == like.device else out.to(like.device)
 
 

@@ -12,9 +12,9 @@ import json
 from pathlib import Path
 
 from . import checkpoint as C
-from .config import KINDS  # what ships per dataset: one network each
 from .errors import ArsmoothError
 from .fileio import atomic_write_text, digest
+from .objectives import KINDS  # what ships per dataset: one network each
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 

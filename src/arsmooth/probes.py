@@ -39,11 +39,9 @@ def block_features(model, x: Tensor, kernel=None, generator=None, batch_size: in
     try:
         for i in range(0, len(x), batch_size):
             xb = x[i : i + batch_size].to(dev)
-            if model.kind == "baseline":
-                model.params(xb)
-            else:
-                xt = kernel.sample(xb, generator)
-                model.params(xt) if model.kind == "stage1" else model.params(xb, context=xt)
+            xt = kernel.sample(xb, generator) if model.objective.noised else None
+            inp, context = model.objective.inputs(xb, xt)
+            model.params(inp, context)
     finally:
         for h in hooks:
             h.remove()

@@ -16,6 +16,7 @@ from pathlib import Path
 from .config import Settings
 from .errors import ArsmoothError
 from .experiments.common import num_or_na
+from .objectives import objective_of
 
 ROWS = {"real": "real (test vs training images)", "baseline": "baseline PixelCNN++", "smoothed": "p(x~) samples x~",
         "single_step": "single-step denoised", "two_step": "two-step (ours)"}
@@ -66,7 +67,7 @@ def _train_sections(runs: list[dict], out: Path) -> list[str]:
         c, m = r["config"], r["config"].model
         images, secs, bpd = r["curve"][-1] if r["curve"] else (0, None, None)
         steps = images // c.train.batch_size
-        design = f", {m.stage2_conditioning}" if c.kind == "stage2" else ""
+        design = f", {m.stage2_conditioning}" if objective_of(c.kind).takes_context else ""
         lines.append(f"| `{r['dir']}` | {c.kind}{design} | {c.data.dataset} | {m.describe()} | "
                      f"{c.train.batch_size} | {steps} | {images:,} | "
                      f"{'' if secs is None else f'{secs:.0f}'} | {'' if bpd is None else f'{bpd:.4f}'} | "

@@ -321,14 +321,15 @@ def raster_sample(model, x: Tensor, start_row: int, context: Tensor | None, gene
 
     A stacked stage 2 runs on the image ``[context ; x]`` and only its bottom half is drawn; a spatial
     one runs on ``x`` with ``context`` through its encoder (computed once, up front).
-    ``limit`` stops after that many pixels (benchmarks time the obvious sampler on a prefix).
+    ``limit`` stops after that many pixels (benchmarks time the obvious sampler on a prefix). A network
+    with neither its own incremental sampler nor PixelCNN++'s cached graph gets the obvious sampler.
     """
     b, _, h, w = x.shape
     spatial = context is not None and model.net.encoder is not None
     top = 0 if context is None or spatial else h  # rows of x~ above x in the stacked image
     positions = [(i, j) for i in range(start_row, h) for j in range(w)][:limit]
     bar = tqdm(positions, desc=f"sampling {model.kind}", disable=not progress, leave=False)
-    if not fast:
+    if not fast or not isinstance(model.net, (SupportsIncremental, PixelCNNpp)):  # a network with no fast path
         for i, j in bar:
             if spatial:
                 params = model.net(x, cond=context)[:, :, i : i + 1, j : j + 1]

@@ -37,6 +37,7 @@ from .models import count_params
 from .models.build import build_model, init_weights_from
 from .models.image import ImageModel
 from .networks.cpu_kernels import threads_for_masks
+from .objectives import objective_of
 
 RUN_FILES = ("config.yaml", "metrics.jsonl", "last.pt", "summary.json")
 
@@ -50,12 +51,9 @@ def pick_device(name: str) -> torch.device:
 
 
 def loss_given_noise(model: ImageModel, x: torch.Tensor, x_tilde: torch.Tensor | None) -> torch.Tensor:
-    """The training loss; for kind smoothed ``x_tilde`` is the standard normal eps (x~ = x + sigma eps inside)."""
-    if model.kind == "baseline":
-        return model.loss(x)
-    if model.kind == "smoothed":
-        return model.loss(x, x_tilde)
-    return model.loss(x_tilde) if model.kind == "stage1" else model.loss(x, context=x_tilde)
+    """The training loss of the model's objective; for the joint ELBO ``x_tilde`` is the standard normal eps
+    (x~ = x + sigma eps inside)."""
+    return model.objective.loss(model, x, x_tilde)
 
 
 class _Loss(torch.nn.Module):
@@ -124,15 +122,7 @@ def evaluate_bpd(model: ImageModel, kernel, images: torch.Tensor, batch_size: in
     g = torch.Generator(device=images.device).manual_seed(seed)
     total = 0.0
     for i in range(0, images.shape[0], batch_size):
-        x = images[i : i + batch_size]
-        if model.kind == "baseline":
-            lp = model.log_prob(x)
-        elif model.kind == "smoothed":  # -ELBO: a bound in 8-bit bits/dim
-            lp = model.elbo(x, torch.randn(x.shape, generator=g, device=x.device, dtype=x.dtype))
-        else:
-            xt = kernel.sample(x, g)
-            lp = model.log_prob(xt) if model.kind == "stage1" else model.log_prob(x, context=xt)
-        total += float(-lp.sum())
+        total += float(-model.objective.log_prob(model, images[i : i + batch_size], kernel, g).sum())
     model.train(was)
     return bits_per_dim(total / images.shape[0], images[0].numel())
 
@@ -171,7 +161,7 @@ def train(
     try:
         if init_from is not None and resume:
             raise ArsmoothError("--init-from starts a new run; a resumed run already has its weights")
-        if init_from is not None and cfg is not None and cfg.kind == "smoothed":
+        if init_from is not None and cfg is not None and len(objective_of(cfg.kind).stages) > 1:
             raise ArsmoothError("--init-from copies one network; a smoothed run trains two (start it from scratch)")
         hooks = (*hooks, *crash_hooks_from_env(ctx))
         summary = _train(ctx, cfg, Path(run_dir), resume, overwrite, progress, train_images, test_images, init_from,
@@ -439,11 +429,8 @@ class _Trainer(Loop):
         """This rank's rows of the global batch of ``self.step`` and their noise (eps for a smoothed model)."""
         ctx, bs, shape = self.ctx, self.bs, self.shape
         x = self.train_images[_batch_indices(self.step, self.n, bs, self.t_cfg.seed, self.cache, ctx)]
-        if self.model.kind == "smoothed":  # x~ = x + sigma eps inside the model
-            return x, torch.randn((bs, *shape), generator=self.noise_gen, device=x.device, dtype=x.dtype)[ctx.rank :: ctx.world]
-        if self.model.kind != "baseline":
-            return x, x + self.kernel.noise((bs, *shape), x, self.noise_gen)[ctx.rank :: ctx.world]
-        return x, None
+        rows = slice(ctx.rank, None, ctx.world)
+        return x, self.model.objective.batch_noise(x, self.kernel, (bs, *shape), self.noise_gen, rows)
 
     def train_step(self, x: torch.Tensor, x_tilde: torch.Tensor | None) -> float:
         """One optimizer step; returns the loss averaged over the ranks (before the step) in bits/dim."""
@@ -482,9 +469,8 @@ class _Trainer(Loop):
         if self.step % self.t_cfg.log_every or not self.ctx.main:
             return
         bar.set_postfix(bpd=f"{self.running:.3f}")
-        rec = {"step": self.step, "train_bpd": self.running, "lr": self.sched.get_last_lr()[0]}
-        if self.model.kind == "smoothed":
-            rec["sigma"] = self.model.sigma
+        rec = {"step": self.step, "train_bpd": self.running, "lr": self.sched.get_last_lr()[0],
+               **self.model.objective.logged(self.model)}
         try:
             _append_metric(self.run_dir, {**rec, "seconds": round(self._seconds(), 2)})
         except OSError as e:
@@ -520,8 +506,8 @@ class _Trainer(Loop):
         cfg, t_cfg, model = self.cfg, self.t_cfg, self.model
         test_bpd = evaluate_bpd(model, self.kernel, self.test_images, seed=t_cfg.seed + 1)
         C.save_checkpoint(self.ckpt_path, kind=cfg.kind, model_state=model.state_dict(), config=cfg.to_dict(),
-                          sigma=_sigma_of(model, cfg), step=self.step, optimizer_state=self.opt.state_dict(),
-                          scheduler_state=self.sched.state_dict(), ema_state=self.ema,
+                          sigma=model.objective.sigma(model, cfg.smoothing), step=self.step,
+                          optimizer_state=self.opt.state_dict(), scheduler_state=self.sched.state_dict(), ema_state=self.ema,
                           rng_state={**C.capture_rng(), "noise": self.noise_gen.get_state()},
                           extra={"image_shape": list(self.shape), "train_seconds": self._seconds(),
                                  "test_bpd": test_bpd, "params": count_params(model), "stopped": stopped,
@@ -570,13 +556,6 @@ class _MinutesBar:
 
     def close(self) -> None:
         self.bar.close()
-
-
-def _sigma_of(model, cfg: Settings) -> float | None:
-    """The noise level a checkpoint records: none for a baseline, the learned value of a smoothed model."""
-    if cfg.kind == "baseline":
-        return None
-    return model.sigma if cfg.kind == "smoothed" else cfg.smoothing.sigma
 
 
 class _StopOnSignal:

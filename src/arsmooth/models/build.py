@@ -9,13 +9,14 @@ import torch
 from .. import checkpoint as C
 from ..config import Settings
 from ..errors import ArsmoothError
+from ..objectives import objective_of
 from .image import ImageModel, SmoothedImageModel
 
 
 def build_model(cfg: Settings, image_shape: tuple[int, int, int]) -> ImageModel | SmoothedImageModel:
-    """The model of ``cfg.kind`` for images ``(C, H, W)``."""
+    """The model of ``cfg.kind`` for images ``(C, H, W)``: one network, or the two of the joint ELBO."""
     size = dict(channels=image_shape[0], image_size=tuple(image_shape[1:]))
-    if cfg.kind == "smoothed":
+    if len(objective_of(cfg.kind).stages) > 1:
         return SmoothedImageModel(cfg.model, cfg.smoothing, **size)
     return ImageModel(cfg.kind, cfg.model, **size)
 
@@ -26,7 +27,7 @@ def model_from_checkpoint(ckpt: dict, device: torch.device | str = "cpu", use_em
     model = build_model(C.settings_of(ckpt), shape)
     state = ckpt["ema"] if (use_ema and ckpt.get("ema")) else ckpt["model"]
     holds = "spatial" if any(k.startswith("net.encoder.") for k in state) else "stacked"
-    if model.kind == "stage2" and holds != model.conditioning:  # (a smoothed checkpoint is checked by its keys)
+    if getattr(model, "conditioning", None) not in (None, holds):  # (a smoothed checkpoint is checked by its keys)
         raise ArsmoothError(f"the checkpoint holds a {holds} stage 2 but its config says "
                             f"model.stage2_conditioning={model.conditioning}; the two designs do not share weights")
     try:

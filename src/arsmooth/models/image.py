@@ -1,4 +1,5 @@
-"""Image models of the smoothing method: a PixelCNN++ network with the right likelihood head.
+"""Image models of the smoothing method: an AR network (PixelCNN++ or the pixel transformer) with the
+likelihood head its objective asks for (:mod:`arsmooth.objectives`).
 
 * ``baseline``: p(x) on clean 8-bit images, discretized logistic mixture (PixelCNN++);
 * ``stage1``: p(x~) on smoothed images, continuous logistic mixture, never clamped (paper sec. 4);
@@ -27,29 +28,29 @@ import torch.nn as nn
 from torch import Tensor
 
 from .. import likelihoods as L
-from ..config import KINDS, ModelSettings, SmoothingSettings
+from ..config import ModelSettings, SmoothingSettings
 from ..errors import ArsmoothError
 from ..networks import build_network
 from ..networks.stacked import bottom_half, stack_pair
+from ..objectives import KINDS, objective_of
 from ..sampling import raster_sample
 
 
 class ImageModel(nn.Module):
-    """A PixelCNN++ with the likelihood of its ``kind``; all log-probabilities in nats per image."""
+    """An AR network with the likelihood of its ``kind``'s objective (:mod:`arsmooth.objectives`); all
+    log-probabilities in nats per image."""
 
     def __init__(self, kind: str, m: ModelSettings, *, channels: int, image_size: tuple[int, int]):
         super().__init__()
         if kind not in KINDS:
             raise ArsmoothError(f"unknown model kind {kind!r}; choose one of {', '.join(KINDS)}")
-        self.spatial = kind == "stage2" and m.stage2_conditioning == "spatial"
+        self.objective = objective_of(kind)
+        self.takes_context = self.objective.takes_context
+        self.spatial = self.takes_context and m.stage2_conditioning == "spatial"
         self.kind, self.channels, self.nr_mix = kind, channels, m.nr_logistic_mix
-        self.stage2_likelihood = m.stage2_likelihood
+        self.discretized, self.jitter = self.objective.discretized(m), self.objective.jitter(m)
         self.image_size = tuple(image_size)
         self.net = build_network(channels, m, image_size=self.image_size, conditioned=self.spatial)
-
-    @property
-    def discretized(self) -> bool:
-        return self.kind == "baseline" or (self.kind == "stage2" and self.stage2_likelihood == "discretized")
 
     def _check(self, x: Tensor, name: str = "images") -> None:
         if x.dim() != 4 or x.shape[1] != self.channels:
@@ -58,12 +59,12 @@ class ImageModel(nn.Module):
     @property
     def conditioning(self) -> str | None:
         """``stacked`` or ``spatial`` for stage 2, None otherwise."""
-        return ("spatial" if self.spatial else "stacked") if self.kind == "stage2" else None
+        return ("spatial" if self.spatial else "stacked") if self.takes_context else None
 
     def params(self, x: Tensor, context: Tensor | None = None) -> Tensor:
         """Mixture parameters ``(B, P, H, W)`` for the pixels of ``x`` (given x~ ``context`` for stage 2)."""
         self._check(x)
-        if self.kind == "stage2":
+        if self.takes_context:
             if context is None:
                 raise ArsmoothError("a stage-2 model needs the smoothed image x~ as context")
             self._check(context, "x~")
@@ -76,7 +77,7 @@ class ImageModel(nn.Module):
 
     def pixel_log_prob(self, x: Tensor, context: Tensor | None = None, detach_params: bool = False) -> Tensor:
         """Per-pixel log-probabilities ``(B, H, W)``; ``context`` is x~ for stage 2."""
-        if self.kind == "stage2":
+        if self.takes_context:
             params = self.params(x, context)
         else:
             params = self.params(x.detach() if detach_params else x, context)
@@ -89,8 +90,8 @@ class ImageModel(nn.Module):
 
     def loss(self, x: Tensor, context: Tensor | None = None) -> Tensor:
         """Mean negative log-likelihood in nats per image (training loss)."""
-        if self.kind == "stage2" and self.stage2_likelihood == "continuous-jitter":
-            x = x + 0.01 * torch.randn_like(x)
+        if self.jitter:
+            x = x + self.jitter * torch.randn_like(x)
         return -self.log_prob(x, context).mean()
 
     @torch.no_grad()
@@ -113,7 +114,7 @@ class ImageModel(nn.Module):
         (inpainting). Non-finite network outputs stop sampling with an error, never garbage images.
         ``fast=False`` runs the obvious sampler (one full network pass per pixel), for checking.
         """
-        if self.kind == "stage2":
+        if self.takes_context:
             if context is None:
                 raise ArsmoothError("sampling a stage-2 model needs x~ (context)")
             self._check(context, "x~")
@@ -149,6 +150,7 @@ class SmoothedImageModel(nn.Module):
     """
 
     kind = "smoothed"
+    objective = objective_of(kind)
 
     def __init__(self, m: ModelSettings, s: SmoothingSettings, *, channels: int, image_size: tuple[int, int]):
         super().__init__()
