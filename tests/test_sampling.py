@@ -71,3 +71,20 @@ def test_fast_sampler_float32_matches():
                    image_size=(8, 8))
     slow, fast = _both(m, n=2)
     torch.testing.assert_close(fast, slow, rtol=1e-4, atol=1e-4)
+
+
+def test_the_fast_sampler_walks_the_networks_public_graph_with_its_own_maths():
+    """The cached graph is built by PixelCNNpp.walk over the typed GraphOps, and the gated block's maths (concat-ELU,
+    gate) is the network's own functions: the sampler writes none of it again."""
+    from pathlib import Path
+
+    from arsmooth import sampling
+    from arsmooth.config import ModelSettings
+    from arsmooth.networks import pixelcnnpp as P
+
+    net = P.PixelCNNpp(1, ModelSettings(nr_resnet=1, nr_filters=4, nr_logistic_mix=1), spatial_condition=False)
+    graph = sampling._Graph(net, 4, 4)
+    assert isinstance(graph, P.GraphOps) and isinstance(P._TensorOps(None, None), P.GraphOps)
+    src = Path(sampling.__file__).read_text()
+    assert "sigmoid" not in src and "[x, -x]" not in src, "the sampler re-derives the block's maths"
+    assert not hasattr(P.PixelCNNpp, "_walk") and all(hasattr(m, "geometry") for m in (net.u_init, net.ul_init_left))

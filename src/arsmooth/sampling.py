@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 from . import likelihoods as L
 from .errors import ArsmoothError
 from .networks.interface import SupportsIncremental
-from .networks.pixelcnnpp import PixelCNNpp
+from .networks.pixelcnnpp import PixelCNNpp, concat_elu, gate
 
 M = 3  # zero margin (top, left, right) of every activation buffer: windows are plain slices
 
@@ -63,12 +63,6 @@ class _Node:
             self.flat = self.weight.permute(2, 3, 1, 0).reshape(-1, self.weight.shape[0]).contiguous()
 
 
-def _conv_geometry(m) -> tuple[tuple[int, int], tuple[int, int], int]:
-    """Kernel, (top, left) padding and stride of a shifted convolution (its own ``pad``, F.pad order)."""
-    left, _, top, _ = m.pad
-    return m.kernel, (top, left), m.conv.stride[0]
-
-
 class _Graph:
     """PixelCNN++ on ``h x w`` images as cached nodes, with the per-pixel schedule."""
 
@@ -86,7 +80,8 @@ class _Graph:
         return len(self.nodes) - 1
 
     def _conv(self, src: int, m, *, pre=None, post=None, extra=(), shift=(0, 0), channels=None) -> int:
-        kernel, pad, stride = _conv_geometry(m)
+        geo = m.geometry
+        kernel, pad, stride = geo.kernel, (geo.top, geo.left), geo.stride
         c = m.conv
         h, w = self.nodes[src].shape
         shape = ((h - 1) // stride + 1, (w - 1) // stride + 1)
@@ -107,7 +102,7 @@ class _Graph:
         return self._conv(c, block.conv_out, pre=_celu, post=post, extra=extra, channels=self.nodes[x].channels)
 
     def _build(self, net: PixelCNNpp) -> int:
-        """Nodes by :meth:`PixelCNNpp._walk`, the same data flow as the forward pass (``self`` is its ``ops``)."""
+        """Nodes by :meth:`PixelCNNpp.walk`, the same data flow as the forward pass (``self`` is its ``ops``)."""
         x = self._add(_Node("input", -1, net.in_channels + 1, (self.h, self.w)))
         self.cond: list[int] = []
         if net.encoder is not None:  # the conditioning maps: known before any pixel, filled by set_cond
@@ -115,9 +110,9 @@ class _Graph:
             for _ in range(3):
                 self.cond.append(self._add(_Node("const", -1, net.nr_filters, (h, w))))
                 h, w = (h - 1) // 2 + 1, (w - 1) // 2 + 1
-        return net._walk(self, x)
+        return net.walk(self, x)
 
-    # -- the ops of PixelCNNpp._walk, on node ids ----------------------------------------------
+    # -- the ops of PixelCNNpp.walk (networks.pixelcnnpp.GraphOps), on node ids ----------------------------------------------
     def init(self, net: PixelCNNpp, x: int) -> tuple[int, int]:
         u = self._conv(x, net.u_init, shift=(1, 0))
         above = self._conv(x, net.ul_init_above, shift=(1, 0))
@@ -277,13 +272,13 @@ class _Graph:
 
 
 def _celu(x: Tensor) -> Tensor:
-    """concat_elu over the last (channel) axis."""
-    return F.elu(torch.cat([x, -x], -1))
+    """The network's concat_elu over the last (channel) axis of channels-last rows."""
+    return concat_elu(x, -1)
 
 
 def _gate(out: Tensor, x: Tensor) -> Tensor:
-    a, b = out.chunk(2, -1)
-    return x + a * torch.sigmoid(b)
+    """The network's gate on channels-last rows."""
+    return gate(x, out, -1)
 
 
 def _cond_gate(nin) -> Callable[..., Tensor]:

@@ -13,11 +13,18 @@ The network only outputs parameters ``(B, P, H, W)`` in the layout of
 of the smoothing method either the same network runs unchanged on the stacked image ``[x~ ; x]``
 (the paper's design, ``arsmooth.networks.stacked``), or ``spatial_condition=True`` adds a non-causal
 encoder of x~ (:class:`ConditionEncoder`) whose maps enter every gated resnet block per position, as
-PixelCNN++ adds a conditioning vector ``h``. ``PixelCNNpp._walk`` writes the data flow once, for the
-forward pass and for the fast sampler of ``arsmooth.sampling``.
+PixelCNN++ adds a conditioning vector ``h``.
+
+The network's graph is public and typed, for the fast sampler of ``arsmooth.sampling``: :meth:`PixelCNNpp.walk`
+writes the data flow once, over any :class:`GraphOps` (tensors for the forward pass, cached nodes for the
+sampler); each shifted convolution gives its :class:`ConvGeometry`; the gated block's maths
+(:func:`concat_elu`, :func:`gate`) is written once, along any channel axis, for both.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Generic, Protocol, TypeVar, runtime_checkable
 
 import torch
 import torch.nn as nn
@@ -49,41 +56,63 @@ def right_shift(x: Tensor) -> Tensor:
     return F.pad(x, (1, 0, 0, 0))[:, :, :, :-1]  # (B, C, H, W)
 
 
-def concat_elu(x: Tensor) -> Tensor:
-    """ELU of ``[x, -x]``: keeps both signs' information at twice the channels."""
-    return F.elu(torch.cat([x, -x], 1))  # (B, 2C, H, W)
+def concat_elu(x: Tensor, dim: int = 1) -> Tensor:
+    """ELU of ``[x, -x]`` along the channel axis ``dim``: keeps both signs' information at twice the channels."""
+    return F.elu(torch.cat([x, -x], dim))  # (B, 2C, H, W) for dim 1
 
 
-class DownShiftedConv2d(nn.Module):
+def gate(x: Tensor, c: Tensor, dim: int = 1) -> Tensor:
+    """The gated resnet's output ``x + a * sigmoid(b)``, ``(a, b)`` the halves of ``c`` along ``dim``."""
+    a, b = c.chunk(2, dim)
+    return x + a * torch.sigmoid(b)
+
+
+@dataclass(frozen=True)
+class ConvGeometry:
+    """Where a shifted convolution reads: output ``(i, j)`` reads input rows ``stride * i + a - top`` and columns
+    ``stride * j + b - left`` for kernel offsets ``a < kernel[0]``, ``b < kernel[1]`` (zeros outside)."""
+
+    kernel: tuple[int, int]
+    top: int
+    left: int
+    stride: int
+
+
+class ShiftedConv2d(nn.Module):
+    """A weight-normalised convolution after ``F.pad(x, pad)``; ``geometry`` says where it reads."""
+
+    def __init__(self, in_ch: int, out_ch: int, kernel: tuple[int, int], stride: int, pad: tuple[int, int, int, int]):
+        super().__init__()
+        self.kernel, self.pad = kernel, pad  # pad: (left, right, top, bottom), F.pad's order
+        self.conv = weight_norm(nn.Conv2d(in_ch, out_ch, kernel, stride))
+
+    @property
+    def geometry(self) -> ConvGeometry:
+        left, _, top, _ = self.pad
+        return ConvGeometry(tuple(self.kernel), top, left, self.conv.stride[0])
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.conv(F.pad(x, self.pad))
+
+
+class DownShiftedConv2d(ShiftedConv2d):
     """Convolution whose output at row ``i`` sees input rows ``i - kh + 1 .. i`` only."""
 
     def __init__(self, in_ch: int, out_ch: int, kernel: tuple[int, int] = (2, 3), stride: int = 1):
-        super().__init__()
-        self.kernel = kernel
         kh, kw = kernel
         # all vertical padding on top makes the kernel look only up; horizontal padding is centred
-        self.pad = ((kw - 1) // 2, (kw - 1) // 2, kh - 1, 0)
-        self.conv = weight_norm(nn.Conv2d(in_ch, out_ch, kernel, stride))
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.conv(F.pad(x, self.pad))
+        super().__init__(in_ch, out_ch, kernel, stride, ((kw - 1) // 2, (kw - 1) // 2, kh - 1, 0))
 
 
-class DownRightShiftedConv2d(nn.Module):
+class DownRightShiftedConv2d(ShiftedConv2d):
     """Convolution whose output at ``(i, j)`` sees rows ``<= i`` and columns ``<= j`` only."""
 
     def __init__(self, in_ch: int, out_ch: int, kernel: tuple[int, int] = (2, 2), stride: int = 1):
-        super().__init__()
-        self.kernel = kernel
         kh, kw = kernel
-        self.pad = (kw - 1, 0, kh - 1, 0)
-        self.conv = weight_norm(nn.Conv2d(in_ch, out_ch, kernel, stride))
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.conv(F.pad(x, self.pad))
+        super().__init__(in_ch, out_ch, kernel, stride, (kw - 1, 0, kh - 1, 0))
 
 
-class _ShiftedDeconv2d(nn.Module):
+class ShiftedDeconv2d(nn.Module):
     """Stride-2 transposed convolution cropped to ``2H x 2W``.
 
     Each input pixel is written to a ``kh x kw`` block; keeping the first ``2H`` rows maps input
@@ -102,14 +131,14 @@ class _ShiftedDeconv2d(nn.Module):
         return self.deconv(x)[:, :, : 2 * h, self.col0 : self.col0 + 2 * w]  # (B, C, 2H, 2W)
 
 
-def down_shifted_deconv2d(in_ch: int, out_ch: int) -> _ShiftedDeconv2d:
+def down_shifted_deconv2d(in_ch: int, out_ch: int) -> ShiftedDeconv2d:
     """2x up-sampling for the ``u`` stream (kernel 2x3, centred columns)."""
-    return _ShiftedDeconv2d(in_ch, out_ch, (2, 3), col0=1)
+    return ShiftedDeconv2d(in_ch, out_ch, (2, 3), col0=1)
 
 
-def down_right_shifted_deconv2d(in_ch: int, out_ch: int) -> _ShiftedDeconv2d:
+def down_right_shifted_deconv2d(in_ch: int, out_ch: int) -> ShiftedDeconv2d:
     """2x up-sampling for the ``ul`` stream (kernel 2x2, output pixel sees inputs up-left)."""
-    return _ShiftedDeconv2d(in_ch, out_ch, (2, 2), col0=0)
+    return ShiftedDeconv2d(in_ch, out_ch, (2, 2), col0=0)
 
 
 def _nin(in_ch: int, out_ch: int) -> nn.Module:
@@ -152,8 +181,7 @@ class GatedResnet(nn.Module):
         c = self.conv_out(self._dropout(concat_elu(c)))  # (B, 2F, H, W)
         if cond is not None:
             c = c + self.nin_cond(cond)
-        a, b = c.chunk(2, 1)
-        return x + a * torch.sigmoid(b)
+        return gate(x, c)
 
     def _source(self, x: Tensor) -> str:
         return self.mask_source if x.device.type == "cpu" else "bernoulli"  # CUDA: torch's dropout kernels
@@ -306,11 +334,11 @@ class PixelCNNpp(nn.Module):
         maps = None if cond is None else self.encoder(cond)
         if not (self.fused and self.training and self.dropout > 0 and x.device.type == "cpu"
                 and self.dropout_masks == "bernoulli"):  # bit masks are cheap enough to draw inline
-            return self._walk(_TensorOps(None, maps), x)
+            return self.walk(_TensorOps(None, maps), x)
         # the masks are drawn on a side thread; the trainer gives it a core (cpu_kernels.threads_for_masks)
         masks = DropoutMasks(x, self._mask_shapes(x.shape[0], *x.shape[2:]), self.dropout)
         try:
-            return self._walk(_TensorOps(masks, maps), x)
+            return self.walk(_TensorOps(masks, maps), x)
         finally:
             masks.close()
 
@@ -327,14 +355,10 @@ class PixelCNNpp(nn.Module):
             return [(b, f2, 1, 1) for _ in down + up]
         return down + up
 
-    def _walk(self, ops, x):
-        """The network's data flow, written once.
-
-        ``ops`` supplies ``init``, ``gated``, ``conv``, ``deconv`` and ``out``: the forward pass runs it on
-        tensors (:class:`_TensorOps`), the fast sampler (``arsmooth.sampling._Graph``) on node ids, so
-        the two cannot drift apart. ``gated``'s last argument is the resolution level (0: H x W,
-        1: H/2, 2: H/4) of the block, which picks the conditioning map it adds.
-        """
+    def walk(self, ops: GraphOps[T], x: T) -> T:
+        """The network's data flow, written once, over ``ops`` (:class:`GraphOps`): the forward pass runs it
+        on tensors (:class:`_TensorOps`), the fast sampler (``arsmooth.sampling``) on cached-node ids, so the
+        two cannot drift apart."""
         u, ul = ops.init(self, x)
         us, uls = [u], [ul]
         for stage in range(3):  # down pass (resolution H -> H/4; the paper's code calls it the "up pass")
@@ -358,8 +382,35 @@ class PixelCNNpp(nn.Module):
         return ops.out(self.nin_out, ul)
 
 
+T = TypeVar("T")
+
+
+@runtime_checkable
+class GraphOps(Protocol, Generic[T]):
+    """The operations :meth:`PixelCNNpp.walk` composes, on values of type ``T`` (tensors, or a sampler's node
+    ids). The modules passed in are the network's own; what they compute is public: a shifted convolution's
+    ``conv`` and ``geometry``, a deconvolution's ``deconv`` and ``col0``, a gated block's ``conv_in``, ``nin_aux``,
+    ``conv_out``, ``nin_cond`` with :func:`concat_elu` and :func:`gate`."""
+
+    def init(self, net: PixelCNNpp, x: T) -> tuple[T, T]:
+        """The two streams' first maps from the input (``u`` sees the rows above, ``ul`` also the left)."""
+
+    def gated(self, block: GatedResnet, x: T, aux: list[T], level: int) -> T:
+        """A gated resnet block on ``x`` with auxiliary inputs ``aux``; ``level`` is its resolution (0: H x W,
+        1: H/2, 2: H/4), which picks the conditioning map of a spatial stage 2."""
+
+    def conv(self, m: ShiftedConv2d, x: T) -> T:
+        """A stride-2 shifted convolution (down-sampling)."""
+
+    def deconv(self, m: ShiftedDeconv2d, x: T) -> T:
+        """A shifted transposed convolution (up-sampling)."""
+
+    def out(self, nin: nn.Module, ul: T) -> T:
+        """The output layer on the ``ul`` stream: mixture parameters."""
+
+
 class _TensorOps:
-    """:meth:`PixelCNNpp._walk` on tensors: the forward pass."""
+    """:meth:`PixelCNNpp.walk` on tensors: the forward pass."""
 
     def __init__(self, masks: DropoutMasks | None, maps: list[Tensor] | None):
         self.masks, self.maps = masks, maps
