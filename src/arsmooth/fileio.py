@@ -36,6 +36,23 @@ def forget_created_folders() -> None:
     _CREATED.clear()
 
 
+def prepare_out_file(path: str | Path, force: bool = False) -> Path:
+    """Check one output file before any work is done: an existing file is refused unless ``force``, and its
+    folder is created (taken away again if the command is refused: :func:`make_folder`) and must be writable."""
+    path = Path(path)
+    if path.is_dir():
+        raise ArsmoothError(f"{path} is a folder; give the name of the file to write")
+    if path.exists() and not force:
+        raise ArsmoothError(f"{path} already exists; pass --force to overwrite it")
+    try:
+        make_folder(path.parent)
+    except OSError as e:
+        raise ArsmoothError(f"cannot create {path.parent}: {e.strerror}") from None
+    if not os.access(path.parent, os.W_OK):
+        raise ArsmoothError(f"{path.parent} is not writable")
+    return path
+
+
 def prepare_out_dir(out: str | Path, names: list[str], force: bool = False) -> Path:
     """Create ``out`` if needed and check it is a writable folder that we will not silently clobber.
 
