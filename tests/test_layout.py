@@ -125,3 +125,21 @@ def test_the_kind_check_sees_each_form():
     src = ('if model.kind == "stage2": pass\nif kind in ("stage2", "smoothed"): pass\n'
            'if s["kind"] != "stage1": pass\nif kind in KINDS: pass\nif method == "baseline": pass\n')
     assert kind_comparisons(src) == [1, 2, 3]
+
+
+def test_no_module_imports_another_modules_private_names():
+    """What one module takes from another is public (the experiments once borrowed each other's ``_helpers``)."""
+    modules, found = _modules(), []
+    for name, path in modules.items():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and (node.level or (node.module or "").startswith("arsmooth")):
+                found += [f"{name} imports {a.name}" for a in node.names if a.name.startswith("_") and a.name != "__version__"]
+    assert not found, "; ".join(found)
+
+
+def test_experiments_register_themselves_by_import():
+    from arsmooth import experiments
+
+    assert experiments.EXPERIMENTS and not hasattr(experiments.Experiment, "module")
+    for e in experiments.EXPERIMENTS.values():
+        assert e.run.__module__.startswith("arsmooth.experiments."), e.name

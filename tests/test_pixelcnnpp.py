@@ -6,7 +6,8 @@ import torch
 from arsmooth import likelihoods as L
 from arsmooth.config import ModelSettings
 from arsmooth.errors import ArsmoothError
-from arsmooth.networks.pixelcnnpp import PixelCNNpp, concat_elu, padded_concat_elu
+from arsmooth.networks.cpu_kernels import padded_concat_elu
+from arsmooth.networks.pixelcnnpp import PixelCNNpp, concat_elu
 from arsmooth.networks.stacked import bottom_half, stack_pair
 
 
@@ -173,25 +174,25 @@ def test_padded_concat_elu_equals_the_straightforward_chain(pad, channels_last):
 def test_padded_concat_elu_gradient_is_the_derivative():
     xs = [torch.randn(1, 2, 3, 4, dtype=torch.float64, requires_grad=True)]
     mask = torch.rand(1, 4, 3, 4, dtype=torch.float64).ge(0.3).double() / 0.7
-    from arsmooth.networks.pixelcnnpp import _PaddedConcatElu
+    from arsmooth.networks.cpu_kernels import PaddedConcatElu
 
-    assert torch.autograd.gradcheck(lambda x: _PaddedConcatElu.apply((1, 1, 1, 0), mask, x), xs)
-    assert torch.autograd.gradcheck(lambda x: _PaddedConcatElu.apply((1, 0, 1, 0), None, x), xs)
+    assert torch.autograd.gradcheck(lambda x: PaddedConcatElu.apply((1, 1, 1, 0), mask, x), xs)
+    assert torch.autograd.gradcheck(lambda x: PaddedConcatElu.apply((1, 0, 1, 0), None, x), xs)
     channel_mask = torch.tensor([0.0, 2.0, 2.0, 0.0], dtype=torch.float64).view(1, 4, 1, 1)  # Dropout2d's shape
     two = [torch.randn(1, 1, 3, 4, dtype=torch.float64, requires_grad=True) for _ in range(2)]
-    assert torch.autograd.gradcheck(lambda a, b: _PaddedConcatElu.apply((0, 1, 0, 1), channel_mask, a, b), two)
-    assert torch.autograd.gradcheck(lambda a, b: _PaddedConcatElu.apply((0, 0, 0, 0), channel_mask, a, b), two)
-    assert torch.autograd.gradcheck(lambda a, b: _PaddedConcatElu.apply((0, 0, 0, 0), None, a, b), two)
+    assert torch.autograd.gradcheck(lambda a, b: PaddedConcatElu.apply((0, 1, 0, 1), channel_mask, a, b), two)
+    assert torch.autograd.gradcheck(lambda a, b: PaddedConcatElu.apply((0, 0, 0, 0), channel_mask, a, b), two)
+    assert torch.autograd.gradcheck(lambda a, b: PaddedConcatElu.apply((0, 0, 0, 0), None, a, b), two)
 
 
 def test_gate_gradient_is_the_derivative():
-    from arsmooth.networks.pixelcnnpp import _Gate
+    from arsmooth.networks.cpu_kernels import FusedGate
 
     x = torch.randn(2, 3, 4, 5, dtype=torch.float64, requires_grad=True)
     c = torch.randn(2, 6, 4, 5, dtype=torch.float64, requires_grad=True)
     a, b = c.detach().chunk(2, 1)
-    assert torch.allclose(_Gate.apply(x, c), x + a * torch.sigmoid(b))
-    assert torch.autograd.gradcheck(_Gate.apply, (x, c))
+    assert torch.allclose(FusedGate.apply(x, c), x + a * torch.sigmoid(b))
+    assert torch.autograd.gradcheck(FusedGate.apply, (x, c))
 
 
 @pytest.mark.parametrize("source", ["bernoulli", "bits"])
@@ -226,7 +227,7 @@ def test_dropout_masks_are_unbiased_and_independent(mode, source, p, monkeypatch
     p = 1/2 (one bit per entry), p = 1/4 (a byte per entry) and p = 0.3 (not a whole number of bits)."""
     import arsmooth.networks.cpu_kernels as P  # where the fused chain and its masks live
 
-    seen, real = [], P._PaddedConcatElu
+    seen, real = [], P.PaddedConcatElu
 
     class Recording(torch.autograd.Function):
         @staticmethod
@@ -235,7 +236,7 @@ def test_dropout_masks_are_unbiased_and_independent(mode, source, p, monkeypatch
                 seen.append(mask)
             return real.apply(pad, mask, *xs)
 
-    monkeypatch.setattr(P, "_PaddedConcatElu", Recording)
+    monkeypatch.setattr(P, "PaddedConcatElu", Recording)
     b = 16
     m = _model(1, nr_resnet=2, dropout=p, fused=True, dropout_mode=mode, dropout_masks=source).float().train()
     torch.manual_seed(0)
@@ -258,7 +259,7 @@ def test_dropout_masks_are_unbiased_and_independent(mode, source, p, monkeypatch
 def test_random_bytes_give_independent_fair_bits():
     """Every bit position of the bytes (hence of the 64-bit words they come from) is a fair coin, and
     neighbouring bits, within a byte and across bytes, are uncorrelated. Bounds: 5 standard errors."""
-    from arsmooth.networks.pixelcnnpp import random_bytes
+    from arsmooth.networks.cpu_kernels import random_bytes
 
     torch.manual_seed(0)
     n = 1 << 17

@@ -25,7 +25,7 @@ from ..errors import ArsmoothError
 from ..fileio import atomic_write
 from ..train import evaluate_bpd, train
 from ..viz import save_grid, side_by_side
-from . import _IMAGE_FIGURES as FIGURES
+from . import experiment
 from .common import Run, num_or_na
 
 # the stage-2 design reproduce mnist / fashion trains unless --stage2 says otherwise: spatial won on both
@@ -34,6 +34,11 @@ DEFAULT_STAGE2 = "spatial"
 
 
 # the presets each dataset's full run trains: CPU sizes for the 28x28 sets, the paper's for CIFAR-10 / CelebA (GPUs)
+FIGURES = ("samples_fig6.png", "samples_baseline.png", "samples_smoothed.png", "samples_single_step.png",
+           "samples_two_step.png", "inpainting.png", "denoising.png", "neighbours_pixels.png", "neighbours_features.png",
+           "probes.png")
+DESIGN_FIGURES = ("denoising_designs.png", "two_step_stacked.png", "two_step_spatial.png")
+_OPTIONS = ("stage2", "data_root", "classifier")  # the reproduce options of the PixelCNN++ image experiments
 PRESET_PREFIX = {"mnist": "mnist-cpu", "fashion": "fashion-cpu", "cifar10": "cifar10", "celeba": "celeba"}
 RGB_DATASETS = ("cifar10", "celeba")
 
@@ -83,7 +88,7 @@ def _load_samples(path: Path, n: int, seed: int) -> dict | None:
         return {k: torch.from_numpy(z[f"{k}.uint8"]).float() / 127.5 - 1 for k in I.FIG6_COLUMNS}
 
 
-def _train_or_resume(cfg: Settings, run_dir: Path, progress: bool) -> dict:
+def train_or_resume(cfg: Settings, run_dir: Path, progress: bool) -> dict:
     """Train ``cfg`` in ``run_dir``, resume it if it holds a checkpoint, or keep a finished run's record."""
     if (run_dir / "summary.json").is_file():  # finished earlier: keep its record as it was
         return json.loads((run_dir / "summary.json").read_text())
@@ -250,7 +255,7 @@ def _train_and_sample(run: Run, out: Path, cfgs: dict, budget: ImageBudget, prog
     first get None."""
     ctx = D.setup("cuda" if torch.cuda.is_available() and cfgs["baseline"].device != "cpu" else "cpu")
     try:
-        summaries = {kind: _train_or_resume(cfg, out / "runs" / kind, progress) for kind, cfg in cfgs.items()}
+        summaries = {kind: train_or_resume(cfg, out / "runs" / kind, progress) for kind, cfg in cfgs.items()}
         dev = D.resolve_device(run.device)
         base, _ = I.load_model(out / "runs" / "baseline" / "last.pt", "baseline", dev)
         pair, kernel = I.load_pair(out / "runs" / "stage1" / "last.pt", out / "runs" / "stage2" / "last.pt", dev)
@@ -386,7 +391,7 @@ def _evaluate_samples(out: Path, cols: dict, test, cfgs: dict, base, pair, kerne
     from ..probes import probe_accuracies
 
     data_cfg = cfgs["baseline"].data
-    clf, info = _classifier(out, data_cfg, progress, classifier)
+    clf, info = metric_classifier(out, data_cfg, progress, classifier)
     clf = clf.to(next(base.parameters()).device)  # the metrics run where the models are
     train_x, train_y = load_configured(data_cfg, "train")
     test_y = load_configured(data_cfg, "test")[1]
@@ -420,7 +425,7 @@ def _evaluate_samples(out: Path, cols: dict, test, cfgs: dict, base, pair, kerne
     return metrics, probes, {k: info.get(k, "classes" if k == "task" else None) for k in keep_info}
 
 
-def _classifier(out: Path, data_cfg: DataSettings, progress: bool, given: str | None = None):
+def metric_classifier(out: Path, data_cfg: DataSettings, progress: bool, given: str | None = None):
     """The LeNet ``given`` (``reproduce --classifier``; it must be the experiment's dataset's), else the one of
     ``OUT/classifier.pt``, fit (and saved there) when missing."""
     from .. import classifier as K
@@ -451,18 +456,23 @@ def _plot_probes(probes: dict, path: Path) -> None:
     save_figure(fig, path)
 
 
+@experiment("mnist", "MNIST: PixelCNN++ baseline vs two-step smoothed model (Fig. 6, tasks)", FIGURES, _OPTIONS,
+            image_plan)
 def mnist(run: Run, out: Path, sigma: float | None, progress: bool, stage2: str = DEFAULT_STAGE2,
           data_root: str | None = None) -> None:
     """The paper's MNIST experiment (Fig. 6, inpainting, denoising) at a CPU budget."""
     _run(run, out, sigma, progress, "mnist", stage2, data_root)
 
 
+@experiment("fashion", "Fashion-MNIST: as mnist", FIGURES, _OPTIONS, image_plan)
 def fashion(run: Run, out: Path, sigma: float | None, progress: bool, stage2: str = DEFAULT_STAGE2,
             data_root: str | None = None) -> None:
     """As ``mnist``, on Fashion-MNIST."""
     _run(run, out, sigma, progress, "fashion", stage2, data_root)
 
 
+@experiment("cifar10", "CIFAR-10: the paper's Table 2 models and columns (GPUs; --quick: tiny models)", FIGURES,
+            (*_OPTIONS, "inception_weights"), image_plan)
 def cifar10(run: Run, out: Path, sigma: float | None, progress: bool, stage2: str = DEFAULT_STAGE2,
             data_root: str | None = None, inception_weights: str | None = None) -> None:
     """The paper's Table 2 models on CIFAR-10 (the ``cifar10-*`` presets: GPUs), 50,000 samples per column,
@@ -471,6 +481,8 @@ def cifar10(run: Run, out: Path, sigma: float | None, progress: bool, stage2: st
     _run(run, out, sigma, progress, "cifar10", stage2, data_root, inception_weights)
 
 
+@experiment("celeba", "CelebA 32x32: as cifar10 (FID / KID on rotation-trained LeNet features, no probes)",
+            FIGURES, (*_OPTIONS, "inception_weights"), image_plan)
 def celeba(run: Run, out: Path, sigma: float | None, progress: bool, stage2: str = DEFAULT_STAGE2,
            data_root: str | None = None, inception_weights: str | None = None) -> None:
     """As ``cifar10``, on CelebA 32x32 (``DATA_ROOT/celeba/img_align_celeba``); FID / KID on the features of
@@ -478,12 +490,16 @@ def celeba(run: Run, out: Path, sigma: float | None, progress: bool, stage2: str
     _run(run, out, sigma, progress, "celeba", stage2, data_root, inception_weights)
 
 
+@experiment("transformer-mnist", "MNIST with a causal pixel transformer: baseline vs smoothing, as mnist", FIGURES,
+            ("data_root", "classifier"), image_plan)
 def transformer_mnist(run: Run, out: Path, sigma: float | None, progress: bool, data_root: str | None = None) -> None:
     """The MNIST experiment with the causal pixel transformer in place of PixelCNN++ (the
     ``mnist-cpu-transformer-*`` presets): does smoothing help a transformer, at equal parameters?"""
     _run(run, out, sigma, progress, "mnist", "spatial", data_root, network="transformer")
 
 
+@experiment("transformer-fashion", "Fashion-MNIST with a causal pixel transformer: as transformer-mnist", FIGURES,
+            ("data_root", "classifier"), image_plan)
 def transformer_fashion(run: Run, out: Path, sigma: float | None, progress: bool, data_root: str | None = None) -> None:
     """As ``transformer_mnist``, on Fashion-MNIST."""
     _run(run, out, sigma, progress, "fashion", "spatial", data_root, network="transformer")
@@ -551,10 +567,10 @@ def _stage2_designs(run: Run, out: Path, sigma: float | None, progress: bool, da
     values = _seed_and_sigma(run, sigma)
     presets = {"stage1": f"{prefix}-stage1", **{f"stage2-{d}": _stage2_preset(prefix, d) for d in DESIGNS}}
     cfgs = {k: load_config(p, values=values) for k, p in presets.items()}
-    summaries = {k: _train_or_resume(cfg, out / "runs" / k, progress) for k, cfg in cfgs.items()}
+    summaries = {k: train_or_resume(cfg, out / "runs" / k, progress) for k, cfg in cfgs.items()}
     data_cfg = cfgs["stage1"].data
     test = load_configured(data_cfg, "test")[0]
-    clf, info = _classifier(out, data_cfg, progress, run.classifier)
+    clf, info = metric_classifier(out, data_cfg, progress, run.classifier)
     pairs = {d: I.load_pair(out / "runs" / "stage1" / "last.pt", out / "runs" / f"stage2-{d}" / "last.pt") for d in DESIGNS}
     kernel = pairs["stacked"][1]
     prior = pairs["stacked"][0].prior
@@ -609,11 +625,14 @@ def designs_table(res: dict, budget: dict, data: str, sigma: float) -> list[str]
     ]
 
 
+@experiment("stage2-mnist", "MNIST: the paper's stacked stage 2 against the spatially conditioned one",
+            DESIGN_FIGURES, ("classifier",))
 def stage2_mnist(run: Run, out: Path, sigma: float | None, progress: bool) -> None:
     """MNIST: the paper's stacked stage 2 against the spatially conditioned one."""
     _stage2_designs(run, out, sigma, progress, "mnist")
 
 
+@experiment("stage2-fashion", "Fashion-MNIST: as stage2-mnist", DESIGN_FIGURES, ("classifier",))
 def stage2_fashion(run: Run, out: Path, sigma: float | None, progress: bool) -> None:
     """As ``stage2_mnist``, on Fashion-MNIST."""
     _stage2_designs(run, out, sigma, progress, "fashion")

@@ -23,8 +23,9 @@ from ..fit import evaluate, fit
 from ..kernels import Gaussian
 from ..models.made import StackedMADE
 from ..viz import pyplot, save_figure
+from . import experiment
 from .common import Budget, Budgets, Run, fmt
-from .two_d import TABLE1_DATASETS, _decay, _scatter, smoothed_bounds
+from .two_d import TABLE1_DATASETS, decay_to, scatter, smoothed_bounds
 
 TRUE_LOG_PROB = {"rings": rings_log_prob, "olympics": olympics_log_prob}
 SIGMA0 = 0.3  # Table 1's noise level: the fixed arm, and where the first learned one starts
@@ -53,13 +54,13 @@ def _train(ds: str, train: torch.Tensor, cfg: Budget, seed: int, sigma0: float, 
             return S.learned_sigma_loss(model, sigma, b, g)
 
         loss.calls = 0
-        fit(both, loss, train, steps=cfg.steps, batch_size=256, lr=1e-3, lr_decay=_decay(cfg.steps), seed=seed,
+        fit(both, loss, train, steps=cfg.steps, batch_size=256, lr=1e-3, lr_decay=decay_to(cfg.steps), seed=seed,
             desc=f"{ds} learned sigma", progress=progress)
         trajectory.append([cfg.steps, sigma.value])
         return model, sigma.value, trajectory
     kernel = Gaussian(sigma0)
     fit(model, lambda b: S.smoothed_nll_loss(model, kernel, b, g), train, steps=cfg.steps, batch_size=256, lr=1e-3,
-        lr_decay=_decay(cfg.steps), seed=seed, desc=f"{ds} sigma {sigma0}", progress=progress)
+        lr_decay=decay_to(cfg.steps), seed=seed, desc=f"{ds} sigma {sigma0}", progress=progress)
     return model, sigma0, trajectory
 
 
@@ -68,6 +69,8 @@ def _arms(sigma0: float) -> list[tuple[str, float, bool]]:
     return [("fixed", sigma0, False), ("learned", sigma0, True), ("learned_high_start", HIGH_START * sigma0, True)]
 
 
+@experiment("learned-sigma", "rings and olympics: sigma fixed vs learned by the ELBO (sec. 3.3)",
+            ("learned_sigma_rings.png", "learned_sigma_olympics.png", "learned_sigma_trajectory.png"))
 def learned_sigma(run: Run, out: Path, sigma: float | None, progress: bool) -> None:
     sigma0 = SIGMA0 if sigma is None else sigma
     cfg = LEARNED_SIGMA.of(run)
@@ -100,7 +103,7 @@ def learned_sigma(run: Run, out: Path, sigma: float | None, progress: bool) -> N
         run.result[ds] = res
         fig, axes = plt.subplots(1, len(samples), figsize=(2.6 * len(samples), 2.8))
         for ax, (title, pts) in zip(axes, samples.items()):
-            _scatter(ax, pts, title, 3.6 if ds == "rings" else 3.2)
+            scatter(ax, pts, title, 3.6 if ds == "rings" else 3.2)
         save_figure(fig, out / f"learned_sigma_{ds}.png")
         run.figures.append(f"learned_sigma_{ds}.png")
         for arm, _, _ in _arms(sigma0):
@@ -153,9 +156,9 @@ def _mnist_arm(run: Run, out: Path, arm: str, c, cfg: MnistBudget, test: torch.T
     from ..checkpoint import read_metrics
     from ..data.images import to_uint8
     from ..viz import side_by_side
-    from .images import _train_or_resume
+    from .images import train_or_resume
 
-    summary = _train_or_resume(c, out / "runs" / arm, progress)
+    summary = train_or_resume(c, out / "runs" / arm, progress)
     ckpt = out / "runs" / arm / "last.pt"
     pair, kernel = I.load_pair(ckpt, ckpt)
     g = torch.Generator().manual_seed(run.seed + 2)
@@ -176,12 +179,15 @@ def _mnist_arm(run: Run, out: Path, arm: str, c, cfg: MnistBudget, test: torch.T
     return result, row
 
 
+@experiment("learned-sigma-mnist", "MNIST, both stages trained together: sigma fixed vs learned (sec. 3.3)",
+            ("learned_sigma_mnist_fixed.png", "learned_sigma_mnist_learned.png", "learned_sigma_mnist_trajectory.png"),
+            options=("classifier",))
 def learned_sigma_mnist(run: Run, out: Path, sigma: float | None, progress: bool) -> None:
     """MNIST at CPU scale: both stages trained together on the ELBO (``kind: smoothed``), sigma fixed at the
     paper's 0.5 against sigma learned from 0.5, at equal steps; bounds, sigma's path, sample metrics (LeNet)."""
     from ..config import load_config
     from ..data.images import load_configured
-    from .images import _classifier
+    from .images import metric_classifier
 
     cfg = MNIST_QUICK if run.quick else MNIST_FULL
     sigma0 = 0.5 if sigma is None else sigma
@@ -190,7 +196,7 @@ def learned_sigma_mnist(run: Run, out: Path, sigma: float | None, progress: bool
             for arm in ("fixed", "learned")}
     data = cfgs["fixed"].data
     test = load_configured(data, "test")[0]
-    clf, info = _classifier(out, data, progress, run.classifier)
+    clf, info = metric_classifier(out, data, progress, run.classifier)
     run.settings = {**dataclasses.asdict(cfg), "sigma_fixed_and_initial": sigma0, "feature_extractor": {k: info[k] for k in
                     ("test_accuracy", "weights_sha256", "dataset")}}
     plt = pyplot()

@@ -14,6 +14,7 @@ from ..kernels import Gaussian, make_kernel
 from ..models.made import StackedMADE
 from ..models.mixture import MixtureOfLogistics1d
 from ..viz import pyplot, save_figure
+from . import experiment
 from .common import Budget, Budgets, Run, fmt
 
 GRID = (-8.0, 8.0, 32_001)  # fine grid for total variation and plots
@@ -64,6 +65,7 @@ FIG4 = Budgets(quick=Budget(2000, 1000, 60, base_steps=100), full=Budget(20_000,
 DENOISE1D = Budgets(quick=Budget(2000, 1000, 100, n_samples=2000), full=Budget(20_000, 10_000, 6000, n_samples=100_000))
 
 
+@experiment("fig3", "ten modes: 3 logistics on raw vs smoothed data (Fig. 3)", ("fig3.png",))
 def fig3(run: Run, out: Path, sigma: float | None, progress: bool) -> None:
     """Fig. 3: a 3-component mixture of logistics fits ten narrow modes badly, their smoothed version well."""
     sigma = 0.5 if sigma is None else sigma
@@ -138,6 +140,8 @@ def _fig4_plots(run: Run, out: Path, sweep: dict, base, best_model, best: float)
     save_figure(fig, out / "fig4_samples.png")
 
 
+@experiment("fig4", "six modes: 8 logistics vs smoothed 2+2, kernel sweep (Fig. 4)",
+            ("fig4_sweep.png", "fig4_samples.png"))
 def fig4(run: Run, out: Path, sigma: float | None, progress: bool) -> None:
     """Fig. 4: six modes; 8-logistic baseline vs a 2-component two-step model; ELBO against kernel std."""
     quick = run.quick
@@ -183,6 +187,7 @@ def fig4(run: Run, out: Path, sigma: float | None, progress: bool) -> None:
     ]
 
 
+@experiment("denoise1d", "two Gaussians: single-step vs two-step denoising (App. B.1)", ("denoise1d.png",))
 def denoise1d(run: Run, out: Path, sigma: float | None, progress: bool) -> None:
     """App. B.1: exact single-step denoising, and 1 vs 2 components in p(x | x~)."""
     sigma = 0.3 if sigma is None else sigma

@@ -16,6 +16,7 @@ from ..models import count_params
 from ..models.made import MADE, StackedMADE
 from ..models.realnvp import CenteredConditional, RealNVP
 from ..viz import pyplot, save_figure
+from . import experiment
 from .common import Budget, Budgets, Run, fmt
 
 TABLE1_DATASETS = ("rings", "olympics")
@@ -28,14 +29,14 @@ PAPER_REALNVP = {"checkerboard": {"realnvp": 3.72, "smoothed_realnvp": 3.64},
                  "olympics": {"realnvp": 1.80, "smoothed_realnvp": 1.32}}
 
 
-def _decay(steps: int, final: float = 0.02) -> float:
+def decay_to(steps: int, final: float = 0.02) -> float:
     """Per-step learning-rate factor that ends the run at ``final`` times the start."""
     return math.exp(math.log(final) / max(steps, 1))
 
 
 def train_model(model, loss, data, steps, seed, desc, progress, lr=1e-3):
     """The synthetic experiments' training: batches of 256, Adam, the learning rate decayed to 2% over ``steps``."""
-    fit(model, loss, data, steps=steps, batch_size=256, lr=lr, lr_decay=_decay(steps), seed=seed, desc=desc,
+    fit(model, loss, data, steps=steps, batch_size=256, lr=lr, lr_decay=decay_to(steps), seed=seed, desc=desc,
         progress=progress)
     return model
 
@@ -51,7 +52,7 @@ def _mean_sd(values: list[float]) -> str:
     return "{:.3f} +- {:.3f}".format(*mean_sd(values))
 
 
-def _scatter(ax, pts: torch.Tensor, title: str, lim: float) -> None:
+def scatter(ax, pts: torch.Tensor, title: str, lim: float) -> None:
     p = pts.detach().float().numpy()
     ax.scatter(p[:, 0], p[:, 1], s=0.3, alpha=0.4, rasterized=True)
     ax.set_xlim(-lim, lim)
@@ -79,6 +80,8 @@ TABLE1 = Budgets(quick=Budget(2000, 500, 60, hidden=(32, 32), k_iw=5, n_samples=
                  full=Budget(20_000, 10_000, 20_000, hidden=(256, 256), k_iw=100, n_samples=5000))
 
 
+@experiment("table1", "rings and olympics: MADE 3/6 vs smoothed MADE 3 (Table 1)",
+            ("table1_rings.png", "table1_olympics.png"))
 def table1(run: Run, out: Path, sigma: float | None, progress: bool) -> None:
     """Table 1 and Figs. 5, 12, 13: MADE with 3 and 6 logistics vs the smoothed two-step MADE (3)."""
     sigma = 0.3 if sigma is None else sigma
@@ -113,7 +116,7 @@ def table1(run: Run, out: Path, sigma: float | None, progress: bool) -> None:
         fig, axes = plt.subplots(1, len(samples), figsize=(2.4 * len(samples), 2.6))
         lim = 3.6 if ds == "rings" else 3.2
         for ax, (title, pts) in zip(axes, samples.items()):
-            _scatter(ax, pts, title, lim)
+            scatter(ax, pts, title, lim)
         save_figure(fig, out / f"table1_{ds}.png")
         run.figures.append(f"table1_{ds}.png")
     run.settings["params"] = params
@@ -222,6 +225,8 @@ def split_bound(pair: S.SmoothedPair, dataset: str, sigma: float, test: torch.Te
             "entropy_q": kernel.entropy(2), **ex}
 
 
+@experiment("realnvp", "checkerboard and olympics: RealNVP with and without smoothing (sec. 5)",
+            ("realnvp_checkerboard.png", "realnvp_olympics.png"))
 def realnvp(run: Run, out: Path, sigma: float | None, progress: bool) -> None:
     """Section 5: RealNVP vs RealNVP with smoothing (p(x~) and p(x | x~) both RealNVPs), equal parameters.
 
@@ -345,6 +350,6 @@ def _realnvp_figure(run: Run, out: Path, ds: str, base, pair, kernel, test, n_sh
                    "two-step (ours)": S.sample(pair, kernel, n_show, "two-step", gen)}
     fig, axes = pyplot().subplots(1, 4, figsize=(10, 2.6))
     for ax, (title, pts) in zip(axes, samples.items()):
-        _scatter(ax, pts, title, 4.5 if ds == "checkerboard" else 3.2)
+        scatter(ax, pts, title, 4.5 if ds == "checkerboard" else 3.2)
     save_figure(fig, out / f"realnvp_{ds}.png")
     run.figures.append(f"realnvp_{ds}.png")

@@ -1,7 +1,7 @@
 """The CPU speed machinery of PixelCNN++'s training step, kept out of the network's file: the network
 (:mod:`arsmooth.networks.pixelcnnpp`) calls these, and its maths is unchanged by them.
 
-* :class:`_Gate` and :class:`_PaddedConcatElu`: the gated resnet's gate and its concat-ELU / dropout / padding
+* :class:`FusedGate` and :class:`PaddedConcatElu`: the gated resnet's gate and its concat-ELU / dropout / padding
   chain as autograd functions with hand-written backward passes, in fewer memory passes than the
   straightforward chain (``model.fused: true``);
 * dropout masks drawn from random bits (``model.dropout_masks: bits``: :func:`draw_dropout_mask`,
@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 
-class _Gate(torch.autograd.Function):
+class FusedGate(torch.autograd.Function):
     """``x + a * sigmoid(b)`` with ``(a, b) = c.chunk(2, 1)``, the gated resnet's output; the backward pass
     writes both halves of ``c``'s gradient into one buffer instead of concatenating them."""
 
@@ -36,13 +36,13 @@ class _Gate(torch.autograd.Function):
         a, s = ctx.saved_tensors
         n = a.shape[1]
         gc = torch.empty(g.shape[0], 2 * n, *g.shape[2:], dtype=g.dtype, device=g.device,
-                         memory_format=_layout(a))
+                         memory_format=memory_layout(a))
         torch.mul(g, s, out=gc[:, :n])  # d/da
         torch.ops.aten.sigmoid_backward.grad_input(g * a, s, grad_input=gc[:, n:])  # d/db: g a s (1 - s)
         return g, gc
 
 
-class _PaddedConcatElu(torch.autograd.Function):
+class PaddedConcatElu(torch.autograd.Function):
     """``F.pad(concat_elu(cat(xs)) * mask, pad)`` in fewer memory passes than the straightforward chain.
 
     The chain allocates a tensor for the negation, the concatenation, the ELU, the dropout product and the
@@ -59,7 +59,7 @@ class _PaddedConcatElu(torch.autograd.Function):
         left, right, top, bottom = pad
         b, _, h, w = xs[0].shape
         c = sum(x.shape[1] for x in xs)
-        fmt = _layout(xs[0])
+        fmt = memory_layout(xs[0])
         y = torch.empty(b, 2 * c, h, w, dtype=xs[0].dtype, device=xs[0].device, memory_format=fmt)
         k = 0
         for x in xs:  # channel order of cat([x, -x]) with x = cat(xs): [xs..., -xs...]
@@ -100,7 +100,7 @@ class _PaddedConcatElu(torch.autograd.Function):
         return (None, None, *grads)
 
 
-def _layout(t: Tensor) -> torch.memory_format:
+def memory_layout(t: Tensor) -> torch.memory_format:
     """channels_last for tensors stored so (the gpu.channels_last option), else the default layout."""
     if t.dim() == 4 and not t.is_contiguous() and t.is_contiguous(memory_format=torch.channels_last):
         return torch.channels_last
@@ -110,7 +110,7 @@ def _layout(t: Tensor) -> torch.memory_format:
 def _dropout_mask(like: Tensor, shape: tuple[int, ...], p: float) -> Tensor:
     """The scaled mask ``F.dropout`` multiplies by: ``bernoulli_(1 - p) / (1 - p)`` from the default
     generator, filled in the memory order of ``like`` (as ``F.dropout``'s ``empty_like`` is)."""
-    out = torch.empty(shape, dtype=like.dtype, device=like.device, memory_format=_layout(like))
+    out = torch.empty(shape, dtype=like.dtype, device=like.device, memory_format=memory_layout(like))
     return out.bernoulli_(1 - p).div_(1 - p)
 
 
@@ -168,7 +168,7 @@ def padded_concat_elu(xs: list[Tensor], pad: tuple[int, int, int, int] = (0, 0, 
         b, _, h, w = xs[0].shape
         shape = (b, 2 * sum(x.shape[1] for x in xs), *((1, 1) if channel else (h, w)))
         mask = masks.next(shape) if masks is not None else draw_dropout_mask(xs[0], shape, dropout, source)
-    return _PaddedConcatElu.apply(pad, mask, *xs)
+    return PaddedConcatElu.apply(pad, mask, *xs)
 
 
 class DropoutMasks:

@@ -35,15 +35,7 @@ from torch.nn.utils.parametrizations import weight_norm
 from .. import likelihoods as L
 from ..config import ModelSettings
 from ..errors import ArsmoothError
-from .cpu_kernels import (  # noqa: F401 - the kernels' names stay importable from here
-    DropoutMasks,
-    _Gate,
-    _layout,
-    _PaddedConcatElu,
-    draw_dropout_mask,
-    padded_concat_elu,
-    random_bytes,
-)
+from .cpu_kernels import DropoutMasks, FusedGate, draw_dropout_mask, padded_concat_elu
 
 
 def down_shift(x: Tensor) -> Tensor:
@@ -155,7 +147,7 @@ class GatedResnet(nn.Module):
 
     ``fused=True`` computes the same function with fewer memory passes: each concat-ELU (with its
     dropout and the next convolution's padding) is written into one buffer by
-    ``padded_concat_elu``, the gate is one ``addcmul`` (:class:`_Gate`). Same parameters, same random numbers.
+    ``padded_concat_elu``, the gate is one ``addcmul`` (:class:`FusedGate`). Same parameters, same random numbers.
     ``mask_source`` is how dropout masks are drawn on CPU in training (``bits`` or ``bernoulli``, see
     :func:`draw_dropout_mask`); both paths draw the same masks from the same generator state.
     """
@@ -203,7 +195,7 @@ class GatedResnet(nn.Module):
         c = self.conv_out.conv(h)  # (B, 2F, H, W)
         if cond is not None:
             c = c.add_(self.nin_cond(cond))
-        return _Gate.apply(x, c)  # x + a * sigmoid(b), (a, b) = c.chunk(2, 1)
+        return FusedGate.apply(x, c)  # x + a * sigmoid(b), (a, b) = c.chunk(2, 1)
 
 
 class _PlainResnet(nn.Module):
