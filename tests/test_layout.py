@@ -143,3 +143,15 @@ def test_experiments_register_themselves_by_import():
     assert experiments.EXPERIMENTS and not hasattr(experiments.Experiment, "module")
     for e in experiments.EXPERIMENTS.values():
         assert e.run.__module__.startswith("arsmooth.experiments."), e.name
+
+
+def test_imports_keep_their_names():
+    """No one- or two-letter aliases (``imaging as I``): a reader sees which module a call goes to. The
+    conventional ``np``, ``nn`` and ``F`` stay."""
+    found = []
+    for name, path in _modules().items():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.Import, ast.ImportFrom)):
+                found += [f"{name}: {a.name} as {a.asname}" for a in node.names
+                          if a.asname and len(a.asname) <= 2 and a.asname not in ("np", "nn", "F")]
+    assert not found, "; ".join(found)

@@ -140,25 +140,25 @@ def restore_rng(state: dict) -> None:
 
 def _safetensors():
     try:
-        import safetensors.torch as st
+        import safetensors.torch
     except ImportError:
         raise ArsmoothError("safetensors is not installed; pip install safetensors") from None
-    return st
+    return safetensors.torch
 
 
 def export_safetensors(ckpt: dict, path) -> Path:
     """Write the model weights and the metadata (kind, sigma, config) as a safetensors file, atomically."""
-    st = _safetensors()
+    tensor_files = _safetensors()
     tensors = {k: v.detach().cpu().contiguous().clone() for k, v in ckpt["model"].items()}
     meta = {"kind": ckpt["kind"], "sigma": json.dumps(ckpt["sigma"]), "config": json.dumps(ckpt["config"]),
             "extra": json.dumps(ckpt.get("extra", {})), "format_version": str(FORMAT_VERSION),
             "arsmooth_version": __version__}
-    return atomic_write(path, lambda tmp: st.save_file(tensors, tmp, metadata=meta))
+    return atomic_write(path, lambda tmp: tensor_files.save_file(tensors, tmp, metadata=meta))
 
 
 def import_safetensors(path, *, expect_kind: str | tuple[str, ...] | None = None) -> dict:
     """Read a file written by :func:`export_safetensors` into a checkpoint-shaped dict (step 0)."""
-    st = _safetensors()
+    tensor_files = _safetensors()
     path = Path(path)
     if not path.is_file():
         raise ArsmoothError(f"no safetensors file at {path}")
@@ -167,7 +167,7 @@ def import_safetensors(path, *, expect_kind: str | tuple[str, ...] | None = None
 
         with safe_open(str(path), framework="pt") as f:
             meta = f.metadata() or {}
-        model = st.load_file(str(path))
+        model = tensor_files.load_file(str(path))
         ckpt = {"format_version": int(meta["format_version"]), "arsmooth_version": meta.get("arsmooth_version"),
                 "kind": meta["kind"], "sigma": json.loads(meta["sigma"]), "config": json.loads(meta["config"]),
                 "extra": json.loads(meta.get("extra", "{}")), "step": 0, "model": model,

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from . import smoothing as S
+from . import smoothing
 from .data.synthetic import train_test
 from .errors import ArsmoothError
 from .fileio import atomic_write_text, prepare_out_dir
@@ -28,20 +28,20 @@ DIGITS = 8  # images per column of the image part
 
 def _digits(out: Path, seed: int, progress: bool, device="cpu") -> list[str]:
     """The image part: the paper's Fig. 6 columns from the pretrained MNIST models that ship in the package."""
-    from . import imaging as I
-    from . import pretrained as P
+    from . import imaging
+    from . import pretrained as shipped
     from .viz import side_by_side
 
-    if "mnist" not in P.names():
+    if "mnist" not in shipped.names():
         return ["(No pretrained MNIST models in this installation, so the image part was skipped.)"]
     t0 = time.perf_counter()
-    base, _ = I.load_model(P.checkpoint("mnist", "baseline"), "baseline", device)
-    pair, kernel = I.load_pair(P.checkpoint("mnist", "stage1"), P.checkpoint("mnist", "stage2"), device)
+    base, _ = imaging.load_model(shipped.checkpoint("mnist", "baseline"), "baseline", device)
+    pair, kernel = imaging.load_pair(shipped.checkpoint("mnist", "stage1"), shipped.checkpoint("mnist", "stage2"), device)
     g = torch.Generator().manual_seed(seed)
-    cols = {"baseline": I.sample_images("baseline", DIGITS, baseline=base, generator=g, progress=progress)}
-    cols.update(I.two_step_columns(pair, kernel, DIGITS, generator=g, progress=progress))
+    cols = {"baseline": imaging.sample_images("baseline", DIGITS, baseline=base, generator=g, progress=progress)}
+    cols.update(imaging.two_step_columns(pair, kernel, DIGITS, generator=g, progress=progress))
     side_by_side({k: v.cpu() for k, v in cols.items()}, out / "digits.png", n=DIGITS)
-    imgs = {k: P.entry("mnist", k)["images_seen"] for k in P.KINDS}
+    imgs = {k: shipped.entry("mnist", k)["images_seen"] for k in shipped.KINDS}
     return [
         "## Images: the pretrained MNIST models",
         "",
@@ -85,7 +85,7 @@ def run_demo(
     history = {name: [] for name in models}
 
     def both_losses(batch):  # both models see the same batches; each one's gradient comes from its own loss
-        losses = [-base.log_prob(batch).mean(), S.smoothed_nll_loss(smooth, kernel, batch, noise)]
+        losses = [-base.log_prob(batch).mean(), smoothing.smoothed_nll_loss(smooth, kernel, batch, noise)]
         for name, loss in zip(models, losses):
             history[name].append(loss.item())
         return losses[0] + losses[1]
@@ -96,12 +96,12 @@ def run_demo(
         m.eval()
     g = torch.Generator().manual_seed(seed + 2)
     nll_base = evaluate(lambda b: -base.log_prob(b), test)
-    nll_elbo = evaluate(lambda b: -S.elbo(smooth, kernel, b, n_draws=10, generator=g), test)
-    nll_iw = evaluate(lambda b: -S.iw_bound(smooth, kernel, b, 20, generator=g), test, 1024)
+    nll_elbo = evaluate(lambda b: -smoothing.elbo(smooth, kernel, b, n_draws=10, generator=g), test)
+    nll_iw = evaluate(lambda b: -smoothing.iw_bound(smooth, kernel, b, 20, generator=g), test, 1024)
     n_show = 4000
     samples = {"test data": test[:n_show], "MADE (3 logistics)": base.sample(n_show, g)}
     for method in ("smoothed", "single-step", "two-step"):
-        samples[f"ours: {method}"] = S.sample(smooth, kernel, n_show, method, g)
+        samples[f"ours: {method}"] = smoothing.sample(smooth, kernel, n_show, method, g)
     _plots(samples, history, steps, out)
     digits = _digits(out, seed, progress, device) if images else []
     wall = time.perf_counter() - t0

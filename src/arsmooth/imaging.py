@@ -12,8 +12,8 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from . import checkpoint as C
-from . import smoothing as S
+from . import checkpoint as ckpt_io
+from . import smoothing
 from .config import DataSettings
 from .distributed import device_of
 from .errors import ArsmoothError
@@ -33,7 +33,7 @@ def load_model(src, kind: str | tuple[str, ...], device="cpu") -> tuple[ImageMod
     if isinstance(src, dict):
         ckpt = src
     else:
-        ckpt = C.load_checkpoint(src, expect_kind=(*kinds, "smoothed") if stage else kinds, map_location=device)
+        ckpt = ckpt_io.load_checkpoint(src, expect_kind=(*kinds, "smoothed") if stage else kinds, map_location=device)
     parts = objective_of(ckpt["kind"]).stages
     if len(parts) > 1 and stage:
         joint = model_from_checkpoint(ckpt, device)
@@ -44,23 +44,23 @@ def load_model(src, kind: str | tuple[str, ...], device="cpu") -> tuple[ImageMod
     return model_from_checkpoint(ckpt, device), ckpt
 
 
-def load_pair(stage1_path, stage2_path, device="cpu") -> tuple[S.SmoothedPair, object]:
+def load_pair(stage1_path, stage2_path, device="cpu") -> tuple[smoothing.SmoothedPair, object]:
     """The two-step model from a stage-1 and a stage-2 checkpoint; refuses mixed-up kinds or sigmas."""
     m1, c1 = load_model(stage1_path, "stage1", device)
     m2, c2 = load_model(stage2_path, "stage2", device)
-    C.check_same_sigma(c1, c2)
-    k1, k2 = C.settings_of(c1).smoothing.kernel, C.settings_of(c2).smoothing.kernel
+    ckpt_io.check_same_sigma(c1, c2)
+    k1, k2 = ckpt_io.settings_of(c1).smoothing.kernel, ckpt_io.settings_of(c2).smoothing.kernel
     if k1 != k2:
         raise ArsmoothError(f"stage 1 was trained with a {k1} kernel and stage 2 with a {k2} kernel; they must match")
     if tuple(c1["extra"]["image_shape"]) != tuple(c2["extra"]["image_shape"]):
         raise ArsmoothError("stage 1 and stage 2 were trained on images of different shapes")
-    return S.SmoothedPair(m1, m2), make_kernel(k1, c1["sigma"])
+    return smoothing.SmoothedPair(m1, m2), make_kernel(k1, c1["sigma"])
 
 
-def load_prior(stage1_path, device="cpu") -> tuple[S.SmoothedPair, object]:
+def load_prior(stage1_path, device="cpu") -> tuple[smoothing.SmoothedPair, object]:
     """Stage 1 alone (for x~ samples and single-step denoising), as a pair without p(x | x~)."""
     m1, c1 = load_model(stage1_path, "stage1", device)
-    return S.SmoothedPair(m1, None), make_kernel(C.settings_of(c1).smoothing.kernel, c1["sigma"])
+    return smoothing.SmoothedPair(m1, None), make_kernel(ckpt_io.settings_of(c1).smoothing.kernel, c1["sigma"])
 
 
 def test_data_of(ckpts: list[tuple[str, dict]], dataset: str | None = None,
@@ -71,11 +71,11 @@ def test_data_of(ckpts: list[tuple[str, dict]], dataset: str | None = None,
     crop and test share from its own folder settings, when it was trained on a folder), so a folder scores
     with the settings the model was trained with. ``overrides`` (``data.KEY=VALUE`` texts) change any of them.
     """
-    own = {C.settings_of(c).data.dataset for _, c in ckpts}
+    own = {ckpt_io.settings_of(c).data.dataset for _, c in ckpts}
     if dataset is None and len(own) > 1:
         raise ArsmoothError(f"the checkpoints were trained on different datasets ({', '.join(sorted(own))}); "
                             "pass --dataset")
-    data = C.settings_of(ckpts[0][1]).data
+    data = ckpt_io.settings_of(ckpts[0][1]).data
     if dataset is not None:
         data = _other_dataset(data, dataset, tuple(ckpts[0][1]["extra"]["image_shape"]))
     if data_root is not None:
@@ -124,11 +124,11 @@ def sample_seeded(method: str, n: int, seed: int, *, baseline: ImageModel | None
     """
     from tqdm.auto import tqdm
 
-    from . import distributed as D
+    from . import distributed
 
-    ctx = ctx or D.Context()
+    ctx = ctx or distributed.Context()
     n_batches = -(-n // batch_size)
-    mine = D.my_share(ctx, n_batches)
+    mine = distributed.my_share(ctx, n_batches)
     done = {}
     for i in tqdm(mine, desc=f"sampling ({method})", unit="batch", disable=not (progress and ctx.main),
                   dynamic_ncols=True):
@@ -136,7 +136,7 @@ def sample_seeded(method: str, n: int, seed: int, *, baseline: ImageModel | None
         g = torch.Generator().manual_seed(batch_seed(seed, i))
         done[i] = sample_images(method, b, baseline=baseline, pair=pair, kernel=kernel, generator=g, batch_size=b,
                                 fast=fast).cpu()  # to the host as each batch is done: it is kept to be written
-    merged = D.gather_on_main(ctx, done)
+    merged = distributed.gather_on_main(ctx, done)
     return None if merged is None else torch.cat([merged[i] for i in range(n_batches)])
 
 
@@ -161,7 +161,7 @@ def sample_images(method: str, n: int, *, baseline: ImageModel | None = None, pa
             if pair is None:
                 raise ArsmoothError(f"method {method} needs --stage1 (and --stage2 for two-step)")
             xt = pair.prior.sample(b, generator=generator, progress=progress, fast=fast)
-            x = S.denoise(pair, kernel, xt, method, generator) if method != "two-step" else \
+            x = smoothing.denoise(pair, kernel, xt, method, generator) if method != "two-step" else \
                 pair.reverse.sample(context=xt, generator=generator, progress=progress, fast=fast)
         out.append(check_finite(x.detach(), f"sampling ({method})"))
     return torch.cat(out)
@@ -204,12 +204,12 @@ def fig6_columns(baseline, pair, kernel, n: int, seed: int, batch_size: int = 64
     import numpy as np
     from tqdm.auto import tqdm
 
-    from . import distributed as D
+    from . import distributed
     from .data.images import to_uint8
     from .fileio import atomic_write
 
-    ctx = ctx or D.Context()
-    mine = list(D.my_share(ctx, -(-n // batch_size)))
+    ctx = ctx or distributed.Context()
+    mine = list(distributed.my_share(ctx, -(-n // batch_size)))
     key = np.array([seed, batch_size, n] + ([ctx.rank, ctx.world] if ctx.enabled else []))
     partial = None if partial is None else partial_path(partial, ctx)
     done: dict[str, list[Tensor]] = {k: [] for k in FIG6_COLUMNS}
@@ -229,7 +229,7 @@ def fig6_columns(baseline, pair, kernel, n: int, seed: int, batch_size: int = 64
         if partial is not None:
             arrays = {k: torch.cat(v).numpy() for k, v in done.items()}
             atomic_write(partial, lambda tmp: np.savez_compressed(tmp, key=key, **arrays), suffix=".npz")
-    merged = D.gather_on_main(ctx, {i: {k: done[k][j] for k in FIG6_COLUMNS} for j, i in enumerate(mine)})
+    merged = distributed.gather_on_main(ctx, {i: {k: done[k][j] for k in FIG6_COLUMNS} for j, i in enumerate(mine)})
     if merged is None:
         return None
     return {k: torch.cat([merged[i][k] for i in sorted(merged)]) for k in FIG6_COLUMNS}
@@ -239,7 +239,7 @@ def two_step_columns(pair, kernel, n: int, generator=None, batch_size: int = 64,
     """The paper's Fig. 6 columns from the same draws x~ ~ p(x~): x~ itself, single-step, two-step."""
     xt = sample_images("smoothed", n, pair=pair, kernel=kernel, generator=generator, batch_size=batch_size,
                        progress=progress)
-    single = torch.cat([S.denoise(pair, kernel, xt[i : i + batch_size], "single-step") for i in range(0, n, batch_size)])
+    single = torch.cat([smoothing.denoise(pair, kernel, xt[i : i + batch_size], "single-step") for i in range(0, n, batch_size)])
     two = torch.cat([pair.reverse.sample(context=xt[i : i + batch_size], generator=generator, progress=progress)
                      for i in range(0, n, batch_size)])
     return {"smoothed": xt, "single-step": check_finite(single.detach(), "single-step denoising"),
@@ -263,9 +263,9 @@ def likelihood(x: Tensor, *, baseline: ImageModel | None = None, pair=None, kern
     if baseline is not None:
         parts["baseline"] = lambda c: baseline.log_prob(c)
     if pair is not None:
-        parts["two_step_elbo"] = lambda c: S.elbo(pair, kernel, c, n_draws, generator)
+        parts["two_step_elbo"] = lambda c: smoothing.elbo(pair, kernel, c, n_draws, generator)
         if k_iw:
-            parts["two_step_iw"] = lambda c: S.iw_bound(pair, kernel, c, k_iw, generator)
+            parts["two_step_iw"] = lambda c: smoothing.iw_bound(pair, kernel, c, k_iw, generator)
     bar = tqdm(total=n * len(parts), desc="scoring", unit="img", disable=not progress, leave=False)
     for name, log_p in parts.items():  # in this order: the noise draws do not depend on the bar
         bar.set_description(f"scoring: {name}")
@@ -308,17 +308,17 @@ def clean_model_single_step(baseline: ImageModel, x: Tensor, sigmas=(0.01, 0.05,
     ``x~ = x + sigma eps`` is denoised by ``x~ + sigma^2 grad log p(x~)`` where ``p`` is the baseline's
     mixture read as a continuous density (full gradient). Returns PSNR of noisy and denoised, per sigma.
     """
-    from . import likelihoods as L
+    from . import likelihoods
 
     def log_p(t: Tensor) -> Tensor:
-        return L.image_log_prob(t, baseline.net(t), baseline.nr_mix, False).flatten(1).sum(1)
+        return likelihoods.image_log_prob(t, baseline.net(t), baseline.nr_mix, False).flatten(1).sum(1)
 
     baseline.eval()
     x = x.to(device_of(baseline))
     out = {}
     for s in sigmas:
         noisy = x + s * draw("normal", x.shape, generator, x)
-        den = noisy + s**2 * S.score(log_p, noisy)
+        den = noisy + s**2 * smoothing.score(log_p, noisy)
         out[str(s)] = {"noisy": psnr(noisy, x), "single_step": psnr(check_finite(den.detach(), "denoising"), x)}
     return out
 
@@ -330,7 +330,7 @@ def denoise(pair, kernel, x: Tensor, generator=None, progress: bool = False) -> 
     noisy = kernel.sample(x, generator)
     out = {"clean": x, "noisy": noisy}
     if isinstance(kernel, Gaussian):
-        out["single_step"] = S.single_step_denoise(pair, noisy, kernel.std)
+        out["single_step"] = smoothing.single_step_denoise(pair, noisy, kernel.std)
     out["two_step"] = pair.reverse.sample(context=noisy, generator=generator, progress=progress)
     scores = {k: psnr(v, x) for k, v in out.items() if k != "clean"}
     return {"images": {k: v.detach().cpu() for k, v in out.items()}, "psnr": scores}

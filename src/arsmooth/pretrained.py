@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from . import checkpoint as C
+from . import checkpoint as ckpt_io
 from .errors import ArsmoothError
 from .fileio import atomic_write_text, digest
 from .objectives import KINDS  # what ships per dataset: one network each
@@ -60,7 +60,7 @@ def checkpoint(name: str, kind: str, root: Path | None = None) -> dict:
     if got != e["sha256"]:
         raise ArsmoothError(f"the pretrained weights file {path} is damaged or replaced (sha256 {got[:12]}..., "
                             f"expected {e['sha256'][:12]}...); reinstall arsmooth")
-    return C.import_safetensors(path, expect_kind=kind)
+    return ckpt_io.import_safetensors(path, expect_kind=kind)
 
 
 def ship(name: str, runs: dict[str, str | Path], root: Path | None = None, notes: dict | None = None) -> dict:
@@ -75,15 +75,16 @@ def ship(name: str, runs: dict[str, str | Path], root: Path | None = None, notes
     out = {}
     for kind, run in runs.items():
         run = Path(run)
-        ck = C.load_checkpoint(run / "last.pt", expect_kind=kind)
+        ck = ckpt_io.load_checkpoint(run / "last.pt", expect_kind=kind)
         ck = dict(ck, config=_portable(ck["config"]))
         fname = f"{name}-{kind}.safetensors"
-        C.export_safetensors(ck, root / fname)
+        ckpt_io.export_safetensors(ck, root / fname)
         last = _last_metrics(run)
         out[kind] = {"file": fname, "sha256": sha256_of(root / fname), "run": run.as_posix(), "step": ck["step"],
                      "images_seen": last.get("images"), "train_seconds": last.get("seconds"),
                      "test_bpd_at_last_checkpoint": last.get("test_bpd"), "sigma": ck["sigma"],
-                     "model": {k: getattr(C.settings_of(ck).model, k) for k in ("nr_resnet", "nr_filters", "nr_logistic_mix")},
+                     "model": {k: getattr(ckpt_io.settings_of(ck).model, k)
+                               for k in ("nr_resnet", "nr_filters", "nr_logistic_mix")},
                      **(notes or {}).get(kind, {})}
     m[name] = out
     atomic_write_text(root / "manifest.json", json.dumps(m, indent=1, sort_keys=True) + "\n")

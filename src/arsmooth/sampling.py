@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from . import likelihoods as L
+from . import likelihoods
 from .errors import ArsmoothError
 from .networks.interface import SupportsIncremental
 from .networks.pixelcnnpp import PixelCNNpp, concat_elu, gate
@@ -307,7 +307,7 @@ def _draw(model, params: Tensor, i: int, j: int, generator) -> Tensor:
     if not torch.isfinite(params).all():
         raise ArsmoothError(f"the {model.kind} network produced non-finite values at pixel ({i}, {j}); "
                             "the checkpoint is probably broken")
-    return L.image_sample(params, model.channels, model.nr_mix, model.discretized, generator)[:, :, 0, 0]
+    return likelihoods.image_sample(params, model.channels, model.nr_mix, model.discretized, generator)[:, :, 0, 0]
 
 
 def raster_sample(model, x: Tensor, start_row: int, context: Tensor | None, generator, progress: bool,

@@ -23,8 +23,8 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DistributedSampler
 from tqdm.auto import tqdm
 
-from . import checkpoint as C
-from . import distributed as D
+from . import checkpoint as ckpt_io
+from . import distributed
 from .checkpoint import read_metrics
 from .config import UNLIMITED_STEPS, Settings
 from .data.images import load_configured
@@ -67,7 +67,7 @@ class _Loss(torch.nn.Module):
         return loss_given_noise(self.model, x, x_tilde)
 
 
-def _batch_indices(step: int, n: int, bs: int, seed: int, cache: dict, ctx: D.Context) -> torch.Tensor:
+def _batch_indices(step: int, n: int, bs: int, seed: int, cache: dict, ctx: distributed.Context) -> torch.Tensor:
     """This rank's share of the global batch at ``step`` (no state beyond the step).
 
     A DistributedSampler (shuffle, ``drop_last``, ``set_epoch``) deals a per-epoch permutation
@@ -157,7 +157,7 @@ def train(
         resume, overwrite = again == "resume", again == "restart"
         init_from = None if resume else init_from  # the checkpoint holds the weights by now
     wants = _device_setting(cfg, Path(run_dir), resume)
-    ctx = D.setup("cuda" if torch.cuda.is_available() and wants != "cpu" else "cpu")
+    ctx = distributed.setup("cuda" if torch.cuda.is_available() and wants != "cpu" else "cpu")
     try:
         if init_from is not None and resume:
             raise ArsmoothError("--init-from starts a new run; a resumed run already has its weights")
@@ -167,13 +167,13 @@ def train(
         summary = _train(ctx, cfg, Path(run_dir), resume, overwrite, progress, train_images, test_images, init_from,
                          hooks, wants)
     except BaseException:
-        D.shutdown(ctx, clean=False)
+        distributed.shutdown(ctx, clean=False)
         raise
-    D.shutdown(ctx)  # _train's frame, with the DDP model and optimizer, is gone by now
+    distributed.shutdown(ctx)  # _train's frame, with the DDP model and optimizer, is gone by now
     return summary
 
 
-def crash_hooks_from_env(ctx: D.Context) -> list:
+def crash_hooks_from_env(ctx: distributed.Context) -> list:
     """Crash tests of runs in a subprocess (where no hook can be passed in): ``ARSMOOTH_KILL_AT_STEP=N`` adds a
     hook that SIGKILLs the process after step N, on the rank ``ARSMOOTH_KILL_RANK`` names (default: every
     rank), in the first attempt of a torchrun job only."""
@@ -224,7 +224,7 @@ def _device_setting(cfg: Settings | None, run_dir: Path, resume: bool) -> str:
     return "auto" if cfg is None else cfg.device
 
 
-def _train(ctx: D.Context, cfg, run_dir: Path, resume, overwrite, progress, train_images, test_images,
+def _train(ctx: distributed.Context, cfg, run_dir: Path, resume, overwrite, progress, train_images, test_images,
            init_from, hooks, wants: str) -> dict:
     """Set up a run (or restore it from its checkpoint), train it until a budget or a signal stops it, and
     write its record; the pieces are :class:`_Trainer`'s. ``wants`` is the device setting that chose the
@@ -237,11 +237,11 @@ def _train(ctx: D.Context, cfg, run_dir: Path, resume, overwrite, progress, trai
             lock = prepare_run_dir(run_dir, resume, overwrite)
         except ArsmoothError as e:
             err = e
-    D.check_all(ctx, err is None, f"rank 0 could not use the run folder {run_dir}", sync_dev)
+    distributed.check_all(ctx, err is None, f"rank 0 could not use the run folder {run_dir}", sync_dev)
     if err is not None:
         raise err
     try:
-        ckpt = C.load_checkpoint(run_dir / "last.pt") if resume else None
+        ckpt = ckpt_io.load_checkpoint(run_dir / "last.pt") if resume else None
         cfg, changed = _resumed_config(cfg, ckpt)
         trainer = _Trainer(ctx, cfg, run_dir, sync_dev, train_images, test_images, init_from, ckpt, hooks, changed)
     except BaseException:
@@ -268,7 +268,7 @@ def _resumed_config(cfg: Settings | None, ckpt: dict | None) -> tuple[Settings, 
     new run; on resume the checkpoint's, with the changes :data:`RESUME_MAY_CHANGE` allows."""
     if ckpt is None:
         return cfg, {}
-    saved = C.settings_of(ckpt)
+    saved = ckpt_io.settings_of(ckpt)
     if cfg is None or cfg == saved:
         return saved, {}
     new, old = _flat(cfg), _flat(saved)
@@ -294,7 +294,7 @@ class _Trainer(Loop):
     """One training run: its data, model, optimizer and random streams, and the pieces of the shared loop
     (:class:`arsmooth.fit.Loop`: ``should_stop``, ``batch``, ``train_step``, ``after_step``; ``finish``)."""
 
-    def __init__(self, ctx: D.Context, cfg: Settings, run_dir: Path, sync_dev: torch.device, train_images,
+    def __init__(self, ctx: distributed.Context, cfg: Settings, run_dir: Path, sync_dev: torch.device, train_images,
                  test_images, init_from, ckpt: dict | None, hooks=(), changed: dict | None = None):
         self.ctx, self.cfg, self.t_cfg, self.run_dir, self.sync_dev = ctx, cfg, cfg.train, run_dir, sync_dev
         self.ckpt_path, self.resumed = run_dir / "last.pt", ckpt is not None
@@ -369,7 +369,7 @@ class _Trainer(Loop):
         self.step, self.seconds_before = ckpt["step"], ckpt["extra"].get("train_seconds", 0.0)
         self.running, self.warm = ckpt["extra"].get("running_bpd"), ckpt["extra"].get("init_from")
         if self.ctx.main:
-            C.restore_rng(ckpt["rng"])
+            ckpt_io.restore_rng(ckpt["rng"])
             _truncate_metrics(self.run_dir / "metrics.jsonl", self.step)
         else:
             torch.manual_seed(self.t_cfg.seed * 1000 + 1 + self.ctx.rank + 7 * self.step)
@@ -420,10 +420,10 @@ class _Trainer(Loop):
 
     def should_stop(self) -> str | None:
         """A signal on any rank, or the time budget; every rank agrees with rank 0, so all stop together."""
-        if D.agree(self.ctx, self.signals.received is not None, self.sync_dev):
+        if distributed.agree(self.ctx, self.signals.received is not None, self.sync_dev):
             return self.signals.received or "signal"  # on another rank
         out_of_time = self.max_s is not None and self._seconds() >= self.max_s
-        return "max_minutes" if D.agree(self.ctx, out_of_time, self.sync_dev) else None
+        return "max_minutes" if distributed.agree(self.ctx, out_of_time, self.sync_dev) else None
 
     def batch(self) -> tuple[torch.Tensor, torch.Tensor | None]:
         """This rank's rows of the global batch of ``self.step`` and their noise (eps for a smoothed model)."""
@@ -436,7 +436,7 @@ class _Trainer(Loop):
         """One optimizer step; returns the loss averaged over the ranks (before the step) in bits/dim."""
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.use_bf16), threads_for_masks(self.model):
             loss = self.loss_module(x, x_tilde)
-        loss_all = D.mean(self.ctx, loss.detach())
+        loss_all = distributed.mean(self.ctx, loss.detach())
         if not torch.isfinite(loss_all):
             self.bar.close()
             raise ArsmoothError(f"the training loss became {loss_all.item()} at step {self.step + 1}; stopped. "
@@ -455,7 +455,7 @@ class _Trainer(Loop):
         """What to do after a non-finite loss: resume the last checkpoint with a lower rate, or start again."""
         lower = f"train.lr={self.t_cfg.lr / 10:g}"
         if self.ckpt_path.is_file():
-            step = C.load_checkpoint(self.ckpt_path)["step"]
+            step = ckpt_io.load_checkpoint(self.ckpt_path)["step"]
             return (f"The last good checkpoint, step {step}, is {self.ckpt_path}: arsmooth train --out {self.run_dir} "
                     f"--resume --set {lower}")
         return (f"No checkpoint was written yet (the first comes at step {self.t_cfg.checkpoint_every}): start again "
@@ -505,10 +505,10 @@ class _Trainer(Loop):
     def _save(self, stopped: str) -> None:
         cfg, t_cfg, model = self.cfg, self.t_cfg, self.model
         test_bpd = evaluate_bpd(model, self.kernel, self.test_images, seed=t_cfg.seed + 1)
-        C.save_checkpoint(self.ckpt_path, kind=cfg.kind, model_state=model.state_dict(), config=cfg.to_dict(),
+        ckpt_io.save_checkpoint(self.ckpt_path, kind=cfg.kind, model_state=model.state_dict(), config=cfg.to_dict(),
                           sigma=model.objective.sigma(model, cfg.smoothing), step=self.step,
                           optimizer_state=self.opt.state_dict(), scheduler_state=self.sched.state_dict(), ema_state=self.ema,
-                          rng_state={**C.capture_rng(), "noise": self.noise_gen.get_state()},
+                          rng_state={**ckpt_io.capture_rng(), "noise": self.noise_gen.get_state()},
                           extra={"image_shape": list(self.shape), "train_seconds": self._seconds(),
                                  "test_bpd": test_bpd, "params": count_params(model), "stopped": stopped,
                                  "running_bpd": self.running, "init_from": self.warm})
@@ -532,7 +532,7 @@ class _Trainer(Loop):
             summary = {**summary, "train_seconds": round(self._seconds(), 1), "test_bpd": _last_test_bpd(self.run_dir)}
             if finished:  # a run stopped by a signal is not finished: no summary, so --resume and reproduce go on
                 atomic_write_text(self.run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
-        D.barrier(self.ctx)
+        distributed.barrier(self.ctx)
         return summary
 
 

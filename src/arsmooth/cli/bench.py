@@ -38,7 +38,7 @@ def add_bench(sub) -> None:
 def run_bench(a) -> int:
     import json
 
-    from .. import bench as B
+    from .. import bench as benchmarks
     from ..fileio import atomic_write_text, prepare_out_file
 
     set_threads(a.threads)
@@ -46,11 +46,11 @@ def run_bench(a) -> int:
         prepare_out_file(a.out, a.force)
     device = str(chosen_device(a))
     lines = []
-    for preset in a.preset or B.DEFAULT_PRESETS[a.what]:
+    for preset in a.preset or benchmarks.DEFAULT_PRESETS[a.what]:
         if a.what == "sample":
-            r = B.bench_sample(preset, a.batch_size or 64, a.ref_pixels, device, a.seed, a.set)
+            r = benchmarks.bench_sample(preset, a.batch_size or 64, a.ref_pixels, device, a.seed, a.set)
         else:
-            r = B.bench_train(preset, a.batch_size, a.steps, device, a.seed, a.set)
+            r = benchmarks.bench_train(preset, a.batch_size, a.steps, device, a.seed, a.set)
         lines.append(json.dumps(r))
         print(lines[-1], flush=True)
         print(_cost_line(r), file=sys.stderr, flush=True)

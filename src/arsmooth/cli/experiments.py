@@ -118,14 +118,14 @@ def add_pretrained(sub) -> None:
 
 
 def run_pretrained(a) -> int:
-    from .. import pretrained as P
+    from .. import pretrained as shipped
 
-    m = P.manifest()
+    m = shipped.manifest()
     if not m:
         print("no pretrained models ship with this installation")
         return 0
     for name in sorted(m):
-        for kind in P.KINDS:
+        for kind in shipped.KINDS:
             e = m[name].get(kind)
             if e:
                 size = "/".join(str(e["model"][k]) for k in ("nr_resnet", "nr_filters", "nr_logistic_mix"))

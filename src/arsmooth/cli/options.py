@@ -78,13 +78,13 @@ def use_pretrained(a) -> None:
     """``--pretrained NAME``: the shipped checkpoints (SHA-256 checked) in place of --baseline / --stage1 / --stage2."""
     if not a.pretrained:
         return
-    from .. import pretrained as P
+    from .. import pretrained as shipped
 
     given = [f"--{k}" for k in ("baseline", "stage1", "stage2") if getattr(a, k)]
     if given:
         raise ArsmoothError(f"--pretrained replaces {', '.join(given)}; give one or the other")
     need = {"baseline": ["baseline"], "two-step": ["stage1", "stage2"]}.get(getattr(a, "method", None), ["stage1"])
     if not hasattr(a, "method"):  # evaluate: every model that ships
-        need = [k for k in P.KINDS if k in P.manifest().get(a.pretrained, {})] or ["baseline"]
+        need = [k for k in shipped.KINDS if k in shipped.manifest().get(a.pretrained, {})] or ["baseline"]
     for kind in need:
-        setattr(a, kind, P.checkpoint(a.pretrained, kind))
+        setattr(a, kind, shipped.checkpoint(a.pretrained, kind))

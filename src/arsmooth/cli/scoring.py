@@ -54,8 +54,8 @@ def run_evaluate(a) -> int:
 
     import torch
 
-    from .. import checkpoint as C
-    from .. import imaging as I
+    from .. import checkpoint as ckpt_io
+    from .. import imaging
     from ..data.images import load_configured
 
     set_threads(a.threads)
@@ -64,20 +64,20 @@ def run_evaluate(a) -> int:
     base = pair = kernel = None
     ckpts = []
     if a.baseline:
-        base, ck = I.load_model(a.baseline, "baseline", device)
+        base, ck = imaging.load_model(a.baseline, "baseline", device)
         ckpts.append((_label(a.baseline), ck))
     if a.stage1 or a.stage2:
         if not (a.stage1 and a.stage2):
             raise ArsmoothError("the two-step bound needs both --stage1 and --stage2")
-        pair, kernel = I.load_pair(a.stage1, a.stage2, device)
+        pair, kernel = imaging.load_pair(a.stage1, a.stage2, device)
         for src in (a.stage1, a.stage2):  # both stages: a pair trained on two datasets is not scored on one silently
-            ckpts.append((_label(src), src if isinstance(src, dict) else C.load_checkpoint(src)))
+            ckpts.append((_label(src), src if isinstance(src, dict) else ckpt_io.load_checkpoint(src)))
     if base is None and pair is None:
         raise ArsmoothError("give --baseline CKPT and/or --stage1 CKPT --stage2 CKPT")
-    data = I.test_data_of(ckpts, a.dataset, a.data_root, a.set)
+    data = imaging.test_data_of(ckpts, a.dataset, a.data_root, a.set)
     x = load_configured(data, "test")[0][: a.n_images]
-    I.check_image_shape(x, ckpts)
-    res = I.likelihood(x, baseline=base, pair=pair, kernel=kernel, n_draws=a.draws, k_iw=a.iw,
+    imaging.check_image_shape(x, ckpts)
+    res = imaging.likelihood(x, baseline=base, pair=pair, kernel=kernel, n_draws=a.draws, k_iw=a.iw,
                        generator=torch.Generator().manual_seed(a.seed), progress=not a.no_progress,
                        batch_size=default_batch(a, 50, 500, device))
     res = {k: round(v, 5) if isinstance(v, float) else v for k, v in res.items()}
@@ -106,18 +106,18 @@ def run_sensitivity(a) -> int:
 
     import torch
 
-    from .. import imaging as I
+    from .. import imaging
     from ..checkpoint import settings_of
     from ..data.images import load_configured
     from ..kernels import make_kernel
 
     set_threads(a.threads)
-    model, ck = I.load_model(a.stage2, "stage2", chosen_device(a))
-    data = I.test_data_of([(a.stage2, ck)], None, a.data_root)
+    model, ck = imaging.load_model(a.stage2, "stage2", chosen_device(a))
+    data = imaging.test_data_of([(a.stage2, ck)], None, a.data_root)
     x = load_configured(data, "test")[0][: a.n_images]
     kernel = make_kernel(settings_of(ck).smoothing.kernel, ck["sigma"])
     xt = kernel.sample(x, torch.Generator().manual_seed(a.seed))
-    res = I.stage2_sensitivity(model, x, xt, I.sensitivity_positions(*x.shape[-2:]))
+    res = imaging.stage2_sensitivity(model, x, xt, imaging.sensitivity_positions(*x.shape[-2:]))
     res = {"checkpoint": a.stage2, "design": model.conditioning, "sigma": ck["sigma"], **res}
     print(json.dumps(res, indent=2))
     return 0
@@ -184,7 +184,7 @@ def add_fit_classifier(sub) -> None:
 def run_fit_classifier(a) -> int:
     from pathlib import Path
 
-    from .. import classifier as K
+    from .. import classifier as lenet
     from ..fileio import prepare_out_file
 
     set_threads(a.threads)
@@ -200,8 +200,8 @@ def run_fit_classifier(a) -> int:
     name = Path(a.dataset.split(":", 1)[1]).name if data is not None else a.dataset
     out = Path(a.out or f"classifiers/{name}.pt")
     prepare_out_file(out, a.force)  # find out now, not after minutes of training, that it cannot be written
-    net, info = K.fit_dataset(a.dataset, a.data_root, a.epochs, a.seed, not a.no_progress, data=data, device=device)
-    sha = K.save(net, info, out)
+    net, info = lenet.fit_dataset(a.dataset, a.data_root, a.epochs, a.seed, not a.no_progress, data=data, device=device)
+    sha = lenet.save(net, info, out)
     task = " (telling the four rotations apart)" if info.get("task") == "rotation" else ""
     print(f"test accuracy{task} {100 * info['test_accuracy']:.2f}% after {info['epochs']} epochs "
           f"({info['train_seconds']} s); wrote {out} (weights sha256 {sha[:16]}...)")
@@ -237,8 +237,8 @@ def run_metrics(a) -> int:
 
     import numpy as np
 
-    from .. import classifier as K
-    from .. import metrics as MT
+    from .. import classifier as lenet
+    from .. import metrics as sample_metrics
     from ..data.images import to_uint8
 
     set_threads(a.threads)
@@ -257,7 +257,7 @@ def run_metrics(a) -> int:
         if not arrays:
             raise ArsmoothError(f"{path} holds no uint8 images (arsmooth sample and reproduce write them as 'uint8')")
         sets += [(path, key, u8) for key, u8 in arrays.items()]
-    net, info = K.load(a.classifier)
+    net, info = lenet.load(a.classifier)
     net = net.to(chosen_device(a))
     real = to_uint8(_metrics_test_images(a, sets[0][2].shape))
     for path, key, u8 in sets:
@@ -265,7 +265,7 @@ def run_metrics(a) -> int:
         with warnings.catch_warnings():  # torchmetrics' notes on buffering features: not the user's concern
             warnings.simplefilter("ignore", UserWarning)
             # a rotation LeNet's logits say nothing about classes: no Inception-style score from it
-            res = MT.sample_metrics(u8[:n], real[:n], net, a.seed, score=info.get("task") != "rotation")
+            res = sample_metrics.sample_metrics(u8[:n], real[:n], net, a.seed, score=info.get("task") != "rotation")
         res = {"samples": f"{path}" + ("" if key == "uint8" else f":{key[:-len('.uint8')]}"), **res,
                "feature_extractor": f"LeNet {Path(a.classifier).name} ({100 * info['test_accuracy']:.2f}% test "
                f"accuracy on {info.get('dataset', '?')}, sha256 {info['weights_sha256'][:12]})"}

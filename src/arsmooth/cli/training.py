@@ -112,12 +112,12 @@ def add_export(sub) -> None:
 
 def run_export(a) -> int:
 
-    from .. import checkpoint as C
+    from .. import checkpoint as ckpt_io
     from ..fileio import prepare_out_file
 
     out = prepare_out_file(a.output, a.force)
-    ckpt = C.load_checkpoint(a.checkpoint)
-    C.export_safetensors(ckpt, out)
+    ckpt = ckpt_io.load_checkpoint(a.checkpoint)
+    ckpt_io.export_safetensors(ckpt, out)
     print(f"wrote the {ckpt['kind']} weights (sigma {ckpt['sigma']}, step {ckpt['step']}) to {out}")
     return 0
 

@@ -17,8 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .. import distributed as D
-from .. import imaging as I
+from .. import distributed, imaging
 from ..config import DataSettings, Settings, load_config
 from ..data.images import load_configured, to_uint8
 from ..errors import ArsmoothError
@@ -82,10 +81,10 @@ def _load_samples(path: Path, n: int, seed: int) -> dict | None:
         return None
     with np.load(path) as z:
         names = [k[: -len(".uint8")] for k in z.files if k.endswith(".uint8")]
-        if int(z["seed"]) != seed or sorted(names) != sorted(I.FIG6_COLUMNS) or \
+        if int(z["seed"]) != seed or sorted(names) != sorted(imaging.FIG6_COLUMNS) or \
                 any(z[f"{k}.uint8"].shape[0] != n for k in names):
             return None
-        return {k: torch.from_numpy(z[f"{k}.uint8"]).float() / 127.5 - 1 for k in I.FIG6_COLUMNS}
+        return {k: torch.from_numpy(z[f"{k}.uint8"]).float() / 127.5 - 1 for k in imaging.FIG6_COLUMNS}
 
 
 def train_or_resume(cfg: Settings, run_dir: Path, progress: bool) -> dict:
@@ -100,7 +99,7 @@ def train_or_resume(cfg: Settings, run_dir: Path, progress: bool) -> dict:
 
 
 def _sample_columns(out: Path, base, pair, kernel, n: int, batch: int, seed: int, progress: bool,
-                    ctx: D.Context) -> dict | None:
+                    ctx: distributed.Context) -> dict | None:
     """The Fig. 6 columns of ``out/samples.npz``, drawn (and saved) unless an earlier run of this seed did.
 
     Batch by batch, each from its own seed, dealt across the processes under torchrun (``ctx``); an
@@ -109,13 +108,13 @@ def _sample_columns(out: Path, base, pair, kernel, n: int, batch: int, seed: int
     cols = _load_samples(out / "samples.npz", n, seed)
     if cols is not None:
         return cols if ctx.main else None
-    u8 = I.fig6_columns(base, pair, kernel, n, seed + 100, batch_size=batch, partial=out / "samples.partial.npz",
+    u8 = imaging.fig6_columns(base, pair, kernel, n, seed + 100, batch_size=batch, partial=out / "samples.partial.npz",
                         progress=progress, ctx=ctx)
     if u8 is not None:
         cols = {k: v.float() / 127.5 - 1 for k, v in u8.items()}
         _save_samples(cols, out / "samples.npz", seed)
-    D.barrier(ctx)  # samples.npz is written: every rank may drop its partial file
-    I.partial_path(out / "samples.partial.npz", ctx).unlink(missing_ok=True)
+    distributed.barrier(ctx)  # samples.npz is written: every rank may drop its partial file
+    imaging.partial_path(out / "samples.partial.npz", ctx).unlink(missing_ok=True)
     return cols
 
 
@@ -130,7 +129,7 @@ def _run(run: Run, out: Path, sigma: float | None, progress: bool, dataset: str,
     budget = _budget(run.quick, dataset)
     presets, cfgs = _configs(run, dataset, sigma, stage2, data_root, network)
     test = load_configured(cfgs["baseline"].data, "test")[0]
-    if dataset in RGB_DATASETS and D.is_main_process():  # the GPU sets: what it will cost, before it starts
+    if dataset in RGB_DATASETS and distributed.is_main_process():  # the GPU sets: what it will cost, before it starts
         print("\n".join(_estimate(cfgs, tuple(test.shape[1:]), run.device, budget)), file=sys.stderr, flush=True)
     trained = _train_and_sample(run, out, cfgs, budget, progress)
     if trained is None:  # not rank 0 of a torchrun group: its share of the samples is with rank 0, which scores them
@@ -145,10 +144,10 @@ def _run(run: Run, out: Path, sigma: float | None, progress: bool, dataset: str,
                                                   progress, run.classifier)
     inception = None
     if inception_weights is not None:  # the standard Inception FID / KID / IS, beside ours
-        from .. import metrics as MT
+        from .. import metrics as sample_quality
 
         test_u8 = to_uint8(test[: budget.n_samples])
-        inception = {k.replace("-", "_"): MT.inception_metrics(to_uint8(x), test_u8, inception_weights)
+        inception = {k.replace("-", "_"): sample_quality.inception_metrics(to_uint8(x), test_u8, inception_weights)
                      for k, x in cols.items()}
     den, ablation = _tasks(out, test[: budget.n_task], base, pair, kernel, g, progress)
     run.settings = {"presets": presets, "stage2": stage2, **dataclasses.asdict(budget), "data": cfgs["baseline"].data.dataset,
@@ -220,7 +219,7 @@ _SHAPES = {"mnist": (1, 28, 28), "fashion": (1, 28, 28), "cifar10": (3, 32, 32),
 def _estimate(cfgs: dict, shape: tuple, device: str, budget: ImageBudget) -> list[str]:
     from ..bench import cost_lines, measure_costs
 
-    dev = str(D.resolve_device(device))
+    dev = str(distributed.resolve_device(device))
     return cost_lines(measure_costs(cfgs, shape, dev, n_samples=budget.n_samples, train_batch=8 if dev == "cpu" else None,
                                     train_steps=1 if dev == "cpu" else 3, sample_batch=8 if dev == "cpu" else 256))
 
@@ -253,26 +252,26 @@ def _train_and_sample(run: Run, out: Path, cfgs: dict, budget: ImageBudget, prog
     """Train or resume the three runs in ``out/runs``, load them and draw the Fig. 6 columns. Under torchrun
     one process group serves the three trainings and the sampling and is left here; ranks other than the
     first get None."""
-    ctx = D.setup("cuda" if torch.cuda.is_available() and cfgs["baseline"].device != "cpu" else "cpu")
+    ctx = distributed.setup("cuda" if torch.cuda.is_available() and cfgs["baseline"].device != "cpu" else "cpu")
     try:
         summaries = {kind: train_or_resume(cfg, out / "runs" / kind, progress) for kind, cfg in cfgs.items()}
-        dev = D.resolve_device(run.device)
-        base, _ = I.load_model(out / "runs" / "baseline" / "last.pt", "baseline", dev)
-        pair, kernel = I.load_pair(out / "runs" / "stage1" / "last.pt", out / "runs" / "stage2" / "last.pt", dev)
+        dev = distributed.resolve_device(run.device)
+        base, _ = imaging.load_model(out / "runs" / "baseline" / "last.pt", "baseline", dev)
+        pair, kernel = imaging.load_pair(out / "runs" / "stage1" / "last.pt", out / "runs" / "stage2" / "last.pt", dev)
         cols = _sample_columns(out, base, pair, kernel, budget.n_samples, budget.sample_batch, run.seed,
                                progress, ctx)
     except BaseException:
-        D.shutdown(ctx, clean=False)
+        distributed.shutdown(ctx, clean=False)
         raise
-    D.shutdown(ctx)
+    distributed.shutdown(ctx)
     return (summaries, base, pair, kernel, cols) if ctx.main else None
 
 
 def _bounds(test, budget: ImageBudget, base, pair, kernel, g: torch.Generator) -> dict:
     """Bits/dim: the baseline's exact value and the two-step -ELBO on ``n_eval`` test images, the IW bound on
     the first ``n_iw`` (with the -ELBO on those, to compare like with like)."""
-    bpd = I.likelihood(test[: budget.n_eval], baseline=base, pair=pair, kernel=kernel, n_draws=1, generator=g)
-    iw = I.likelihood(test[: budget.n_iw], pair=pair, kernel=kernel, n_draws=1, k_iw=budget.k_iw, generator=g)
+    bpd = imaging.likelihood(test[: budget.n_eval], baseline=base, pair=pair, kernel=kernel, n_draws=1, generator=g)
+    iw = imaging.likelihood(test[: budget.n_iw], pair=pair, kernel=kernel, n_draws=1, k_iw=budget.k_iw, generator=g)
     bpd.update(two_step_iw=iw["two_step_iw"], iw_k=iw["iw_k"], iw_images=iw["n_images"],
                two_step_elbo_on_iw_images=iw["two_step_elbo"])
     return bpd
@@ -280,12 +279,12 @@ def _bounds(test, budget: ImageBudget, base, pair, kernel, g: torch.Generator) -
 
 def _tasks(out: Path, xt, base, pair, kernel, g: torch.Generator, progress: bool) -> tuple[dict, dict]:
     """Inpainting and denoising of the test images ``xt`` (with their figures), and the App. C.6 ablation."""
-    inp = I.inpaint(pair, kernel, xt, g, progress)
+    inp = imaging.inpaint(pair, kernel, xt, g, progress)
     show = min(8, len(xt))
     side_by_side({"original": xt, "observed": inp["observed"], "x~": inp["x_tilde"], "completed": inp["completed"]},
                  out / "inpainting.png", n=show)
-    den = I.denoise(pair, kernel, xt, g, progress)
-    ablation = I.clean_model_single_step(base, xt, generator=g)
+    den = imaging.denoise(pair, kernel, xt, g, progress)
+    ablation = imaging.clean_model_single_step(base, xt, generator=g)
     side_by_side(den["images"], out / "denoising.png", n=show)
     return den, ablation
 
@@ -387,7 +386,7 @@ PROBE_GRIDS = (1, 4)  # probe features: the position average, and the average ov
 def _evaluate_samples(out: Path, cols: dict, test, cfgs: dict, base, pair, kernel, seed: int, quick: bool,
                       progress: bool, classifier: str | None) -> tuple[dict, dict, dict]:
     """FID / KID / IS of every column with our LeNet, the real-vs-real floor, neighbours, probes."""
-    from .. import metrics as MT
+    from .. import metrics as sample_quality
     from ..probes import probe_accuracies
 
     data_cfg = cfgs["baseline"].data
@@ -399,16 +398,16 @@ def _evaluate_samples(out: Path, cols: dict, test, cfgs: dict, base, pair, kerne
     test_u8, train_u8 = to_uint8(test), to_uint8(train_x)
     keep = ("fid", "kid", "kid_std", "is")
     score = info.get("task") != "rotation"  # logits over four rotations: an Inception-style score would mean nothing
-    metrics = {k.replace("-", "_"): {q: v for q, v in MT.sample_metrics(to_uint8(x), test_u8[:n], clf, seed,
+    metrics = {k.replace("-", "_"): {q: v for q, v in sample_quality.sample_metrics(to_uint8(x), test_u8[:n], clf, seed,
                                                                         score=score).items()
                                      if q in keep} for k, x in cols.items()}
-    real = MT.real_baseline(test_u8, train_u8, n, clf, info["weights_sha256"], out, seed, score=score)
+    real = sample_quality.real_baseline(test_u8, train_u8, n, clf, info["weights_sha256"], out, seed, score=score)
     metrics = {**metrics, "real": {q: real[q] for q in keep}, "n_samples": n}
     for space, embed in (("pixels", None), ("features", clf.features)):
         rows = []
         for name in ("baseline", "two-step"):
             s = to_uint8(cols[name][:4])
-            idx = MT.nearest(s, train_u8, k=5, embed=embed)
+            idx = sample_quality.nearest(s, train_u8, k=5, embed=embed)
             for i in range(len(s)):
                 rows += [s[i : i + 1], train_u8[idx[i]]]
         save_grid(torch.cat(rows).float() / 127.5 - 1, out / f"neighbours_{space}.png", nrow=6)
@@ -428,19 +427,19 @@ def _evaluate_samples(out: Path, cols: dict, test, cfgs: dict, base, pair, kerne
 def metric_classifier(out: Path, data_cfg: DataSettings, progress: bool, given: str | None = None):
     """The LeNet ``given`` (``reproduce --classifier``; it must be the experiment's dataset's), else the one of
     ``OUT/classifier.pt``, fit (and saved there) when missing."""
-    from .. import classifier as K
+    from .. import classifier as lenet
 
     if given is not None:
-        clf, info = K.load(given)
+        clf, info = lenet.load(given)
         if info.get("dataset") != data_cfg.dataset:
             raise ArsmoothError(f"--classifier {given} was fit on {info.get('dataset')}, this experiment's data is "
                                 f"{data_cfg.dataset}")
         return clf, info
     path = out / "classifier.pt"
     if not path.is_file():
-        clf, info = K.fit_dataset(data_cfg.dataset, data_cfg.data_root, seed=0, progress=progress)
-        K.save(clf, info, path)
-    return K.load(path)
+        clf, info = lenet.fit_dataset(data_cfg.dataset, data_cfg.data_root, seed=0, progress=progress)
+        lenet.save(clf, info, path)
+    return lenet.load(path)
 
 
 def _plot_probes(probes: dict, path: Path) -> None:
@@ -533,18 +532,19 @@ def _score_design(run: Run, out: Path, d: str, pair, kernel, xt, test, budget: D
     x_eval, x_task, x_sens = test[: budget.n_eval], test[: budget.n_task], test[: budget.n_sensitivity]
     two = torch.cat([pair.reverse.sample(context=xt[i : i + 64], generator=torch.Generator().manual_seed(run.seed + 300 + i),
                                          progress=progress) for i in range(0, n, 64)])
-    two = I.check_finite(two, f"two-step sampling ({d})")
+    two = imaging.check_finite(two, f"two-step sampling ({d})")
     save_grid(two[:100], out / f"two_step_{d}.png")
     g = torch.Generator().manual_seed(run.seed + 200)
-    bpd = I.likelihood(x_eval, pair=pair, kernel=kernel, n_draws=1, k_iw=budget.k_iw, generator=g)
+    bpd = imaging.likelihood(x_eval, pair=pair, kernel=kernel, n_draws=1, k_iw=budget.k_iw, generator=g)
     term = evaluate_bpd(pair.reverse, kernel, x_eval, seed=run.seed + 201)  # E_q[-log P(x | x~)], bits/dim
-    den = I.denoise(pair, kernel, x_task, torch.Generator().manual_seed(run.seed + 202), progress)
+    den = imaging.denoise(pair, kernel, x_task, torch.Generator().manual_seed(run.seed + 202), progress)
     den_images.setdefault("clean", den["images"]["clean"])
     den_images.setdefault("noisy", den["images"]["noisy"])
     den_images.setdefault("single-step", den["images"]["single_step"])
     den_images[f"two-step {d}"] = den["images"]["two_step"]
     g = torch.Generator().manual_seed(run.seed + 203)
-    sens = I.stage2_sensitivity(pair.reverse, x_sens, kernel.sample(x_sens, g), I.sensitivity_positions(*test.shape[-2:]))
+    sens = imaging.stage2_sensitivity(pair.reverse, x_sens, kernel.sample(x_sens, g),
+                                      imaging.sensitivity_positions(*test.shape[-2:]))
     return {
         "params": summ["params"], "steps": summ["steps"], "train_seconds": summ["train_seconds"],
         "train_images_per_s": round(summ["steps"] * bs / summ["train_seconds"], 2),
@@ -559,8 +559,8 @@ def _stage2_designs(run: Run, out: Path, sigma: float | None, progress: bool, da
     Both stage-2 models see the same test images, noise draws and x~ samples (one generator seed
     per measurement, reset for each design), so every difference comes from the stage-2 model.
     """
-    from .. import metrics as MT
-    from .. import smoothing as S
+    from .. import metrics as sample_quality
+    from .. import smoothing
 
     quick, budget = run.quick, DESIGNS_QUICK if run.quick else DESIGNS_FULL
     prefix = "digits" if quick else f"{dataset}-cpu"
@@ -571,23 +571,23 @@ def _stage2_designs(run: Run, out: Path, sigma: float | None, progress: bool, da
     data_cfg = cfgs["stage1"].data
     test = load_configured(data_cfg, "test")[0]
     clf, info = metric_classifier(out, data_cfg, progress, run.classifier)
-    pairs = {d: I.load_pair(out / "runs" / "stage1" / "last.pt", out / "runs" / f"stage2-{d}" / "last.pt") for d in DESIGNS}
+    pairs = {d: imaging.load_pair(out / "runs" / "stage1" / "last.pt", out / "runs" / f"stage2-{d}" / "last.pt") for d in DESIGNS}
     kernel = pairs["stacked"][1]
     prior = pairs["stacked"][0].prior
     n = budget.n_samples
-    xt = I.sample_images("smoothed", n, pair=pairs["stacked"][0], kernel=kernel,
+    xt = imaging.sample_images("smoothed", n, pair=pairs["stacked"][0], kernel=kernel,
                          generator=torch.Generator().manual_seed(run.seed + 100), progress=progress)
-    single = torch.cat([S.denoise(pairs["stacked"][0], kernel, xt[i : i + 64], "single-step") for i in range(0, n, 64)])
+    single = torch.cat([smoothing.denoise(pairs["stacked"][0], kernel, xt[i : i + 64], "single-step") for i in range(0, n, 64)])
     test_u8 = to_uint8(test[:n])
     keep = ("fid", "kid", "kid_std", "is")
 
     def sample_metrics(x):
-        return {q: v for q, v in MT.sample_metrics(to_uint8(x), test_u8, clf, run.seed).items() if q in keep}
+        return {q: v for q, v in sample_quality.sample_metrics(to_uint8(x), test_u8, clf, run.seed).items() if q in keep}
 
     res: dict = {"x_tilde": sample_metrics(xt), "single_step": sample_metrics(single.detach())}
     den_images: dict = {}
     for d in DESIGNS:
-        pair = S.SmoothedPair(prior, pairs[d][0].reverse)
+        pair = smoothing.SmoothedPair(prior, pairs[d][0].reverse)
         res[d] = _score_design(run, out, d, pair, kernel, xt, test, budget, summaries[f"stage2-{d}"],
                                cfgs[f"stage2-{d}"].train.batch_size, sample_metrics, den_images, progress)
     side_by_side(den_images, out / "denoising_designs.png", n=min(8, budget.n_task))

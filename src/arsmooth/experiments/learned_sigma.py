@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from .. import smoothing as S
+from .. import smoothing
 from ..data.synthetic import olympics_log_prob, rings_log_prob, train_test
 from ..fit import evaluate, fit
 from ..kernels import Gaussian
@@ -44,14 +44,14 @@ def _train(ds: str, train: torch.Tensor, cfg: Budget, seed: int, sigma0: float, 
     g = torch.Generator().manual_seed(seed + 1)
     trajectory = []
     if learn:
-        sigma = S.LearnedSigma(sigma0)
+        sigma = smoothing.LearnedSigma(sigma0)
         both = torch.nn.ModuleDict({"model": model, "sigma": sigma})
 
         def loss(b):
             if len(trajectory) * RECORD_EVERY <= loss.calls:
                 trajectory.append([loss.calls, sigma.value])
             loss.calls += 1
-            return S.learned_sigma_loss(model, sigma, b, g)
+            return smoothing.learned_sigma_loss(model, sigma, b, g)
 
         loss.calls = 0
         fit(both, loss, train, steps=cfg.steps, batch_size=256, lr=1e-3, lr_decay=decay_to(cfg.steps), seed=seed,
@@ -59,7 +59,7 @@ def _train(ds: str, train: torch.Tensor, cfg: Budget, seed: int, sigma0: float, 
         trajectory.append([cfg.steps, sigma.value])
         return model, sigma.value, trajectory
     kernel = Gaussian(sigma0)
-    fit(model, lambda b: S.smoothed_nll_loss(model, kernel, b, g), train, steps=cfg.steps, batch_size=256, lr=1e-3,
+    fit(model, lambda b: smoothing.smoothed_nll_loss(model, kernel, b, g), train, steps=cfg.steps, batch_size=256, lr=1e-3,
         lr_decay=decay_to(cfg.steps), seed=seed, desc=f"{ds} sigma {sigma0}", progress=progress)
     return model, sigma0, trajectory
 
@@ -91,7 +91,7 @@ def learned_sigma(run: Run, out: Path, sigma: float | None, progress: bool) -> N
             kernel = Gaussian(s)
             neg_elbo, neg_iw = smoothed_bounds(model, kernel, test, run.seed + 2, cfg.k_iw)
             gen = torch.Generator().manual_seed(run.seed + 9)
-            two = S.sample(model, kernel, cfg.n_samples, "two-step", gen)
+            two = smoothing.sample(model, kernel, cfg.n_samples, "two-step", gen)
             with torch.no_grad():
                 sample_nll = evaluate(lambda b: -TRUE_LOG_PROB[ds](b.double()), two)
             res[arm] = {"sigma": s, "neg_elbo": neg_elbo, "neg_iw": neg_iw, "sample_nll_true_density": sample_nll,
@@ -151,8 +151,8 @@ MNIST_FULL = MnistBudget("mnist-cpu-smoothed", steps=3000, n_samples=1000, n_eva
 def _mnist_arm(run: Run, out: Path, arm: str, c, cfg: MnistBudget, test: torch.Tensor, clf, sigma0: float,
                progress: bool) -> tuple[dict, str]:
     """Train (or find) one arm of learned-sigma-mnist and score it: its result and its table row."""
-    from .. import imaging as I
-    from .. import metrics as MT
+    from .. import imaging
+    from .. import metrics as sample_metrics
     from ..checkpoint import read_metrics
     from ..data.images import to_uint8
     from ..viz import side_by_side
@@ -160,12 +160,12 @@ def _mnist_arm(run: Run, out: Path, arm: str, c, cfg: MnistBudget, test: torch.T
 
     summary = train_or_resume(c, out / "runs" / arm, progress)
     ckpt = out / "runs" / arm / "last.pt"
-    pair, kernel = I.load_pair(ckpt, ckpt)
+    pair, kernel = imaging.load_pair(ckpt, ckpt)
     g = torch.Generator().manual_seed(run.seed + 2)
-    bpd = I.likelihood(test[: cfg.n_eval], pair=pair, kernel=kernel, k_iw=cfg.iw_k, generator=g)
-    cols = I.two_step_columns(pair, kernel, cfg.n_samples, generator=torch.Generator().manual_seed(run.seed + 9))
+    bpd = imaging.likelihood(test[: cfg.n_eval], pair=pair, kernel=kernel, k_iw=cfg.iw_k, generator=g)
+    cols = imaging.two_step_columns(pair, kernel, cfg.n_samples, generator=torch.Generator().manual_seed(run.seed + 9))
     n = cfg.n_samples
-    m = {k: {q: v for q, v in MT.sample_metrics(to_uint8(x), to_uint8(test)[:n], clf, run.seed).items()
+    m = {k: {q: v for q, v in sample_metrics.sample_metrics(to_uint8(x), to_uint8(test)[:n], clf, run.seed).items()
              if q in ("fid", "kid", "kid_std", "is")} for k, x in cols.items()}
     side_by_side({k: v[:10] for k, v in cols.items()}, out / f"learned_sigma_mnist_{arm}.png", n=10)
     run.figures.append(f"learned_sigma_mnist_{arm}.png")

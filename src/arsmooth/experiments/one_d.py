@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from .. import smoothing as S
+from .. import smoothing
 from ..data.synthetic import SIX_MODES, TEN_MODES, TWO_GAUSSIANS, train_test
 from ..fit import evaluate, fit
 from ..kernels import Gaussian, make_kernel
@@ -50,14 +50,14 @@ def _fit_stacked(data, kernel, n_mix, steps, seed, desc, progress, hidden=(64, 6
     torch.manual_seed(seed)
     m = StackedMADE(dim=1, hidden=hidden, n_mix=n_mix)
     g = torch.Generator().manual_seed(seed + 1)
-    fit(m, lambda b: S.smoothed_nll_loss(m, kernel, b, g), data, steps=steps, batch_size=512, lr=3e-3,
+    fit(m, lambda b: smoothing.smoothed_nll_loss(m, kernel, b, g), data, steps=steps, batch_size=512, lr=3e-3,
         lr_decay=math.exp(math.log(0.05) / max(steps, 1)), seed=seed, desc=desc, progress=progress)
     return m
 
 
 def _neg_elbo(model, kernel, data, seed, n_draws=10) -> float:
     g = torch.Generator().manual_seed(seed)
-    return evaluate(lambda b: -S.elbo(model, kernel, b, n_draws=n_draws, generator=g), data)
+    return evaluate(lambda b: -smoothing.elbo(model, kernel, b, n_draws=n_draws, generator=g), data)
 
 
 FIG3 = Budgets(quick=Budget(2000, 1000, 100), full=Budget(20_000, 10_000, 6000))
@@ -134,7 +134,7 @@ def _fig4_plots(run: Run, out: Path, sweep: dict, base, best_model, best: float)
     with torch.no_grad():
         ax.plot(grid, SIX_MODES.log_prob(grid).exp(), lw=1, label="true")
         ax.plot(grid, base.log_prob(grid).exp(), lw=1, label="8 logistics")
-        s = S.sample(best_model, Gaussian(best), 20_000, "two-step", torch.Generator().manual_seed(run.seed))
+        s = smoothing.sample(best_model, Gaussian(best), 20_000, "two-step", torch.Generator().manual_seed(run.seed))
     ax.hist(s[:, 0].numpy(), bins=400, range=(-7, 7), density=True, alpha=0.5, label=f"two-step, std {best}")
     ax.legend(fontsize=8)
     save_figure(fig, out / "fig4_samples.png")
@@ -202,19 +202,19 @@ def denoise1d(run: Run, out: Path, sigma: float | None, progress: bool) -> None:
             return smooth.log_prob(xt[:, 0])
 
     xt = torch.linspace(-1.5, 1.5, 3001, dtype=torch.float64)[:, None]
-    den = S.single_step_denoise(ExactPrior(), xt, sigma)[:, 0]
+    den = smoothing.single_step_denoise(ExactPrior(), xt, sigma)[:, 0]
     exact = TWO_GAUSSIANS.posterior_mean(xt[:, 0], sigma)
     run.result["single_step_exact_max_err"] = float((den - exact).abs().max())
     g = torch.Generator().manual_seed(run.seed + 3)
     between = lambda x: float((x.abs() < 0.1).double().mean())  # noqa: E731
     data_s = TWO_GAUSSIANS.sample(n_samples, g).double()
     xt_s = smooth.sample(n_samples, g).double()
-    single = S.single_step_denoise(ExactPrior(), xt_s, sigma)
+    single = smoothing.single_step_denoise(ExactPrior(), xt_s, sigma)
     train, _ = train_test("two_gaussians", n_train, n_test, run.seed)
     samples = {"data": data_s, "single_step": single}
     for k, key in ((1, "one_component"), (2, "two_components")):
         m = _fit_stacked(train, kernel, k, steps, run.seed, f"denoise1d {k} comp.", progress)
-        samples[key] = S.sample(m, kernel, n_samples, "two-step", generator=g)
+        samples[key] = smoothing.sample(m, kernel, n_samples, "two-step", generator=g)
     run.result["between_modes_mass"] = {k: between(v) for k, v in samples.items()}
     plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.2))

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from .. import smoothing as S
+from .. import smoothing
 from ..data.synthetic import checkerboard_smoothed_log_prob, olympics_log_prob, train_test
 from ..fit import evaluate, fit
 from ..kernels import Gaussian
@@ -69,10 +69,10 @@ def smoothed_bounds(model, kernel, test, seed, k_iw: int | None) -> tuple[float,
     The ELBO's draws come first from the seeded generator, so they do not depend on ``k_iw``.
     """
     g = torch.Generator().manual_seed(seed)
-    neg_elbo = evaluate(lambda b: -S.elbo(model, kernel, b, n_draws=10, generator=g), test, 2048)
+    neg_elbo = evaluate(lambda b: -smoothing.elbo(model, kernel, b, n_draws=10, generator=g), test, 2048)
     if k_iw is None:
         return neg_elbo, None
-    neg_iw = evaluate(lambda b: -S.iw_bound(model, kernel, b, k_iw, generator=g), test, 1024)
+    neg_iw = evaluate(lambda b: -smoothing.iw_bound(model, kernel, b, k_iw, generator=g), test, 1024)
     return neg_elbo, neg_iw
 
 
@@ -106,12 +106,13 @@ def table1(run: Run, out: Path, sigma: float | None, progress: bool) -> None:
         torch.manual_seed(run.seed)
         sm = StackedMADE(dim=2, hidden=hidden, n_mix=3)
         g = torch.Generator().manual_seed(run.seed + 1)
-        train_model(sm, lambda b: S.smoothed_nll_loss(sm, kernel, b, g), train, steps, run.seed, f"{ds} smoothed-3", progress)
+        train_model(sm, lambda b: smoothing.smoothed_nll_loss(sm, kernel, b, g), train, steps, run.seed, f"{ds} smoothed-3",
+                    progress)
         res["smoothed_3"], res["smoothed_3_iw"] = smoothed_bounds(sm, kernel, test, run.seed + 2, k_iw)
         params["smoothed_3"] = count_params(sm)
         for method, title in (("smoothed", "smoothed x~ ~ p(x~)"), ("two-step", "two-step (ours)"),
                               ("single-step", "single-step")):
-            samples[title] = S.sample(sm, kernel, n_show, method, torch.Generator().manual_seed(run.seed + 9))
+            samples[title] = smoothing.sample(sm, kernel, n_show, method, torch.Generator().manual_seed(run.seed + 9))
         run.result[ds] = res
         fig, axes = plt.subplots(1, len(samples), figsize=(2.4 * len(samples), 2.6))
         lim = 3.6 if ds == "rings" else 3.2
@@ -137,7 +138,7 @@ def table1(run: Run, out: Path, sigma: float | None, progress: bool) -> None:
 
 
 def realnvp_pair(hidden: int, n_layers: int, sigma: float,
-                  posterior: tuple[int, int] | None = None) -> S.ScoreConditionedPair:
+                  posterior: tuple[int, int] | None = None) -> smoothing.ScoreConditionedPair:
     """p(x~) a RealNVP; p(x | x~) a conditional RealNVP over (x - x~) / sigma (an exact change of variables)
     whose networks see x~ and the prior's Tweedie feature sigma * grad log p(x~).
 
@@ -146,7 +147,7 @@ def realnvp_pair(hidden: int, n_layers: int, sigma: float,
     post_layers, post_hidden = posterior or (n_layers, hidden)
     prior = RealNVP(dim=2, n_layers=n_layers, hidden=hidden)
     reverse = CenteredConditional(RealNVP(dim=2, n_layers=post_layers, hidden=post_hidden, context_dim=4), sigma)
-    return S.ScoreConditionedPair(prior, reverse, sigma)
+    return smoothing.ScoreConditionedPair(prior, reverse, sigma)
 
 
 def matching_hidden(target: int, n_layers: int) -> int:
@@ -180,12 +181,12 @@ def fit_plain(hidden, n_layers, train, steps, seed, desc, progress) -> RealNVP:
     return train_model(base, lambda b: -base.log_prob(b).mean(), train, steps, seed, desc, progress)
 
 
-def fit_pair(sigma, hidden, n_layers, train, steps, seed, desc, progress, build=realnvp_pair) -> S.SmoothedPair:
+def fit_pair(sigma, hidden, n_layers, train, steps, seed, desc, progress, build=realnvp_pair) -> smoothing.SmoothedPair:
     """A smoothed pair (``build``: by default :func:`realnvp_pair`) trained on the smoothed NLL at noise ``sigma``."""
     torch.manual_seed(seed)
     pair = build(hidden, n_layers, sigma)
     kernel, g = Gaussian(sigma), torch.Generator().manual_seed(seed + 1)
-    return train_model(pair, lambda b: S.smoothed_nll_loss(pair, kernel, b, g), train, steps, seed, desc, progress)
+    return train_model(pair, lambda b: smoothing.smoothed_nll_loss(pair, kernel, b, g), train, steps, seed, desc, progress)
 
 
 EXACT_LOG_PROB = {"checkerboard": checkerboard_smoothed_log_prob, "olympics": olympics_log_prob}
@@ -210,7 +211,7 @@ def exact_terms(dataset: str, sigma: float, x: torch.Tensor, x_tilde: torch.Tens
 
 
 @torch.no_grad()
-def split_bound(pair: S.SmoothedPair, dataset: str, sigma: float, test: torch.Tensor, seed: int) -> dict:
+def split_bound(pair: smoothing.SmoothedPair, dataset: str, sigma: float, test: torch.Tensor, seed: int) -> dict:
     """-ELBO = E[-log p(x~)] + E[-log p(x | x~)] + E[log q(x~ | x)], each term beside its exact value
     (:func:`exact_terms`), on one noise draw per test point; ``entropy_q`` is the analytic H(q) for reference.
 
@@ -347,7 +348,7 @@ def _realnvp_figure(run: Run, out: Path, ds: str, base, pair, kernel, test, n_sh
     with torch.no_grad():
         samples = {"data": test[:n_show], "RealNVP": base.sample(n_show, generator=gen),
                    "smoothed x~": pair.sample_noisy(n_show, gen),
-                   "two-step (ours)": S.sample(pair, kernel, n_show, "two-step", gen)}
+                   "two-step (ours)": smoothing.sample(pair, kernel, n_show, "two-step", gen)}
     fig, axes = pyplot().subplots(1, 4, figsize=(10, 2.6))
     for ax, (title, pts) in zip(axes, samples.items()):
         scatter(ax, pts, title, 4.5 if ds == "checkerboard" else 3.2)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import torch
 
-from .. import checkpoint as C
+from .. import checkpoint as ckpt_io
 from ..config import Settings
 from ..errors import ArsmoothError
 from ..objectives import objective_of
@@ -24,7 +24,7 @@ def build_model(cfg: Settings, image_shape: tuple[int, int, int]) -> ImageModel 
 def model_from_checkpoint(ckpt: dict, device: torch.device | str = "cpu", use_ema: bool = True) -> ImageModel:
     """Rebuild a model from a loaded checkpoint (EMA weights when present and ``use_ema``)."""
     shape = tuple(ckpt["extra"]["image_shape"])
-    model = build_model(C.settings_of(ckpt), shape)
+    model = build_model(ckpt_io.settings_of(ckpt), shape)
     state = ckpt["ema"] if (use_ema and ckpt.get("ema")) else ckpt["model"]
     holds = "spatial" if any(k.startswith("net.encoder.") for k in state) else "stacked"
     if getattr(model, "conditioning", None) not in (None, holds):  # (a smoothed checkpoint is checked by its keys)
@@ -45,8 +45,8 @@ def init_weights_from(model: ImageModel, cfg: Settings, path: str | Path) -> dic
     encoder and conditioning projections) keep their initial values. Refuses a different network shape,
     naming the setting. The optimizer is not copied.
     """
-    src = C.load_checkpoint(path)
-    sm, tm = C.settings_of(src).model, cfg.model
+    src = ckpt_io.load_checkpoint(path)
+    sm, tm = ckpt_io.settings_of(src).model, cfg.model
     for k in tm.shape_keys():
         if getattr(sm, k) != getattr(tm, k):
             raise ArsmoothError(f"--init-from {path} has model.{k}={getattr(sm, k)}, this run model.{k}={getattr(tm, k)}; "

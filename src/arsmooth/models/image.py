@@ -27,7 +27,7 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
-from .. import likelihoods as L
+from .. import likelihoods
 from ..config import ModelSettings, SmoothingSettings
 from ..errors import ArsmoothError
 from ..networks import build_network
@@ -82,7 +82,7 @@ class ImageModel(nn.Module):
         else:
             params = self.params(x.detach() if detach_params else x, context)
         # the likelihood in fp32 under autocast too
-        return L.image_log_prob(x, _at_least_fp32(params), self.nr_mix, self.discretized)
+        return likelihoods.image_log_prob(x, _at_least_fp32(params), self.nr_mix, self.discretized)
 
     def log_prob(self, x: Tensor, context: Tensor | None = None, detach_params: bool = False) -> Tensor:
         """``log p(x)`` (or ``log p(x | x~)``) in nats per image, ``(B,)``."""

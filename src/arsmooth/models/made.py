@@ -16,7 +16,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
-from .. import likelihoods as L
+from .. import likelihoods
 
 
 class MaskedLinear(nn.Linear):
@@ -72,7 +72,7 @@ class MADE(nn.Module):
         single-step denoiser's "score", paper eq. 7).
         """
         logit_pi, mu, log_s = self.params(x.detach() if detach_params else x)
-        return L.mixture_log_prob(x, logit_pi, mu, log_s)
+        return likelihoods.mixture_log_prob(x, logit_pi, mu, log_s)
 
     def log_prob(self, x: Tensor) -> Tensor:
         return self.log_prob_dims(x).sum(1)
@@ -95,7 +95,7 @@ class MADE(nn.Module):
             x[:, :start] = fixed
         for i in range(start, self.dim if stop is None else stop):
             logit_pi, mu, log_s = (t[:, i] for t in self.params(x))
-            x[:, i] = L.mixture_sample(logit_pi, mu, log_s, generator)
+            x[:, i] = likelihoods.mixture_sample(logit_pi, mu, log_s, generator)
         return x
 
 

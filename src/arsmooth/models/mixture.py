@@ -6,7 +6,7 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
-from .. import likelihoods as L
+from .. import likelihoods
 
 
 class MixtureOfLogistics1d(nn.Module):
@@ -24,8 +24,8 @@ class MixtureOfLogistics1d(nn.Module):
 
     def log_prob(self, x: Tensor) -> Tensor:
         x = x.reshape(-1)
-        return L.mixture_log_prob(x, *self._p(len(x)))
+        return likelihoods.mixture_log_prob(x, *self._p(len(x)))
 
     @torch.no_grad()
     def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
-        return L.mixture_sample(*self._p(n), generator).unsqueeze(1)
+        return likelihoods.mixture_sample(*self._p(n), generator).unsqueeze(1)

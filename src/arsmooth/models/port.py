@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from .. import checkpoint as C
+from .. import checkpoint as ckpt_io
 from ..config import DataSettings, ModelSettings, Settings
 from ..errors import ArsmoothError
 from . import count_params
@@ -40,7 +40,7 @@ def read_port_state(path: str | Path) -> dict[str, Tensor]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - truncated, not a zip, a pickle of code: one answer
-        raise ArsmoothError(f"{path} is not a loadable PyTorch state dict ({C._one_line(e)[:120]})") from None
+        raise ArsmoothError(f"{path} is not a loadable PyTorch state dict ({ckpt_io._one_line(e)[:120]})") from None
     if not isinstance(state, dict) or not state or not all(isinstance(k, str) and isinstance(v, Tensor)
                                                            for k, v in state.items()):
         raise ArsmoothError(f"{path} holds a {type(state).__name__}, not a state dict of tensors "
@@ -156,7 +156,7 @@ def import_port(path: str | Path, out: str | Path, image_size: int = 32, dataset
     atomic_write_text(out / "config.yaml", yaml.safe_dump(settings.to_dict(), sort_keys=False))
     shape = [model.channels, image_size, image_size]
     info = {"imported_from": str(Path(path).resolve()), "sha256": digest(path), "format": "pclucas14/pixel-cnn-pp"}
-    C.save_checkpoint(out / "last.pt", kind="baseline", model_state=model.state_dict(), config=settings.to_dict(),
+    ckpt_io.save_checkpoint(out / "last.pt", kind="baseline", model_state=model.state_dict(), config=settings.to_dict(),
                       sigma=None, step=0, extra={"image_shape": shape, "train_seconds": 0.0, "params": count_params(model),
                                                  "stopped": "imported", "init_from": info})
     m = settings.model

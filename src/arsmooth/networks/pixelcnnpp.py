@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.nn.utils.parametrizations import weight_norm
 
-from .. import likelihoods as L
+from .. import likelihoods
 from ..config import ModelSettings
 from ..errors import ArsmoothError
 from .cpu_kernels import DropoutMasks, FusedGate, draw_dropout_mask, padded_concat_elu
@@ -265,7 +265,7 @@ class PixelCNNpp(nn.Module):
         self.dropout_mode, self.dropout_masks = m.dropout_mode, dropout_masks
         self.in_channels, self.nr_resnet, self.nr_filters = in_channels, nr_resnet, nr_filters
         self.nr_logistic_mix, self.dropout, self.fused = nr_logistic_mix, dropout, fused
-        self.out_channels = L.image_param_channels(in_channels, nr_logistic_mix)
+        self.out_channels = likelihoods.image_param_channels(in_channels, nr_logistic_mix)
         nf, cin = nr_filters, in_channels + 1  # +1: the channel of ones
 
         # initial convs, shifted so that position (i, j) never sees itself

@@ -29,7 +29,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
-from .. import likelihoods as L
+from .. import likelihoods
 from ..config import ModelSettings
 from ..errors import ArsmoothError
 
@@ -128,7 +128,7 @@ class PixelTransformer(nn.Module):
         d = m.tf_width
         self.in_channels, self.nr_logistic_mix, self.width = in_channels, m.nr_logistic_mix, d
         self.image_size = tuple(image_size)
-        self.out_channels = L.image_param_channels(in_channels, m.nr_logistic_mix)
+        self.out_channels = likelihoods.image_param_channels(in_channels, m.nr_logistic_mix)
         h, w = self.image_size
         self.embed = nn.Linear(in_channels, d)
         self.start = nn.Parameter(torch.zeros(d))
