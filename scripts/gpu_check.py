@@ -14,7 +14,7 @@ torchmetrics and safetensors, which such images hold; nothing is installed or do
    and a large batch, with the obvious sampler timed on a prefix for the speed-up;
 4. ``reproduce celeba --quick`` end to end on CUDA, on a fake CelebA folder this script writes;
 5. the cost table: each CIFAR-10 preset's training and sampling speed on this device, and the hours of its
-   step budget, of an epoch, and of the 50,000-sample Fig. 6 columns (``arsmooth.bench.COST_FORMULA``).
+   step budget, of an epoch, and of the 50,000-sample Fig. 6 columns (``arsmooth.evaluation.bench.COST_FORMULA``).
 
 One JSON line per measurement in ``--out``; the cost table as markdown in ``--table``. Without a GPU it
 writes the one line saying so. ``--cpu-dry-run`` runs the same code on CPU with the tiny digits presets and
@@ -31,9 +31,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from arsmooth.bench import bench_sample, cost_lines, measure_costs, precision_check
-from arsmooth.config import load_config
-from arsmooth.fileio import atomic_write_text
+from arsmooth.evaluation.bench import bench_sample, cost_lines, measure_costs, precision_check
+from arsmooth.runtime.config import load_config
+from arsmooth.runtime.fileio import atomic_write_text
 
 
 def fake_celeba(root: Path, n: int) -> Path:

@@ -22,7 +22,7 @@ import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-import arsmooth.data.images as im  # noqa: E402
+import arsmooth.data.image_sets as im  # noqa: E402
 from arsmooth.experiments import EXPERIMENTS, reproduce  # noqa: E402
 from test_image_data import _fake_cifar  # noqa: E402
 

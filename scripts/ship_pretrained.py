@@ -9,7 +9,7 @@ SHA-256 and training budget in ``weights/manifest.json``; ``arsmooth pretrained`
 import argparse
 from pathlib import Path
 
-from arsmooth.pretrained import KINDS, ship
+from arsmooth.models.pretrained import KINDS, ship
 
 p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
 p.add_argument("name", help="dataset name users will pass to --pretrained (e.g. mnist)")

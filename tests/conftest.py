@@ -45,7 +45,7 @@ def own_network() -> dict:
 
 def rgb_total_probability(params, nr_mix: int) -> float:
     """Total probability an RGB pixel's discretized mixture ``params`` (``(1, P, 1, 1)``) gives all 256^3 colours."""
-    from arsmooth import likelihoods as L
+    from arsmooth.maths import likelihoods as L
 
     v = torch.linspace(-1, 1, 256, dtype=torch.double)
     g, b = torch.meshgrid(v, v, indexing="ij")
@@ -79,7 +79,7 @@ def _seed_and_threads():
 
 def digits28(split: str) -> tuple[torch.Tensor, torch.Tensor]:
     """scikit-learn's bundled 8x8 digits enlarged to 28x28 uint8 (a stand-in for MNIST that needs no file)."""
-    from arsmooth.data.images import load_digits
+    from arsmooth.data.image_sets import load_digits
 
     u8, y = load_digits(split)
     big = torch.nn.functional.interpolate(u8.float(), size=(28, 28), mode="bilinear", align_corners=False)
@@ -119,7 +119,7 @@ def idx_root(request, monkeypatch, _fake_idx_files) -> Path:
         if root is None:
             pytest.skip(ENABLE)
         return root
-    from arsmooth.data import images as im
+    from arsmooth.data import image_sets as im
 
     root, sums = _fake_idx_files
     monkeypatch.setattr(im, "_IDX_MD5", {**im._IDX_MD5, **sums})

@@ -11,8 +11,8 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from arsmooth import checkpoint as C
 from arsmooth.errors import ArsmoothError, WriteFailed
+from arsmooth.runtime import checkpoint as C
 
 
 def _save(path, kind="stage1", config=None, **kw):
@@ -170,9 +170,9 @@ def test_export_command_and_model_from_safetensors(tmp_path):
     import subprocess
     import sys
 
-    from arsmooth.config import load_config
     from arsmooth.models.build import model_from_checkpoint
-    from arsmooth.train import train
+    from arsmooth.runtime.config import load_config
+    from arsmooth.training.trainer import train
 
     train(load_config("digits-stage1", ["train.max_steps=2", "train.eval_images=4"]), tmp_path / "r", progress=False)
     cli = [sys.executable, "-m", "arsmooth.cli", "export", str(tmp_path / "r" / "last.pt"), str(tmp_path / "w.safetensors")]

@@ -113,7 +113,7 @@ def test_unwritable_folder(tmp_path, monkeypatch):
     import os
 
     from arsmooth.errors import ArsmoothError
-    from arsmooth.fileio import prepare_out_dir
+    from arsmooth.runtime.fileio import prepare_out_dir
 
     ro = tmp_path / "ro"
     ro.mkdir()
@@ -125,7 +125,7 @@ def test_unwritable_folder(tmp_path, monkeypatch):
 
 
 def test_demo_runs_and_reports(tmp_path):
-    from arsmooth.demo import run_demo
+    from arsmooth.experiments.demo import run_demo
 
     path = run_demo(tmp_path / "demo", steps=30, hidden=16, progress=False)
     text = path.read_text()

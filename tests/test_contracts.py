@@ -4,12 +4,12 @@ integrates to one (for every context), and every parameter takes part in the los
 import pytest
 import torch
 
-from arsmooth import likelihoods as L
-from arsmooth.config import ModelSettings, SmoothingSettings
-from arsmooth.models.image import ImageModel, SmoothedImageModel
+from arsmooth.maths import likelihoods as L
+from arsmooth.models.image_model import ImageModel, SmoothedImageModel
 from arsmooth.models.made import MADE, StackedMADE
 from arsmooth.models.realnvp import RealNVP
 from arsmooth.networks.pixelcnnpp import PixelCNNpp
+from arsmooth.runtime.config import ModelSettings, SmoothingSettings
 from conftest import perturb
 
 

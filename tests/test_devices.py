@@ -15,12 +15,12 @@ from contextlib import contextmanager
 import pytest
 import torch
 
-from arsmooth import imaging as I
-from arsmooth import likelihoods as L
-from arsmooth import smoothing as S
-from arsmooth.config import ModelSettings
-from arsmooth.kernels import make_kernel
-from arsmooth.models.image import ImageModel
+from arsmooth.evaluation import tasks as I
+from arsmooth.maths import likelihoods as L
+from arsmooth.maths import smoothing as S
+from arsmooth.maths.kernels import make_kernel
+from arsmooth.models.image_model import ImageModel
+from arsmooth.runtime.config import ModelSettings
 
 NETS = {"pixelcnnpp": dict(nr_resnet=1, nr_filters=4), "transformer": dict(network="transformer", tf_width=8,
                                                                            tf_layers=1, tf_heads=2, tf_encoder_blocks=1)}
@@ -67,14 +67,14 @@ def test_everything_after_training_makes_its_tensors_where_its_inputs_are(net):
         I.denoise(pair, kernel, x, g)
         I.clean_model_single_step(base, x, generator=g)
         I.fig6_columns(base, pair, kernel, 2, 0, batch_size=2)
-        from arsmooth.probes import block_features
+        from arsmooth.evaluation.probes import block_features
 
         block_features(pair.reverse, x, kernel, g)
 
 
 def test_the_lenet_metrics_make_their_tensors_where_the_classifier_is():
-    from arsmooth.classifier import LeNet
-    from arsmooth.metrics import nearest, sample_metrics
+    from arsmooth.evaluation.classifier import LeNet
+    from arsmooth.evaluation.metrics import nearest, sample_metrics
 
     torch.manual_seed(0)
     net = LeNet(channels=1, size=8)

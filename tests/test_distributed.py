@@ -6,7 +6,7 @@ import sys
 
 import torch
 
-from arsmooth.checkpoint import load_checkpoint
+from arsmooth.runtime.checkpoint import load_checkpoint
 
 SETTINGS = ["--set", "train.batch_size=8", "--set", "train.eval_images=4", "--set", "data.limit=64",
             "--max-steps", "4", "--no-progress", "--threads", "1"]

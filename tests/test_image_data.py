@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import torch
 
-from arsmooth.data import images as im
+from arsmooth.data import image_sets as im
 from arsmooth.errors import ArsmoothError
 from conftest import ENABLE, real_data_root, real_fashion_root
 
@@ -402,7 +402,7 @@ def test_truncated_png_is_named(tmp_path):
 
 
 def test_cifar10_classifier_fits_on_the_fake_archive(tmp_path, monkeypatch):
-    from arsmooth import classifier as K
+    from arsmooth.evaluation import classifier as K
 
     _fake_cifar(tmp_path, 8, as_archive=True)
     _trust_cifar(monkeypatch, tmp_path)

@@ -6,13 +6,13 @@ import numpy as np
 import pytest
 import torch
 
-from arsmooth import imaging as I
-from arsmooth import smoothing as S
 from arsmooth.cli import IMAGE_METHODS
-from arsmooth.config import ModelSettings
 from arsmooth.errors import ArsmoothError
-from arsmooth.kernels import Gaussian
-from arsmooth.models.image import ImageModel
+from arsmooth.evaluation import tasks as I
+from arsmooth.maths import smoothing as S
+from arsmooth.maths.kernels import Gaussian
+from arsmooth.models.image_model import ImageModel
+from arsmooth.runtime.config import ModelSettings
 
 
 def _pair(seed=0, channels=1):
@@ -104,7 +104,7 @@ def test_quick_mnist_path_end_to_end(tmp_path):
     assert all(1 <= res["metrics"][c]["is"] <= 10 for c in cols)  # a score over 10 classes
     assert set(res["probe_accuracy"]) == {f"{m}{g}" for m in ("baseline", "stage1", "stage2") for g in ("", ", 4x4 cells")}
     assert all(0 <= a <= 1 for v in res["probe_accuracy"].values() for a in v)
-    from arsmooth.report import write_report
+    from arsmooth.experiments.report import write_report
 
     rep = write_report([tmp_path], tmp_path / "rep" / "report.md").read_text()
     assert rep.count("| two-step (ours) |") == 1 and "FID (LeNet features)" in rep
@@ -116,7 +116,7 @@ def test_quick_mnist_path_end_to_end(tmp_path):
     # --classifier: the same LeNet from another file gives the same numbers and writes no OUT/classifier.pt
     import shutil
 
-    from arsmooth import classifier as K
+    from arsmooth.evaluation import classifier as K
 
     shutil.copytree(tmp_path / "runs", tmp_path / "b" / "runs")
     lenet = tmp_path / "lenet.pt"
@@ -190,7 +190,7 @@ def test_quick_cifar10_path_end_to_end(tmp_path, monkeypatch):
     with np.load(tmp_path / "out" / "samples.npz") as z:
         assert z["two-step.uint8"].shape == (8, 3, 32, 32)
     assert (tmp_path / "out" / "runs" / "stage2" / "last.pt").is_file()
-    from arsmooth.report import PAPER_TABLE2, write_report
+    from arsmooth.experiments.report import PAPER_TABLE2, write_report
 
     text = write_report([tmp_path / "out"], tmp_path / "report.md").read_text()
     assert "Table 2 layout" in text and f"| {PAPER_TABLE2['two_step'][1]:.2f} |" in text
@@ -203,7 +203,7 @@ def test_quick_celeba_path_on_a_fake_folder(tmp_path, monkeypatch):
     from PIL import Image
 
     from arsmooth.experiments import reproduce
-    from arsmooth.report import write_report
+    from arsmooth.experiments.report import write_report
 
     folder = tmp_path / "data" / "celeba" / "img_align_celeba"
     folder.mkdir(parents=True)

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from arsmooth.errors import ArsmoothError
-from arsmooth.kernels import Gaussian, Laplace, Uniform, make_kernel, sigma_heuristic
+from arsmooth.maths.kernels import Gaussian, Laplace, Uniform, make_kernel, sigma_heuristic
 
 
 @pytest.mark.parametrize("cls", [Gaussian, Laplace, Uniform])

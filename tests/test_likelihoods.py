@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from arsmooth import likelihoods as L
+from arsmooth.maths import likelihoods as L
 
 
 def _params(k, shape=(), scale=1.0, seed=0):

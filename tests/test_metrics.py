@@ -3,10 +3,10 @@
 import pytest
 import torch
 
-from arsmooth import classifier as K
-from arsmooth import metrics as MT
-from arsmooth.data.images import load_dataset, to_uint8
+from arsmooth.data.image_sets import load_dataset, to_uint8
 from arsmooth.errors import ArsmoothError
+from arsmooth.evaluation import classifier as K
+from arsmooth.evaluation import metrics as MT
 from conftest import ENABLE, digits28, real_data_root
 
 
@@ -80,7 +80,7 @@ def test_classifier_save_load_and_damage(mnist_small, tmp_path):
 
 
 def test_linear_probe_finds_linear_information():
-    from arsmooth.probes import linear_probe
+    from arsmooth.evaluation.probes import linear_probe
 
     g = torch.Generator().manual_seed(0)
     y = torch.randint(0, 4, (600,), generator=g)
@@ -91,10 +91,10 @@ def test_linear_probe_finds_linear_information():
 
 
 def test_block_features_one_per_ul_block():
-    from arsmooth.config import ModelSettings
-    from arsmooth.kernels import Gaussian
-    from arsmooth.models.image import ImageModel
-    from arsmooth.probes import block_features
+    from arsmooth.evaluation.probes import block_features
+    from arsmooth.maths.kernels import Gaussian
+    from arsmooth.models.image_model import ImageModel
+    from arsmooth.runtime.config import ModelSettings
 
     m = ImageModel("stage2", ModelSettings(nr_resnet=2, nr_filters=4, nr_logistic_mix=2), channels=1, image_size=(8, 8))
     x = torch.rand(5, 1, 8, 8) * 2 - 1
@@ -122,9 +122,9 @@ def test_metrics_command_scores_sample_files(tmp_path, idx_root, capsys):
 
     import numpy as np
 
-    from arsmooth import classifier as K
     from arsmooth.cli import main
-    from arsmooth.data.images import load_dataset, to_uint8
+    from arsmooth.data.image_sets import load_dataset, to_uint8
+    from arsmooth.evaluation import classifier as K
 
     torch.manual_seed(0)
     K.save(K.LeNet(), {"test_accuracy": 0.1, "dataset": "mnist"}, tmp_path / "lenet.pt")

@@ -6,9 +6,9 @@ distribution sums to one, every parameter gets a gradient, and the fast sampler 
 import pytest
 import torch
 
-from arsmooth import likelihoods as L
-from arsmooth.config import ModelSettings
-from arsmooth.models.image import ImageModel
+from arsmooth.maths import likelihoods as L
+from arsmooth.models.image_model import ImageModel
+from arsmooth.runtime.config import ModelSettings
 from conftest import own_network, perturb, rgb_total_probability
 
 H, W = 4, 5  # small and not square: rows and columns cannot be confused

@@ -15,8 +15,9 @@ import numpy as np
 import pytest
 import torch
 
-from arsmooth import checkpoint as C
 from arsmooth.cli import main
+from arsmooth.runtime import checkpoint as C
+from arsmooth.runtime.run_folder import read_metrics
 
 CLI = [sys.executable, "-m", "arsmooth"]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -111,7 +112,7 @@ def test_nan_advice_is_true_and_resume_with_a_lower_rate_is_recorded(tmp_path):
     assert f"lr: {lr}" in (run / "config.yaml").read_text()
     p = _run([*resume, "--set", "train.lr=1e-4", "--max-steps", "6"])  # --resume --set train.lr is allowed
     assert p.returncode == 0, p.stderr
-    changes = [r["resumed_with"] for r in C.read_metrics(run) if "resumed_with" in r]
+    changes = [r["resumed_with"] for r in read_metrics(run) if "resumed_with" in r]
     assert changes[-1] == {"train.lr": [lr, 1e-4], "train.max_steps": [4, 6]}
     assert C.settings_of(C.load_checkpoint(run / "last.pt")).train.lr == 1e-4
     assert "lr: 0.0001" in (run / "config.yaml").read_text()
@@ -178,7 +179,7 @@ def test_a_refused_train_leaves_no_folder(tmp_path, case):
 
 
 def test_ctrl_c_during_sample_leaves_no_folder(tmp_path, monkeypatch):
-    import arsmooth.imaging as I
+    import arsmooth.evaluation.tasks as I
 
     def interrupted(*a, **k):
         raise KeyboardInterrupt
@@ -219,7 +220,7 @@ def test_own_folder_gets_a_rotation_lenet_and_its_samples_are_scored(tmp_path):
 
 # 11: a full disk while writing a checkpoint: one line, the previous checkpoint intact, a resume works
 def test_a_full_disk_during_a_checkpoint_is_one_line_and_resumable(tmp_path, monkeypatch, capsys):
-    import arsmooth.checkpoint as CK
+    import arsmooth.runtime.checkpoint as CK
 
     _folder(tmp_path / "f")
     real, calls = torch.save, {"n": 0}
@@ -247,7 +248,7 @@ def test_a_full_disk_during_a_checkpoint_is_one_line_and_resumable(tmp_path, mon
 
 
 def test_a_failed_summary_or_sample_write_is_one_line(tmp_path, monkeypatch, capsys):
-    import arsmooth.fileio as F
+    import arsmooth.runtime.fileio as F
 
     def no_space(*a, **k):
         raise OSError(28, "No space left on device")

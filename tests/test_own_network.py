@@ -32,8 +32,8 @@ def test_the_docs_network_trains_samples_and_scores(tmp_path, monkeypatch, capsy
 
 def test_its_checkpoint_is_refused_in_one_line_where_the_network_is_not_registered(tmp_path):
     ns = own_network()
-    from arsmooth.config import load_config
-    from arsmooth.train import train
+    from arsmooth.runtime.config import load_config
+    from arsmooth.training.trainer import train
 
     train(load_config("digits-baseline", ["model.network=masked-cnn", "train.max_steps=2"]), tmp_path / "run",
           progress=False)
@@ -54,8 +54,8 @@ def test_registering_refuses_shipped_names_and_unknown_shape_keys():
 
 
 def test_a_network_lacking_the_interface_is_refused_by_name():
-    from arsmooth.config import ModelSettings
     from arsmooth.networks import build_network, register_network
+    from arsmooth.runtime.config import ModelSettings
 
     register_network("bare", lambda c, m, size, cond: torch.nn.Linear(1, 1))
     with pytest.raises(ArsmoothError, match="in_channels.*ARImageNetwork"):

@@ -8,14 +8,14 @@ far more than the tolerance. If a change is meant to move them, say so in the co
 import pytest
 import torch
 
-from arsmooth import smoothing as S
-from arsmooth.config import load_config
-from arsmooth.data.images import load_dataset
+from arsmooth.data.image_sets import load_dataset
 from arsmooth.data.synthetic import train_test
-from arsmooth.kernels import make_kernel
+from arsmooth.maths import smoothing as S
+from arsmooth.maths.kernels import make_kernel
 from arsmooth.models.build import build_model
 from arsmooth.models.made import StackedMADE
-from arsmooth.train import loss_given_noise
+from arsmooth.runtime.config import load_config
+from arsmooth.training.trainer import loss_given_noise
 
 PINNED = {"digits-baseline": 215.441162109375, "digits-stage1": 107.05117797851562,
           "digits-stage2-spatial": 218.16961669921875}
@@ -44,8 +44,8 @@ def test_seeded_bound_of_a_smoothed_made():
 def test_seeded_short_runs_of_the_training_loop(tmp_path):
     """The one loop (fit.Loop) in both its forms: a smoothed MADE fit in memory, a digits stage 1 trained in a
     run folder. Pinned from the code before the loop was shared (the same values to the last bit)."""
-    from arsmooth.fit import fit
-    from arsmooth.train import train
+    from arsmooth.training.loop import fit
+    from arsmooth.training.trainer import train
 
     torch.set_num_threads(1)
     torch.manual_seed(0)

@@ -3,12 +3,12 @@
 import pytest
 import torch
 
-from arsmooth import likelihoods as L
-from arsmooth.config import ModelSettings
 from arsmooth.errors import ArsmoothError
+from arsmooth.maths import likelihoods as L
 from arsmooth.networks.cpu_kernels import padded_concat_elu
 from arsmooth.networks.pixelcnnpp import PixelCNNpp, concat_elu
 from arsmooth.networks.stacked import bottom_half, stack_pair
+from arsmooth.runtime.config import ModelSettings
 
 
 def _model(channels, nr_resnet=1, nr_filters=8, nr_mix=2, dropout=0.0, fused=False, dropout_mode="element",
@@ -282,8 +282,8 @@ def test_the_network_file_is_the_network_and_its_forward_changes_no_process_stat
     from pathlib import Path
 
     import arsmooth.networks as N
-    from arsmooth.config import ModelSettings
     from arsmooth.networks.cpu_kernels import threads_for_masks
+    from arsmooth.runtime.config import ModelSettings
 
     for name in ("pixelcnnpp.py", "transformer.py"):
         text = (Path(N.__file__).parent / name).read_text()

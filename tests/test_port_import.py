@@ -10,10 +10,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from arsmooth import checkpoint as C
-from arsmooth import likelihoods as L
 from arsmooth.cli import main
+from arsmooth.maths import likelihoods as L
 from arsmooth.models.build import model_from_checkpoint
+from arsmooth.runtime import checkpoint as C
 
 
 def wn(m):

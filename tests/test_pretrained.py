@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-from arsmooth import checkpoint as C
-from arsmooth import pretrained as P
 from arsmooth.cli import main
 from arsmooth.errors import ArsmoothError
+from arsmooth.models import pretrained as P
+from arsmooth.runtime import checkpoint as C
 
 
 def test_every_shipped_file_matches_its_manifest_and_loads():
@@ -32,8 +32,8 @@ def test_every_shipped_file_matches_its_manifest_and_loads():
 
 
 def _tiny_run(tmp_path, preset="digits-stage1"):
-    from arsmooth.config import load_config
-    from arsmooth.train import train
+    from arsmooth.runtime.config import load_config
+    from arsmooth.training.trainer import train
 
     run = tmp_path / "runs" / preset.split("-")[1]
     train(load_config(preset, ["train.max_steps=2", "train.eval_images=4"]), run, progress=False)

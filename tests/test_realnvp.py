@@ -167,8 +167,8 @@ def test_centered_conditional_is_a_normalised_density_and_samples_near_the_conte
 
 
 def _score_pair(sigma=0.3, seed=0):
+    from arsmooth.maths.smoothing import ScoreConditionedPair
     from arsmooth.models.realnvp import CenteredConditional
-    from arsmooth.smoothing import ScoreConditionedPair
 
     prior = _model(seed=seed)
     reverse = CenteredConditional(_model(context_dim=4, scale=0.1, seed=seed + 1), sigma)

@@ -1,12 +1,12 @@
-"""The fast sampler (arsmooth.sampling) against the network and the obvious sampler."""
+"""The fast sampler (arsmooth.networks.sampling) against the network and the obvious sampler."""
 
 import pytest
 import torch
 
-from arsmooth.config import ModelSettings
-from arsmooth.models.image import ImageModel
+from arsmooth.models.image_model import ImageModel
 from arsmooth.networks.pixelcnnpp import PixelCNNpp
-from arsmooth.sampling import _Graph
+from arsmooth.networks.sampling import _Graph
+from arsmooth.runtime.config import ModelSettings
 
 
 def _perturb(m: torch.nn.Module, seed: int) -> None:
@@ -78,9 +78,9 @@ def test_the_fast_sampler_walks_the_networks_public_graph_with_its_own_maths():
     gate) is the network's own functions: the sampler writes none of it again."""
     from pathlib import Path
 
-    from arsmooth import sampling
-    from arsmooth.config import ModelSettings
     from arsmooth.networks import pixelcnnpp as P
+    from arsmooth.networks import sampling
+    from arsmooth.runtime.config import ModelSettings
 
     net = P.PixelCNNpp(1, ModelSettings(nr_resnet=1, nr_filters=4, nr_logistic_mix=1), spatial_condition=False)
     graph = sampling._Graph(net, 4, 4)

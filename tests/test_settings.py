@@ -6,11 +6,11 @@ import inspect
 import pytest
 import yaml
 
-from arsmooth import config as K
-from arsmooth.config import Settings, load_config, preset_names
 from arsmooth.errors import ArsmoothError
-from arsmooth.models.image import ImageModel, SmoothedImageModel
+from arsmooth.models.image_model import ImageModel, SmoothedImageModel
 from arsmooth.networks.pixelcnnpp import GatedResnet, PixelCNNpp
+from arsmooth.runtime import config as K
+from arsmooth.runtime.config import Settings, load_config, preset_names
 
 
 def test_every_preset_round_trips_through_a_plain_dict_and_yaml():

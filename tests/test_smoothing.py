@@ -4,10 +4,10 @@
 import pytest
 import torch
 
-from arsmooth import smoothing as S
 from arsmooth.data.synthetic import TWO_GAUSSIANS
 from arsmooth.errors import ArsmoothError
-from arsmooth.kernels import Gaussian, Laplace
+from arsmooth.maths import smoothing as S
+from arsmooth.maths.kernels import Gaussian, Laplace
 from arsmooth.models.made import StackedMADE
 
 

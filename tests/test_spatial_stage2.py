@@ -3,11 +3,11 @@
 import pytest
 import torch
 
-from arsmooth import likelihoods as L
-from arsmooth.config import ModelSettings
 from arsmooth.errors import ArsmoothError
-from arsmooth.models.image import ImageModel
-from arsmooth.sampling import _Graph
+from arsmooth.maths import likelihoods as L
+from arsmooth.models.image_model import ImageModel
+from arsmooth.networks.sampling import _Graph
+from arsmooth.runtime.config import ModelSettings
 from conftest import rgb_total_probability
 
 
@@ -128,10 +128,10 @@ def test_stage2_needs_its_context_and_other_kinds_have_no_encoder():
 
 
 def test_checkpoints_record_the_design_and_refuse_the_other(tmp_path):
-    from arsmooth import checkpoint as C
-    from arsmooth.config import load_config
     from arsmooth.models.build import model_from_checkpoint
-    from arsmooth.train import train
+    from arsmooth.runtime import checkpoint as C
+    from arsmooth.runtime.config import load_config
+    from arsmooth.training.trainer import train
 
     cfg = load_config("digits-stage2-spatial", ["train.max_steps=2", "train.eval_images=8"])
     train(cfg, tmp_path / "r", progress=False)
@@ -161,7 +161,7 @@ def test_quick_design_comparison_and_spatial_reproduce(tmp_path):
     assert res["stacked"]["psnr"]["noisy"] == res["spatial"]["psnr"]["noisy"]  # the same noisy images
     # the stacked design barely listens to x~ at the pixel itself; the spatial one does
     assert res["stacked"]["sensitivity"]["ratio_min"] > 10 * res["spatial"]["sensitivity"]["ratio_max"]
-    from arsmooth.report import write_report
+    from arsmooth.experiments.report import write_report
 
     rep = write_report([tmp_path / "d"], tmp_path / "rep.md").read_text()
     assert "| stacked |" in rep and "| spatial |" in rep and "denoising_designs.png" in rep

@@ -19,8 +19,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from arsmooth import likelihoods as L
-from arsmooth.kernels import Gaussian, Laplace, Uniform, make_kernel
+from arsmooth.maths import likelihoods as L
+from arsmooth.maths.kernels import Gaussian, Laplace, Uniform, make_kernel
 
 H = 0.002  # grid step
 GRID = torch.arange(-10.0, 10.0 + H / 2, H, dtype=torch.float64)

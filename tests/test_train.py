@@ -10,10 +10,10 @@ import pytest
 import torch
 import yaml
 
-from arsmooth import checkpoint as C
-from arsmooth.config import Settings, load_config, preset_names
 from arsmooth.errors import ArsmoothError
-from arsmooth.train import train
+from arsmooth.runtime import checkpoint as C
+from arsmooth.runtime.config import Settings, load_config, preset_names
+from arsmooth.training.trainer import train
 
 
 def _cfg(kind="stage1", *sets):
@@ -80,7 +80,7 @@ def test_resume_after_sigkill_matches_uninterrupted_run(tmp_path, kind, sets):
     ref = tmp_path / "ref"
     train(cfg, ref, progress=False)
     crashed = tmp_path / "crashed"
-    code = ("import sys, yaml; from arsmooth.train import train; "
+    code = ("import sys, yaml; from arsmooth.training.trainer import train; "
             "train(yaml.safe_load(open(sys.argv[1])), sys.argv[2], progress=False)")
     (tmp_path / "cfg.yaml").write_text(__import__("yaml").safe_dump(cfg.to_dict()))
     env = {**os.environ, "ARSMOOTH_KILL_AT_STEP": "8", "OMP_NUM_THREADS": "1"}
@@ -112,7 +112,7 @@ def test_resume_refuses_a_different_config(tmp_path):
 
 
 def test_nonfinite_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
-    import arsmooth.train as T
+    import arsmooth.training.trainer as T
 
     real = T.loss_given_noise
     calls = {"n": 0}
@@ -222,9 +222,9 @@ def test_init_from_copies_the_weights_exactly_and_refuses_other_shapes(tmp_path)
 def test_smoothed_kind_trains_both_stages_on_the_elbo_and_learns_sigma(tmp_path):
     """kind smoothed: loss = -ELBO of the pair (the library's S.elbo, entropy included), sigma learned and
     recorded, and the checkpoint serves as stage 1 and stage 2 for every tool."""
-    from arsmooth import imaging as I
-    from arsmooth import smoothing as S
-    from arsmooth.kernels import Gaussian
+    from arsmooth.evaluation import tasks as I
+    from arsmooth.maths import smoothing as S
+    from arsmooth.maths.kernels import Gaussian
     from arsmooth.models.build import build_model
 
     cfg = _cfg("smoothed", "smoothing.learn_sigma=true")
@@ -260,7 +260,7 @@ def test_smoothed_kind_trains_both_stages_on_the_elbo_and_learns_sigma(tmp_path)
 
 def test_resume_takes_the_process_group_backend_from_the_saved_config(tmp_path, monkeypatch):
     """--resume without a preset: the saved run's device picks gloo vs nccl, even where CUDA is visible."""
-    from arsmooth import distributed as D
+    from arsmooth.runtime import distributed as D
 
     train(_cfg("stage1"), tmp_path / "r", progress=False)  # saved with device: auto
     cfg = yaml.safe_load((tmp_path / "r" / "config.yaml").read_text())

@@ -11,11 +11,11 @@ import time
 import numpy as np
 import pytest
 
-from arsmooth import checkpoint as C
 from arsmooth.cli import main
-from arsmooth.config import Settings, load_config
 from arsmooth.errors import ArsmoothError
-from arsmooth.train import train
+from arsmooth.runtime import checkpoint as C
+from arsmooth.runtime.config import Settings, load_config
+from arsmooth.training.trainer import train
 
 CLI = [sys.executable, "-m", "arsmooth.cli"]
 
@@ -166,7 +166,7 @@ def test_max_minutes_alone_is_a_time_budget(tmp_path):
     assert p.returncode == 0, p.stderr
     s = json.loads((tmp_path / "r" / "summary.json").read_text())
     assert s["stopped"] == "max_minutes"  # not the preset's max_steps (20)
-    from arsmooth.config import UNLIMITED_STEPS
+    from arsmooth.runtime.config import UNLIMITED_STEPS
 
     assert load_config(str(tmp_path / "r" / "config.yaml")).train.max_steps == UNLIMITED_STEPS
 
@@ -210,8 +210,8 @@ def test_sensitivity_command_on_both_designs(tmp_path):
 
 
 def test_sigma_command_matches_the_heuristic(capsys):
-    from arsmooth.data.images import load_dataset
-    from arsmooth.kernels import sigma_heuristic
+    from arsmooth.data.image_sets import load_dataset
+    from arsmooth.maths.kernels import sigma_heuristic
 
     assert main(["sigma", "--dataset", "digits", "-n", "300", "--subsets", "3"]) == 0
     res = json.loads(capsys.readouterr().out)

@@ -8,7 +8,7 @@ import time
 
 import torch
 
-from arsmooth.bench import preset_model
+from arsmooth.evaluation.bench import preset_model
 
 ap = argparse.ArgumentParser()
 ap.add_argument("preset")

@@ -29,10 +29,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.profiler import profile
 
-from arsmooth import likelihoods as L
-from arsmooth.bench import preset_model
+from arsmooth.evaluation.bench import preset_model
+from arsmooth.maths import likelihoods as L
 from arsmooth.networks.pixelcnnpp import draw_dropout_mask
-from arsmooth.train import loss_given_noise
+from arsmooth.training.trainer import loss_given_noise
 
 ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
 ap.add_argument("preset")

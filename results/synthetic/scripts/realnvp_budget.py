@@ -19,9 +19,9 @@ import torch
 
 from arsmooth.data.synthetic import train_test
 from arsmooth.experiments import two_d as T
-from arsmooth.fit import evaluate
-from arsmooth.kernels import Gaussian
+from arsmooth.maths.kernels import Gaussian
 from arsmooth.models import count_params
+from arsmooth.training.loop import evaluate
 
 # the committed full run: its data (seed, sizes) and the noise level it chose on validation
 FULL_RUN = json.loads((Path(__file__).resolve().parents[1] / "realnvp.run.json").read_text())

@@ -25,13 +25,13 @@ from functools import partial
 
 import torch
 
-from arsmooth import smoothing as S
 from arsmooth.data.synthetic import train_test
 from arsmooth.experiments import two_d as T
-from arsmooth.fit import evaluate
-from arsmooth.kernels import Gaussian
+from arsmooth.maths import smoothing as S
+from arsmooth.maths.kernels import Gaussian
 from arsmooth.models import count_params
 from arsmooth.models.realnvp import CenteredConditional, RealNVP
+from arsmooth.training.loop import evaluate
 
 ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
 ap.add_argument("dataset", choices=T.REALNVP_DATASETS)

@@ -29,14 +29,14 @@ import time
 
 import torch
 
-from arsmooth import smoothing as S
 from arsmooth.data.synthetic import train_test
 from arsmooth.experiments import two_d as T
-from arsmooth.fit import evaluate
-from arsmooth.kernels import Gaussian
+from arsmooth.maths import smoothing as S
+from arsmooth.maths.kernels import Gaussian
+from arsmooth.maths.smoothing import score
 from arsmooth.models import count_params
 from arsmooth.models.realnvp import CenteredConditional, RealNVP
-from arsmooth.smoothing import score
+from arsmooth.training.loop import evaluate
 
 ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
 ap.add_argument("dataset", choices=sorted(T.EXACT_LOG_PROB))

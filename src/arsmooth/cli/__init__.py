@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
-    from ..fileio import remove_unused_folders
+    from ..runtime.fileio import remove_unused_folders
 
     try:
         return args.func(args)

@@ -38,8 +38,8 @@ def add_bench(sub) -> None:
 def run_bench(a) -> int:
     import json
 
-    from .. import bench as benchmarks
-    from ..fileio import atomic_write_text, prepare_out_file
+    from ..evaluation import bench as benchmarks
+    from ..runtime.fileio import atomic_write_text, prepare_out_file
 
     set_threads(a.threads)
     if a.out:

@@ -28,7 +28,7 @@ def add_demo(sub) -> None:
 
 
 def run_demo(a) -> int:
-    from ..demo import run_demo
+    from ..experiments.demo import run_demo
 
     set_threads(a.threads)
     device = chosen_device(a)
@@ -98,8 +98,8 @@ def add_report(sub) -> None:
 
 def run_report(a) -> int:
 
-    from ..fileio import prepare_out_file
-    from ..report import folders_only, write_report
+    from ..experiments.report import folders_only, write_report
+    from ..runtime.fileio import prepare_out_file
 
     prepare_out_file(a.out, a.force)
     dirs, skipped = folders_only(a.runs, a.out)
@@ -118,7 +118,7 @@ def add_pretrained(sub) -> None:
 
 
 def run_pretrained(a) -> int:
-    from .. import pretrained as shipped
+    from ..models import pretrained as shipped
 
     m = shipped.manifest()
     if not m:

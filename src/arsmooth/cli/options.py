@@ -8,7 +8,7 @@ import math
 
 from ..errors import ArsmoothError
 
-# the same tuple as arsmooth.imaging.IMAGE_METHODS (a test checks), kept here so --help needs no torch
+# the same tuple as arsmooth.evaluation.tasks.IMAGE_METHODS (a test checks), kept here so --help needs no torch
 IMAGE_METHODS = ("baseline", "smoothed", "single-step", "single-step-detached", "two-step")
 
 
@@ -49,7 +49,7 @@ def device_option(sp, what: str = "its networks") -> None:
 def chosen_device(a):
     """The device ``--device`` names, checked before any output folder is made (a GPU asked for where none is
     visible: one line, exit 2)."""
-    from ..distributed import resolve_device
+    from ..runtime.distributed import resolve_device
 
     return resolve_device(getattr(a, "device", "auto"))
 
@@ -78,7 +78,7 @@ def use_pretrained(a) -> None:
     """``--pretrained NAME``: the shipped checkpoints (SHA-256 checked) in place of --baseline / --stage1 / --stage2."""
     if not a.pretrained:
         return
-    from .. import pretrained as shipped
+    from ..models import pretrained as shipped
 
     given = [f"--{k}" for k in ("baseline", "stage1", "stage2") if getattr(a, k)]
     if given:

@@ -48,10 +48,11 @@ def run_sample(a) -> int:
 
     import numpy as np
 
-    from .. import distributed, imaging
-    from ..data.images import to_uint8
-    from ..fileio import atomic_write, prepare_out_dir
-    from ..viz import save_grid
+    from ..data.image_sets import to_uint8
+    from ..evaluation import tasks
+    from ..evaluation.figures import save_grid
+    from ..runtime import distributed
+    from ..runtime.fileio import atomic_write, prepare_out_dir
 
     set_threads(a.threads)
     device = chosen_device(a)
@@ -62,21 +63,21 @@ def run_sample(a) -> int:
     if a.method == "baseline":
         if not a.baseline:
             raise ArsmoothError("--method baseline needs --baseline CKPT")
-        base, _ = imaging.load_model(a.baseline, "baseline", device)
+        base, _ = tasks.load_model(a.baseline, "baseline", device)
     elif a.method == "two-step":
         if not (a.stage1 and a.stage2):
             raise ArsmoothError("--method two-step needs --stage1 CKPT and --stage2 CKPT")
-        pair, kernel = imaging.load_pair(a.stage1, a.stage2, device)
+        pair, kernel = tasks.load_pair(a.stage1, a.stage2, device)
     else:  # smoothed and single-step use stage 1 alone
         if not a.stage1:
             raise ArsmoothError(f"--method {a.method} needs --stage1 CKPT")
         if a.stage2:
             raise ArsmoothError(f"--method {a.method} uses stage 1 only; drop --stage2 (it would be ignored)")
-        pair, kernel = imaging.load_prior(a.stage1, device)
+        pair, kernel = tasks.load_prior(a.stage1, device)
     # under torchrun the batches are dealt across the processes (gloo gathers the finished batches on the host)
     ctx = distributed.setup("cpu")
     try:
-        x = imaging.sample_seeded(a.method, a.n, a.seed, baseline=base, pair=pair, kernel=kernel,
+        x = tasks.sample_seeded(a.method, a.n, a.seed, baseline=base, pair=pair, kernel=kernel,
                             batch_size=default_batch(a, 64, 512, device), progress=not a.no_progress, fast=not a.obvious,
                             ctx=ctx)
     finally:

@@ -54,9 +54,9 @@ def run_evaluate(a) -> int:
 
     import torch
 
-    from .. import checkpoint as ckpt_io
-    from .. import imaging
-    from ..data.images import load_configured
+    from ..data.image_sets import load_configured
+    from ..evaluation import tasks
+    from ..runtime import checkpoint as ckpt_io
 
     set_threads(a.threads)
     device = chosen_device(a)
@@ -64,20 +64,20 @@ def run_evaluate(a) -> int:
     base = pair = kernel = None
     ckpts = []
     if a.baseline:
-        base, ck = imaging.load_model(a.baseline, "baseline", device)
+        base, ck = tasks.load_model(a.baseline, "baseline", device)
         ckpts.append((_label(a.baseline), ck))
     if a.stage1 or a.stage2:
         if not (a.stage1 and a.stage2):
             raise ArsmoothError("the two-step bound needs both --stage1 and --stage2")
-        pair, kernel = imaging.load_pair(a.stage1, a.stage2, device)
+        pair, kernel = tasks.load_pair(a.stage1, a.stage2, device)
         for src in (a.stage1, a.stage2):  # both stages: a pair trained on two datasets is not scored on one silently
             ckpts.append((_label(src), src if isinstance(src, dict) else ckpt_io.load_checkpoint(src)))
     if base is None and pair is None:
         raise ArsmoothError("give --baseline CKPT and/or --stage1 CKPT --stage2 CKPT")
-    data = imaging.test_data_of(ckpts, a.dataset, a.data_root, a.set)
+    data = tasks.test_data_of(ckpts, a.dataset, a.data_root, a.set)
     x = load_configured(data, "test")[0][: a.n_images]
-    imaging.check_image_shape(x, ckpts)
-    res = imaging.likelihood(x, baseline=base, pair=pair, kernel=kernel, n_draws=a.draws, k_iw=a.iw,
+    tasks.check_image_shape(x, ckpts)
+    res = tasks.likelihood(x, baseline=base, pair=pair, kernel=kernel, n_draws=a.draws, k_iw=a.iw,
                        generator=torch.Generator().manual_seed(a.seed), progress=not a.no_progress,
                        batch_size=default_batch(a, 50, 500, device))
     res = {k: round(v, 5) if isinstance(v, float) else v for k, v in res.items()}
@@ -106,18 +106,18 @@ def run_sensitivity(a) -> int:
 
     import torch
 
-    from .. import imaging
-    from ..checkpoint import settings_of
-    from ..data.images import load_configured
-    from ..kernels import make_kernel
+    from ..data.image_sets import load_configured
+    from ..evaluation import tasks
+    from ..maths.kernels import make_kernel
+    from ..runtime.checkpoint import settings_of
 
     set_threads(a.threads)
-    model, ck = imaging.load_model(a.stage2, "stage2", chosen_device(a))
-    data = imaging.test_data_of([(a.stage2, ck)], None, a.data_root)
+    model, ck = tasks.load_model(a.stage2, "stage2", chosen_device(a))
+    data = tasks.test_data_of([(a.stage2, ck)], None, a.data_root)
     x = load_configured(data, "test")[0][: a.n_images]
     kernel = make_kernel(settings_of(ck).smoothing.kernel, ck["sigma"])
     xt = kernel.sample(x, torch.Generator().manual_seed(a.seed))
-    res = imaging.stage2_sensitivity(model, x, xt, imaging.sensitivity_positions(*x.shape[-2:]))
+    res = tasks.stage2_sensitivity(model, x, xt, tasks.sensitivity_positions(*x.shape[-2:]))
     res = {"checkpoint": a.stage2, "design": model.conditioning, "sigma": ck["sigma"], **res}
     print(json.dumps(res, indent=2))
     return 0
@@ -143,9 +143,9 @@ def run_sigma(a) -> int:
     import json
     import statistics
 
-    from ..config import load_config
-    from ..data.images import load_configured
-    from ..kernels import sigma_heuristic
+    from ..data.image_sets import load_configured
+    from ..maths.kernels import sigma_heuristic
+    from ..runtime.config import load_config
 
     set_threads(a.threads)
     sets = [f"data.dataset={a.dataset}", *a.set] + ([f"data.data_root={a.data_root}"] if a.data_root else [])
@@ -184,14 +184,14 @@ def add_fit_classifier(sub) -> None:
 def run_fit_classifier(a) -> int:
     from pathlib import Path
 
-    from .. import classifier as lenet
-    from ..fileio import prepare_out_file
+    from ..evaluation import classifier as lenet
+    from ..runtime.fileio import prepare_out_file
 
     set_threads(a.threads)
     device = chosen_device(a)
     data = None
     if a.dataset.startswith("folder:"):  # own images: the rotation task, with the folder's image settings
-        from ..config import DataSettings, Settings
+        from ..runtime.config import DataSettings, Settings
 
         data = Settings(data=DataSettings(dataset="digits")).with_overrides(
             [f"data.dataset={a.dataset}", *([f"data.data_root={a.data_root}"] if a.data_root else []), *a.set]).data
@@ -237,9 +237,9 @@ def run_metrics(a) -> int:
 
     import numpy as np
 
-    from .. import classifier as lenet
-    from .. import metrics as sample_metrics
-    from ..data.images import to_uint8
+    from ..data.image_sets import to_uint8
+    from ..evaluation import classifier as lenet
+    from ..evaluation import metrics as sample_metrics
 
     set_threads(a.threads)
     chosen_device(a)  # checked before any work
@@ -276,8 +276,8 @@ def run_metrics(a) -> int:
 def _metrics_test_images(a, shape: tuple):
     """The test images ``metrics`` compares with: ``--dataset``; a ``folder:`` at the samples' size and channels
     (``shape``: ``(N, C, H, W)``), unless ``--set data.*`` says otherwise."""
-    from ..config import DataSettings, Settings
-    from ..data.images import load_configured
+    from ..data.image_sets import load_configured
+    from ..runtime.config import DataSettings, Settings
 
     data = DataSettings(dataset=a.dataset, data_root=a.data_root,
                         **({"size": int(shape[2]), "channels": int(shape[1])} if a.dataset.startswith("folder:") else {}))

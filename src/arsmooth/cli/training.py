@@ -37,9 +37,9 @@ def add_train(sub) -> None:
 def run_train(a) -> int:
     from pathlib import Path
 
-    from ..config import UNLIMITED_STEPS, load_config
-    from ..objectives import objective_of
-    from ..train import train
+    from ..maths.objectives import objective_of
+    from ..runtime.config import UNLIMITED_STEPS, load_config
+    from ..training.trainer import train
 
     set_threads(a.threads)
     sets = list(a.set)
@@ -56,7 +56,7 @@ def run_train(a) -> int:
     if a.resume and a.preset is None:
         cfg = None
         if sets:
-            from ..checkpoint import load_checkpoint, settings_of
+            from ..runtime.checkpoint import load_checkpoint, settings_of
 
             cfg = settings_of(load_checkpoint(Path(a.out) / "last.pt")).with_overrides(sets)
     else:
@@ -88,7 +88,7 @@ def add_presets(sub) -> None:
 
 
 def run_presets(a) -> int:
-    from ..config import load_config, preset_names, settings_help
+    from ..runtime.config import load_config, preset_names, settings_help
 
     if a.keys:
         print(settings_help())
@@ -112,8 +112,8 @@ def add_export(sub) -> None:
 
 def run_export(a) -> int:
 
-    from .. import checkpoint as ckpt_io
-    from ..fileio import prepare_out_file
+    from ..runtime import checkpoint as ckpt_io
+    from ..runtime.fileio import prepare_out_file
 
     out = prepare_out_file(a.output, a.force)
     ckpt = ckpt_io.load_checkpoint(a.checkpoint)

@@ -83,8 +83,8 @@ def reproduce(
     Every option is checked before any work starts; ``dry_run`` prints the plan (and for cifar10 / celeba
     the cost estimate) and writes nothing.
     """
-    from ..distributed import is_main_process
-    from ..fileio import FolderLock, prepare_out_dir
+    from ..runtime.distributed import is_main_process
+    from ..runtime.fileio import FolderLock, prepare_out_dir
     from .common import Run, command_line, output_names, write_run
 
     exp = get(name)
@@ -128,7 +128,7 @@ def _checked_options(name: str, sigma, seed: int, stage2, data_root, inception_w
         raise ArsmoothError(f"seed must be >= 0, got {seed}")
     opts = {}
     if stage2 is not None:
-        from ..config import STAGE2_CONDITIONINGS
+        from ..runtime.config import STAGE2_CONDITIONINGS
 
         if "stage2" not in takes:
             raise ArsmoothError(f"--stage2 applies to {', '.join(taking('stage2'))}, not {name}")
@@ -142,7 +142,7 @@ def _checked_options(name: str, sigma, seed: int, stage2, data_root, inception_w
             raise ArsmoothError(f"--data-root {data_root} is not a folder")
         opts["data_root"] = str(data_root)
     if inception_weights is not None:
-        from ..metrics import check_inception
+        from ..evaluation.metrics import check_inception
 
         if "inception_weights" not in takes:
             raise ArsmoothError(f"--inception-weights applies to {' and '.join(taking('inception_weights'))} (RGB "
@@ -150,7 +150,7 @@ def _checked_options(name: str, sigma, seed: int, stage2, data_root, inception_w
         check_inception(inception_weights)
         opts["inception_weights"] = str(inception_weights)
     if classifier is not None:
-        from ..classifier import load
+        from ..evaluation.classifier import load
 
         if "classifier" not in takes:
             raise ArsmoothError(f"--classifier applies to {', '.join(taking('classifier'))}, not {name}")
@@ -161,5 +161,5 @@ def _checked_options(name: str, sigma, seed: int, stage2, data_root, inception_w
 
 # every experiment module registers its experiments when imported; this order is the order they are listed in
 # isort: off
-from . import one_d, two_d, learned_sigma, images  # noqa: E402, F401
+from . import one_d, two_d, learned_sigma, image_experiments  # noqa: E402, F401
 # isort: on

@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 
 from .. import __version__
-from ..fileio import atomic_write_text
+from ..runtime.fileio import atomic_write_text
 
 
 @dataclass(frozen=True)

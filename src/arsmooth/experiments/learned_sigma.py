@@ -17,12 +17,12 @@ from pathlib import Path
 
 import torch
 
-from .. import smoothing
 from ..data.synthetic import olympics_log_prob, rings_log_prob, train_test
-from ..fit import evaluate, fit
-from ..kernels import Gaussian
+from ..evaluation.figures import pyplot, save_figure
+from ..maths import smoothing
+from ..maths.kernels import Gaussian
 from ..models.made import StackedMADE
-from ..viz import pyplot, save_figure
+from ..training.loop import evaluate, fit
 from . import experiment
 from .common import Budget, Budgets, Run, fmt
 from .two_d import TABLE1_DATASETS, decay_to, scatter, smoothed_bounds
@@ -151,19 +151,19 @@ MNIST_FULL = MnistBudget("mnist-cpu-smoothed", steps=3000, n_samples=1000, n_eva
 def _mnist_arm(run: Run, out: Path, arm: str, c, cfg: MnistBudget, test: torch.Tensor, clf, sigma0: float,
                progress: bool) -> tuple[dict, str]:
     """Train (or find) one arm of learned-sigma-mnist and score it: its result and its table row."""
-    from .. import imaging
-    from .. import metrics as sample_metrics
-    from ..checkpoint import read_metrics
-    from ..data.images import to_uint8
-    from ..viz import side_by_side
-    from .images import train_or_resume
+    from ..data.image_sets import to_uint8
+    from ..evaluation import metrics as sample_metrics
+    from ..evaluation import tasks
+    from ..evaluation.figures import side_by_side
+    from ..runtime.run_folder import read_metrics
+    from .image_experiments import train_or_resume
 
     summary = train_or_resume(c, out / "runs" / arm, progress)
     ckpt = out / "runs" / arm / "last.pt"
-    pair, kernel = imaging.load_pair(ckpt, ckpt)
+    pair, kernel = tasks.load_pair(ckpt, ckpt)
     g = torch.Generator().manual_seed(run.seed + 2)
-    bpd = imaging.likelihood(test[: cfg.n_eval], pair=pair, kernel=kernel, k_iw=cfg.iw_k, generator=g)
-    cols = imaging.two_step_columns(pair, kernel, cfg.n_samples, generator=torch.Generator().manual_seed(run.seed + 9))
+    bpd = tasks.likelihood(test[: cfg.n_eval], pair=pair, kernel=kernel, k_iw=cfg.iw_k, generator=g)
+    cols = tasks.two_step_columns(pair, kernel, cfg.n_samples, generator=torch.Generator().manual_seed(run.seed + 9))
     n = cfg.n_samples
     m = {k: {q: v for q, v in sample_metrics.sample_metrics(to_uint8(x), to_uint8(test)[:n], clf, run.seed).items()
              if q in ("fid", "kid", "kid_std", "is")} for k, x in cols.items()}
@@ -185,9 +185,9 @@ def _mnist_arm(run: Run, out: Path, arm: str, c, cfg: MnistBudget, test: torch.T
 def learned_sigma_mnist(run: Run, out: Path, sigma: float | None, progress: bool) -> None:
     """MNIST at CPU scale: both stages trained together on the ELBO (``kind: smoothed``), sigma fixed at the
     paper's 0.5 against sigma learned from 0.5, at equal steps; bounds, sigma's path, sample metrics (LeNet)."""
-    from ..config import load_config
-    from ..data.images import load_configured
-    from .images import metric_classifier
+    from ..data.image_sets import load_configured
+    from ..runtime.config import load_config
+    from .image_experiments import metric_classifier
 
     cfg = MNIST_QUICK if run.quick else MNIST_FULL
     sigma0 = 0.5 if sigma is None else sigma

@@ -7,13 +7,13 @@ from pathlib import Path
 
 import torch
 
-from .. import smoothing
 from ..data.synthetic import SIX_MODES, TEN_MODES, TWO_GAUSSIANS, train_test
-from ..fit import evaluate, fit
-from ..kernels import Gaussian, make_kernel
+from ..evaluation.figures import pyplot, save_figure
+from ..maths import smoothing
+from ..maths.kernels import Gaussian, make_kernel
 from ..models.made import StackedMADE
 from ..models.mixture import MixtureOfLogistics1d
-from ..viz import pyplot, save_figure
+from ..training.loop import evaluate, fit
 from . import experiment
 from .common import Budget, Budgets, Run, fmt
 

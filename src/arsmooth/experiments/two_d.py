@@ -8,14 +8,14 @@ from pathlib import Path
 
 import torch
 
-from .. import smoothing
 from ..data.synthetic import checkerboard_smoothed_log_prob, olympics_log_prob, train_test
-from ..fit import evaluate, fit
-from ..kernels import Gaussian
+from ..evaluation.figures import pyplot, save_figure
+from ..maths import smoothing
+from ..maths.kernels import Gaussian
 from ..models import count_params
 from ..models.made import MADE, StackedMADE
 from ..models.realnvp import CenteredConditional, RealNVP
-from ..viz import pyplot, save_figure
+from ..training.loop import evaluate, fit
 from . import experiment
 from .common import Budget, Budgets, Run, fmt
 

@@ -1,4 +1,6 @@
-"""The density models: PixelCNN++ image models, MADE, mixtures, RealNVP."""
+"""The density models: image models (an AR network with its objective's likelihood), MADE, mixtures, RealNVP;
+built from settings or checkpoints (`build`), imported from the public port (`port`), and the weights that ship
+(`pretrained`)."""
 
 from torch import nn
 

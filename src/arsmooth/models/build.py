@@ -6,11 +6,11 @@ from pathlib import Path
 
 import torch
 
-from .. import checkpoint as ckpt_io
-from ..config import Settings
 from ..errors import ArsmoothError
-from ..objectives import objective_of
-from .image import ImageModel, SmoothedImageModel
+from ..maths.objectives import objective_of
+from ..runtime import checkpoint as ckpt_io
+from ..runtime.config import Settings
+from .image_model import ImageModel, SmoothedImageModel
 
 
 def build_model(cfg: Settings, image_shape: tuple[int, int, int]) -> ImageModel | SmoothedImageModel:

@@ -16,7 +16,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
-from .. import likelihoods
+from ..maths import likelihoods
 
 
 class MaskedLinear(nn.Linear):
@@ -102,7 +102,7 @@ class MADE(nn.Module):
 class StackedMADE(nn.Module):
     """p(x~) and p(x | x~) from one MADE over ``[x~, x]`` (paper section 4.2).
 
-    Implements the smoothed-model protocol used by :mod:`arsmooth.smoothing`:
+    Implements the smoothed-model protocol used by :mod:`arsmooth.maths.smoothing`:
     ``log_prob_noisy``, ``log_prob_clean``, ``sample_noisy``, ``sample_clean``.
     """
 

@@ -6,7 +6,7 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
-from .. import likelihoods
+from ..maths import likelihoods
 
 
 class MixtureOfLogistics1d(nn.Module):

@@ -23,11 +23,11 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from .. import checkpoint as ckpt_io
-from ..config import DataSettings, ModelSettings, Settings
 from ..errors import ArsmoothError
+from ..runtime import checkpoint as ckpt_io
+from ..runtime.config import DataSettings, ModelSettings, Settings
 from . import count_params
-from .image import ImageModel
+from .image_model import ImageModel
 
 _PREFIX = "module."
 
@@ -144,7 +144,7 @@ def import_port(path: str | Path, out: str | Path, image_size: int = 32, dataset
     check comes before anything is written. Returns what was imported."""
     import yaml
 
-    from ..fileio import atomic_write_text, digest, make_folder
+    from ..runtime.fileio import atomic_write_text, digest, make_folder
 
     out = Path(out)
     if (out / "last.pt").exists() or (out / "config.yaml").exists():

@@ -203,7 +203,7 @@ class CenteredConditional(nn.Module):
     ``log p(x | x~) = log p_flow(u | context) - D log(scale)``. The flow then only has to model the
     (localised) noise that took x to x~, not x from scratch; ``scale`` is the kernel's std. The
     first ``D`` columns of the context are x~ (the centre); any further columns are extra inputs
-    to the flow's networks (see :class:`arsmooth.smoothing.ScoreConditionedPair`).
+    to the flow's networks (see :class:`arsmooth.maths.smoothing.ScoreConditionedPair`).
     """
 
     def __init__(self, flow: RealNVP, scale: float):

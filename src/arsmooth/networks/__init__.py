@@ -8,8 +8,8 @@ from typing import Callable
 
 from torch import nn
 
-from ..config import NETWORKS, ModelSettings, NetworkFamily
 from ..errors import ArsmoothError
+from ..runtime.config import NETWORKS, ModelSettings, NetworkFamily
 from .interface import ARImageNetwork
 
 # build(channels, model_settings, image_size, conditioned) -> the network
@@ -39,7 +39,7 @@ def register_network(name: str, build: Builder, *, shape_keys: tuple[str, ...] =
 
     The network must satisfy :class:`~arsmooth.networks.interface.ARImageNetwork` (checked when built); with
     ``conditioned`` it is a stage 2 that sees x~ through its own ``encoder``. ``shape_keys``: the
-    :class:`~arsmooth.config.ModelSettings` it reads that fix its weight shapes (a warm start compares them);
+    :class:`~arsmooth.runtime.config.ModelSettings` it reads that fix its weight shapes (a warm start compares them);
     ``stacked``: whether it also takes the paper's stacked ``[x~ ; x]`` image (twice the height). Register
     before settings that name the network are read (a checkpoint's included). Registering a name again
     replaces it; the shipped names cannot be replaced.

@@ -2,8 +2,8 @@
 
 Both families here (:class:`~arsmooth.networks.pixelcnnpp.PixelCNNpp`,
 :class:`~arsmooth.networks.transformer.PixelTransformer`) satisfy :class:`ARImageNetwork`; the transformer also
-:class:`SupportsIncremental`, which the raster sampler (:func:`arsmooth.sampling.raster_sample`) uses when a
-network has it (PixelCNN++'s fast path is the cached graph of :mod:`arsmooth.sampling`; any other network
+:class:`SupportsIncremental`, which the raster sampler (:func:`arsmooth.networks.sampling.raster_sample`) uses when a
+network has it (PixelCNN++'s fast path is the cached graph of :mod:`arsmooth.networks.sampling`; any other network
 without one gets the obvious sampler's work). ``tests/test_networks.py`` runs one contract over every family:
 causality by exact Jacobian zeros, a stage 2's dependence on x~ around each position, every pixel's
 distribution summing to one, a gradient for every parameter, fast sampler == obvious sampler.
@@ -21,7 +21,7 @@ class ARImageNetwork(Protocol):
     """An autoregressive network over ``(B, C, H, W)`` images in raster order, C = 1 or 3.
 
     ``forward(x, cond=None)`` returns the parameters ``(B, P, H, W)`` of a discretized logistic mixture per
-    pixel in the layout of :func:`arsmooth.likelihoods.split_image_params` (``P = 3 K`` for grey, ``10 K`` for
+    pixel in the layout of :func:`arsmooth.maths.likelihoods.split_image_params` (``P = 3 K`` for grey, ``10 K`` for
     RGB with the channel coupling of PixelCNN++). The parameters of pixel ``p`` depend on the pixels before
     ``p`` only (all channels of each); for a stage 2 (``encoder`` is not None) also on ``cond`` = x~, anywhere.
     """

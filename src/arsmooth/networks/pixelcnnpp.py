@@ -9,13 +9,13 @@ Two streams keep the model causal in raster order without masks: ``u`` sees the 
 weight-normalised; padding is done with ``F.pad`` on each call, so nothing depends on the batch size.
 
 The network only outputs parameters ``(B, P, H, W)`` in the layout of
-``arsmooth.likelihoods.split_image_params``; ``likelihoods.image_log_prob`` scores them. For stage 2
+``arsmooth.maths.likelihoods.split_image_params``; ``likelihoods.image_log_prob`` scores them. For stage 2
 of the smoothing method either the same network runs unchanged on the stacked image ``[x~ ; x]``
 (the paper's design, ``arsmooth.networks.stacked``), or ``spatial_condition=True`` adds a non-causal
 encoder of x~ (:class:`ConditionEncoder`) whose maps enter every gated resnet block per position, as
 PixelCNN++ adds a conditioning vector ``h``.
 
-The network's graph is public and typed, for the fast sampler of ``arsmooth.sampling``: :meth:`PixelCNNpp.walk`
+The network's graph is public and typed, for the fast sampler of ``arsmooth.networks.sampling``: :meth:`PixelCNNpp.walk`
 writes the data flow once, over any :class:`GraphOps` (tensors for the forward pass, cached nodes for the
 sampler); each shifted convolution gives its :class:`ConvGeometry`; the gated block's maths
 (:func:`concat_elu`, :func:`gate`) is written once, along any channel axis, for both.
@@ -32,9 +32,9 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.nn.utils.parametrizations import weight_norm
 
-from .. import likelihoods
-from ..config import ModelSettings
 from ..errors import ArsmoothError
+from ..maths import likelihoods
+from ..runtime.config import ModelSettings
 from .cpu_kernels import DropoutMasks, FusedGate, draw_dropout_mask, padded_concat_elu
 
 
@@ -244,7 +244,7 @@ class PixelCNNpp(nn.Module):
     ``forward(x)`` returns ``(B, P, H, W)`` mixture parameters, ``P =
     likelihoods.image_param_channels(in_channels, nr_logistic_mix)``; the parameters at pixel
     ``(i, j)`` depend only on pixels before it in raster order (all channels of earlier pixels).
-    Its shape and dropout come from :class:`~arsmooth.config.ModelSettings` (the paper's CIFAR-10 network:
+    Its shape and dropout come from :class:`~arsmooth.runtime.config.ModelSettings` (the paper's CIFAR-10 network:
     ``nr_resnet=5, nr_filters=160, nr_logistic_mix=10, dropout=0.5``; its MNIST one ``nr_filters=40``);
     ``spatial_condition`` adds the x~ encoder of the spatial stage 2. ``dropout_mode``: ``element`` drops single
     activations (``nn.Dropout``), ``channel`` whole feature maps per image (``nn.Dropout2d``, what the
@@ -349,7 +349,7 @@ class PixelCNNpp(nn.Module):
 
     def walk(self, ops: GraphOps[T], x: T) -> T:
         """The network's data flow, written once, over ``ops`` (:class:`GraphOps`): the forward pass runs it
-        on tensors (:class:`_TensorOps`), the fast sampler (``arsmooth.sampling``) on cached-node ids, so the
+        on tensors (:class:`_TensorOps`), the fast sampler (``arsmooth.networks.sampling``) on cached-node ids, so the
         two cannot drift apart."""
         u, ul = ops.init(self, x)
         us, uls = [u], [ul]

@@ -29,9 +29,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
-from .. import likelihoods
-from ..config import ModelSettings
 from ..errors import ArsmoothError
+from ..maths import likelihoods
+from ..runtime.config import ModelSettings
 
 _COUNTER: list[int] = []  # attention FLOPs, while counting_attention() is open (torch's counter skips SDPA on CPU)
 
@@ -115,9 +115,9 @@ class PixelTransformer(nn.Module):
     """Causal transformer over ``(B, C, H, W)`` images of one size, C = 1 or 3.
 
     ``forward(x, cond=None)`` returns ``(B, P, H, W)`` mixture parameters (the layout of
-    :func:`arsmooth.likelihoods.split_image_params`); those of pixel ``p`` depend on pixels ``< p`` in
+    :func:`arsmooth.maths.likelihoods.split_image_params`); those of pixel ``p`` depend on pixels ``< p`` in
     raster order only (and, when ``conditioned``, on all of ``cond`` = x~). Shape from
-    :class:`~arsmooth.config.ModelSettings`: ``tf_width``, ``tf_layers``, ``tf_heads``,
+    :class:`~arsmooth.runtime.config.ModelSettings`: ``tf_width``, ``tf_layers``, ``tf_heads``,
     ``tf_encoder_blocks``, ``nr_logistic_mix``, ``dropout``.
     """
 

@@ -9,10 +9,10 @@ import time
 
 import torch
 
-from arsmooth.config import load_config
 from arsmooth.models import count_params
 from arsmooth.models.build import build_model
-from arsmooth.train import loss_given_noise
+from arsmooth.runtime.config import load_config
+from arsmooth.training.trainer import loss_given_noise
 
 SIZES = [("base-w96-l3", "mnist-cpu-baseline", 96, 3), ("base-w64-l6", "mnist-cpu-baseline", 64, 6),
          ("base-w112-l2", "mnist-cpu-baseline", 112, 2), ("s1-w64-l3", "mnist-cpu-stage1", 64, 3),

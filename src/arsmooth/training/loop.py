@@ -3,7 +3,7 @@
 :class:`Loop` is the skeleton: ``run`` repeats ``should_stop`` -> ``batch`` -> ``train_step`` ->
 ``after_step`` until a step budget and keeps the running loss. :func:`fit` is the loop of the synthetic
 experiments and the demo (shuffled mini-batches of a tensor, Adam, the paper's per-step learning-rate
-decay); the image runs (:mod:`arsmooth.train`) add resume, DDP, EMA, logging and checkpoints to it.
+decay); the image runs (:mod:`arsmooth.training.trainer`) add resume, DDP, EMA, logging and checkpoints to it.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from .errors import ArsmoothError
+from ..errors import ArsmoothError
 
 
 class Loop:

@@ -1,6 +1,6 @@
 """Sample-quality metrics with our own feature extractor: FID, KID, Inception-style score, neighbours.
 
-The metrics are torchmetrics' (FID, KID, IS) with the LeNet of :mod:`arsmooth.classifier` in place of
+The metrics are torchmetrics' (FID, KID, IS) with the LeNet of :mod:`arsmooth.evaluation.classifier` in place of
 Inception (Inception features mean little on 28x28 grey images): penultimate features for FID / KID, class logits
 for the score. Names
 in every output say so ("FID (LeNet features)"). Every result carries the number of samples, and a
@@ -16,9 +16,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ..errors import ArsmoothError
+from ..runtime.fileio import atomic_write_text
 from .classifier import Features, LeNet, Logits
-from .errors import ArsmoothError
-from .fileio import atomic_write_text
 
 NAMES = {"fid": "FID (LeNet features)", "kid": "KID (LeNet features)", "kid_std": "KID std",
          "is": "Inception-style score (LeNet logits)"}

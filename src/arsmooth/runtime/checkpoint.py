@@ -17,11 +17,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import __version__
+from .. import __version__
+from ..errors import ArsmoothError
+from ..maths.objectives import RUN_KINDS as KINDS
 from .config import Settings
-from .errors import ArsmoothError
 from .fileio import atomic_write
-from .objectives import RUN_KINDS as KINDS
 
 FORMAT_VERSION = 1
 _REQUIRED = ("format_version", "kind", "config", "model", "step")
@@ -104,7 +104,7 @@ def load_checkpoint(path, *, expect_kind: str | tuple[str, ...] | None = None, m
 
 def settings_of(ckpt: dict) -> Settings:
     """The run settings a checkpoint holds (as a plain dict), typed and checked; settings added since it was
-    written take their defaults, or what runs did before them (:data:`arsmooth.config.LEGACY`)."""
+    written take their defaults, or what runs did before them (:data:`arsmooth.runtime.config.LEGACY`)."""
     return Settings.from_dict(ckpt["config"], "the checkpoint's config")
 
 
@@ -177,15 +177,3 @@ def import_safetensors(path, *, expect_kind: str | tuple[str, ...] | None = None
     except Exception as e:  # noqa: BLE001
         raise ArsmoothError(f"{path} is not a readable arsmooth safetensors file: {_one_line(e)}") from None
     return _check_loaded(ckpt, path, expect_kind)
-
-
-def read_metrics(run_dir: Path) -> list[dict]:
-    """The records of a run's ``metrics.jsonl`` in order (none if it is missing; a line cut by a crash is skipped)."""
-    path = Path(run_dir) / "metrics.jsonl"
-    out = []
-    for line in path.read_text().splitlines() if path.is_file() else []:
-        try:
-            out.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
-    return out

@@ -24,9 +24,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..config import DataSettings
 from ..errors import ArsmoothError
-from ..fileio import digest
+from ..runtime.config import DataSettings
+from ..runtime.fileio import digest
 
 SPLITS = ("train", "test")
 DATASETS = ("mnist", "fashion", "cifar10", "digits", "celeba", "celeba:<folder>", "folder:<folder>")
@@ -185,7 +185,7 @@ def load_idx_dataset(
         why = f"download failed ({reasons[0]})" if reasons else "download=False"
         raise ArsmoothError(
             f"{folder} files missing: put {', '.join(missing)} in {raw} (official files, md5s in "
-            f"arsmooth.data.images._IDX_MD5), or point ARSMOOTH_DATA / data_root at a folder with them; {why}"
+            f"arsmooth.data.image_sets._IDX_MD5), or point ARSMOOTH_DATA / data_root at a folder with them; {why}"
         )
     for f in files:
         _verify(raw / f, *_IDX_MD5[(folder, f)])

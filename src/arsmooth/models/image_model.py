@@ -1,5 +1,5 @@
 """Image models of the smoothing method: an AR network (PixelCNN++ or the pixel transformer) with the
-likelihood head its objective asks for (:mod:`arsmooth.objectives`).
+likelihood head its objective asks for (:mod:`arsmooth.maths.objectives`).
 
 * ``baseline``: p(x) on clean 8-bit images, discretized logistic mixture (PixelCNN++);
 * ``stage1``: p(x~) on smoothed images, continuous logistic mixture, never clamped (paper sec. 4);
@@ -15,8 +15,8 @@ likelihood head its objective asks for (:mod:`arsmooth.objectives`).
   ``stage2_likelihood="continuous-jitter"`` is the official code's variant (continuous density on x
   plus 0.01 Gaussian jitter): its numbers are not 8-bit bits/dim.
 
-Samplers (:mod:`arsmooth.sampling`) fill pixels in raster order and draw each pixel exactly from its
-mixture (:func:`arsmooth.likelihoods.image_sample`). Nothing is clamped except on request.
+Samplers (:mod:`arsmooth.networks.sampling`) fill pixels in raster order and draw each pixel exactly from its
+mixture (:func:`arsmooth.maths.likelihoods.image_sample`). Nothing is clamped except on request.
 """
 
 from __future__ import annotations
@@ -27,17 +27,17 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
-from .. import likelihoods
-from ..config import ModelSettings, SmoothingSettings
 from ..errors import ArsmoothError
+from ..maths import likelihoods
+from ..maths.objectives import KINDS, objective_of
 from ..networks import build_network
+from ..networks.sampling import raster_sample
 from ..networks.stacked import bottom_half, stack_pair
-from ..objectives import KINDS, objective_of
-from ..sampling import raster_sample
+from ..runtime.config import ModelSettings, SmoothingSettings
 
 
 class ImageModel(nn.Module):
-    """An AR network with the likelihood of its ``kind``'s objective (:mod:`arsmooth.objectives`); all
+    """An AR network with the likelihood of its ``kind``'s objective (:mod:`arsmooth.maths.objectives`); all
     log-probabilities in nats per image."""
 
     def __init__(self, kind: str, m: ModelSettings, *, channels: int, image_size: tuple[int, int]):

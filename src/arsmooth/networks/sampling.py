@@ -9,7 +9,7 @@ computed once per image, about one forward pass in all, plus a few small operati
 caching idea of Ramachandran et al. (2017), "Fast Generation for Convolutional Autoregressive Models",
 with the queues derived from dependency maps instead of written by hand.
 
-Both samplers draw every pixel with :func:`arsmooth.likelihoods.image_sample` from the same
+Both samplers draw every pixel with :func:`arsmooth.maths.likelihoods.image_sample` from the same
 parameters in the same order, so with the same generator they give the same images (to float
 tolerance in the network's arithmetic).
 """
@@ -25,10 +25,10 @@ import torch.nn.functional as F
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from . import likelihoods
-from .errors import ArsmoothError
-from .networks.interface import SupportsIncremental
-from .networks.pixelcnnpp import PixelCNNpp, concat_elu, gate
+from ..errors import ArsmoothError
+from ..maths import likelihoods
+from .interface import SupportsIncremental
+from .pixelcnnpp import PixelCNNpp, concat_elu, gate
 
 M = 3  # zero margin (top, left, right) of every activation buffer: windows are plain slices
 

@@ -12,8 +12,8 @@ asks the objective (``model.objective``, :func:`objective_of`) instead of compar
   Gaussian sigma (paper sec. 3.3).
 
 A model the objective drives offers ``loss(x, context=None)`` and ``log_prob(x, context=None)``
-(:class:`arsmooth.models.image.ImageModel`), or for the joint objective ``loss(x, eps)``, ``elbo(x, eps)``
-and ``sigma``. Noise comes from the run's kernel (:mod:`arsmooth.kernels`): ``kernel.noise(shape, like,
+(:class:`arsmooth.models.image_model.ImageModel`), or for the joint objective ``loss(x, eps)``, ``elbo(x, eps)``
+and ``sigma``. Noise comes from the run's kernel (:mod:`arsmooth.maths.kernels`): ``kernel.noise(shape, like,
 generator)`` and ``kernel.sample(x, generator)``.
 """
 
@@ -24,7 +24,7 @@ from typing import ClassVar
 import torch
 from torch import Tensor
 
-from .errors import ArsmoothError
+from ..errors import ArsmoothError
 
 
 class Objective:

@@ -23,23 +23,21 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DistributedSampler
 from tqdm.auto import tqdm
 
-from . import checkpoint as ckpt_io
-from . import distributed
-from .checkpoint import read_metrics
-from .config import UNLIMITED_STEPS, Settings
-from .data.images import load_configured
-from .errors import ArsmoothError, WriteFailed
-from .fileio import FolderLock, atomic_write_text, forget_created_folders, make_folder, remove_unused_folders
-from .fit import Loop
-from .kernels import make_kernel
-from .likelihoods import bits_per_dim
-from .models import count_params
-from .models.build import build_model, init_weights_from
-from .models.image import ImageModel
-from .networks.cpu_kernels import threads_for_masks
-from .objectives import objective_of
-
-RUN_FILES = ("config.yaml", "metrics.jsonl", "last.pt", "summary.json")
+from ..data.image_sets import load_configured
+from ..errors import ArsmoothError, WriteFailed
+from ..maths.kernels import make_kernel
+from ..maths.likelihoods import bits_per_dim
+from ..maths.objectives import objective_of
+from ..models import count_params
+from ..models.build import build_model, init_weights_from
+from ..models.image_model import ImageModel
+from ..networks.cpu_kernels import threads_for_masks
+from ..runtime import checkpoint as ckpt_io
+from ..runtime import distributed
+from ..runtime.config import UNLIMITED_STEPS, Settings
+from ..runtime.fileio import atomic_write_text, forget_created_folders, remove_unused_folders
+from ..runtime.run_folder import append_metric, last_test_bpd, prepare_run_dir, saved_settings, truncate_metrics
+from .loop import Loop
 
 
 def pick_device(name: str) -> torch.device:
@@ -83,33 +81,6 @@ def _batch_indices(step: int, n: int, bs: int, seed: int, cache: dict, ctx: dist
         sampler.set_epoch(epoch)
         cache["epoch"], cache["perm"] = epoch, torch.tensor(list(iter(sampler)))
     return cache["perm"][k * b : (k + 1) * b]
-
-
-def prepare_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> FolderLock:
-    """Check the run folder for a new run, a resume or an overwrite, create it, and lock it (one writer at a
-    time: :class:`~arsmooth.fileio.FolderLock`) before anything in it is changed; returns the lock."""
-    if resume and overwrite:
-        raise ArsmoothError("--resume and --overwrite contradict each other; pick one")
-    if run_dir.exists() and not run_dir.is_dir():
-        raise ArsmoothError(f"{run_dir} exists and is not a folder; pick another --out")
-    has_run = run_dir.is_dir() and any((run_dir / f).exists() for f in RUN_FILES)
-    if resume:
-        if not (run_dir / "last.pt").exists():
-            raise ArsmoothError(f"nothing to resume: {run_dir}/last.pt does not exist")
-        return FolderLock(run_dir, "arsmooth train --resume")
-    if has_run and not overwrite:
-        raise ArsmoothError(f"{run_dir} already holds a run; pass --resume to continue it or --overwrite to replace it")
-    try:
-        make_folder(run_dir)
-    except OSError as e:
-        raise ArsmoothError(f"cannot create run folder {run_dir}: {e.strerror}") from None
-    if not os.access(run_dir, os.W_OK):
-        raise ArsmoothError(f"run folder {run_dir} is not writable")
-    lock = FolderLock(run_dir, "arsmooth train")
-    if overwrite:
-        for f in RUN_FILES:
-            (run_dir / f).unlink(missing_ok=True)
-    return lock
 
 
 @torch.no_grad()
@@ -195,19 +166,10 @@ def restarted_run(cfg: Settings, run_dir: Path) -> str | None:
     before the first checkpoint), else None (not a restart, or not this run: the usual checks apply)."""
     if os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") in ("", "0"):
         return None
-    saved = _saved_settings(run_dir)
+    saved = saved_settings(run_dir)
     if saved is None or _without_budgets(saved) != _without_budgets(cfg):
         return None
     return "resume" if (run_dir / "last.pt").is_file() else "restart"
-
-
-def _saved_settings(run_dir: Path) -> Settings | None:
-    """The settings in a run folder's ``config.yaml``, or None when it is missing or unreadable (the
-    checkpoint's own copy is checked, with a clear error, once loaded)."""
-    try:
-        return Settings.from_dict(yaml.safe_load((run_dir / "config.yaml").read_text()))
-    except (OSError, yaml.YAMLError, ArsmoothError):
-        return None
 
 
 def _without_budgets(cfg: Settings) -> Settings:
@@ -219,7 +181,7 @@ def _device_setting(cfg: Settings | None, run_dir: Path, resume: bool) -> str:
     """The ``device`` setting that picks the process group's backend: the given config's, or on ``--resume``
     without one, the saved run's (so a CPU run resumed under torchrun on a GPU machine stays on gloo)."""
     if cfg is None and resume:
-        saved = _saved_settings(run_dir)
+        saved = saved_settings(run_dir)
         return "auto" if saved is None else saved.device
     return "auto" if cfg is None else cfg.device
 
@@ -292,7 +254,7 @@ def _flat(cfg: Settings) -> dict:
 
 class _Trainer(Loop):
     """One training run: its data, model, optimizer and random streams, and the pieces of the shared loop
-    (:class:`arsmooth.fit.Loop`: ``should_stop``, ``batch``, ``train_step``, ``after_step``; ``finish``)."""
+    (:class:`arsmooth.training.loop.Loop`: ``should_stop``, ``batch``, ``train_step``, ``after_step``; ``finish``)."""
 
     def __init__(self, ctx: distributed.Context, cfg: Settings, run_dir: Path, sync_dev: torch.device, train_images,
                  test_images, init_from, ckpt: dict | None, hooks=(), changed: dict | None = None):
@@ -370,7 +332,7 @@ class _Trainer(Loop):
         self.running, self.warm = ckpt["extra"].get("running_bpd"), ckpt["extra"].get("init_from")
         if self.ctx.main:
             ckpt_io.restore_rng(ckpt["rng"])
-            _truncate_metrics(self.run_dir / "metrics.jsonl", self.step)
+            truncate_metrics(self.run_dir / "metrics.jsonl", self.step)
         else:
             torch.manual_seed(self.t_cfg.seed * 1000 + 1 + self.ctx.rank + 7 * self.step)
         if "noise" in ckpt["rng"]:
@@ -379,7 +341,7 @@ class _Trainer(Loop):
             for group in self.opt.param_groups:
                 group["lr"] = self.t_cfg.lr
         if changed and self.ctx.main:
-            _append_metric(self.run_dir, {"step": self.step, "resumed_with": changed})
+            append_metric(self.run_dir, {"step": self.step, "resumed_with": changed})
 
     def _accelerate(self) -> None:
         """GPU options (never on CPU, so CPU results never change) and the DDP wrapper under torchrun."""
@@ -472,7 +434,7 @@ class _Trainer(Loop):
         rec = {"step": self.step, "train_bpd": self.running, "lr": self.sched.get_last_lr()[0],
                **self.model.objective.logged(self.model)}
         try:
-            _append_metric(self.run_dir, {**rec, "seconds": round(self._seconds(), 2)})
+            append_metric(self.run_dir, {**rec, "seconds": round(self._seconds(), 2)})
         except OSError as e:
             raise self._write_stopped(e) from None
 
@@ -516,7 +478,7 @@ class _Trainer(Loop):
         if self.config_changed:
             atomic_write_text(self.run_dir / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
             self.config_changed = False
-        _append_metric(self.run_dir, {"step": self.step, "images": self.step * self.bs, "test_bpd": test_bpd,
+        append_metric(self.run_dir, {"step": self.step, "images": self.step * self.bs, "test_bpd": test_bpd,
                                       "checkpoint": True, "seconds": round(self._seconds(), 2)})
 
     def finish(self, stopped: str) -> dict:
@@ -529,7 +491,7 @@ class _Trainer(Loop):
         if self.ctx.main:
             if self.step != self.start_step or not self.resumed:  # resuming a run with nothing left to do writes nothing
                 self.save(stopped if finished else "running")
-            summary = {**summary, "train_seconds": round(self._seconds(), 1), "test_bpd": _last_test_bpd(self.run_dir)}
+            summary = {**summary, "train_seconds": round(self._seconds(), 1), "test_bpd": last_test_bpd(self.run_dir)}
             if finished:  # a run stopped by a signal is not finished: no summary, so --resume and reproduce go on
                 atomic_write_text(self.run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
         distributed.barrier(self.ctx)
@@ -580,29 +542,3 @@ class _StopOnSignal:
     def restore(self) -> None:
         for sig, old in self._old.items():
             signal.signal(sig, old)
-
-
-def _append_metric(run_dir: Path, rec: dict) -> None:
-    with open(run_dir / "metrics.jsonl", "a") as f:
-        f.write(json.dumps(rec) + "\n")
-        f.flush()
-
-
-def _truncate_metrics(path: Path, step: int) -> None:
-    """Drop metric lines logged after the checkpoint we resume from (they will be logged again)."""
-    if not path.exists():
-        return
-    keep = []
-    for line in path.read_text().splitlines():
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError:  # a line cut by the crash
-            continue
-        if rec.get("step", 0) <= step:
-            keep.append(line)
-    atomic_write_text(path, "".join(k + "\n" for k in keep))
-
-
-def _last_test_bpd(run_dir: Path) -> float | None:
-    vals = [rec["test_bpd"] for rec in read_metrics(run_dir) if "test_bpd" in rec]
-    return vals[-1] if vals else None

@@ -9,8 +9,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .data.images import to_uint8
-from .fileio import atomic_write
+from ..data.image_sets import to_uint8
+from ..runtime.fileio import atomic_write
 
 
 def grid(images: torch.Tensor, nrow: int | None = None, pad: int = 1, scale: int = 1) -> np.ndarray:

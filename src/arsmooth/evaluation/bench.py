@@ -27,15 +27,15 @@ import time
 
 import torch
 
-from .config import Settings, load_config
-from .errors import ArsmoothError
-from .kernels import make_kernel
-from .models import count_params
-from .models.build import build_model
-from .models.image import ImageModel
-from .networks.cpu_kernels import threads_for_masks
-from .sampling import raster_sample
-from .train import loss_given_noise
+from ..errors import ArsmoothError
+from ..maths.kernels import make_kernel
+from ..models import count_params
+from ..models.build import build_model
+from ..models.image_model import ImageModel
+from ..networks.cpu_kernels import threads_for_masks
+from ..networks.sampling import raster_sample
+from ..runtime.config import Settings, load_config
+from ..training.trainer import loss_given_noise
 
 # training images of each dataset (CelebA: the paper's 70% of 202,599); the cost estimate's epochs
 TRAIN_IMAGES = {"mnist": 60_000, "fashion": 60_000, "cifar10": 50_000, "celeba": 141_819}
@@ -177,7 +177,7 @@ def sampler_work(model, device: str = "cpu", seed: int = 0, batch: int = 2) -> f
     (:func:`arsmooth.networks.transformer.counting_attention`, which that counter does not see on CPU)."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    from .networks.transformer import counting_attention
+    from ..networks.transformer import counting_attention
 
     h, w = model.image_size
     g = torch.Generator(device).manual_seed(seed)

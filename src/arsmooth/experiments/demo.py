@@ -13,14 +13,14 @@ from pathlib import Path
 
 import torch
 
-from . import smoothing
-from .data.synthetic import train_test
-from .errors import ArsmoothError
-from .fileio import atomic_write_text, prepare_out_dir
-from .fit import evaluate, fit
-from .kernels import Gaussian
-from .models.made import MADE, StackedMADE
-from .viz import pyplot, save_figure
+from ..data.synthetic import train_test
+from ..errors import ArsmoothError
+from ..evaluation.figures import pyplot, save_figure
+from ..maths import smoothing
+from ..maths.kernels import Gaussian
+from ..models.made import MADE, StackedMADE
+from ..runtime.fileio import atomic_write_text, prepare_out_dir
+from ..training.loop import evaluate, fit
 
 DEMO_FILES = ["report.md", "samples.png", "loss.png", "digits.png"]
 DIGITS = 8  # images per column of the image part
@@ -28,18 +28,18 @@ DIGITS = 8  # images per column of the image part
 
 def _digits(out: Path, seed: int, progress: bool, device="cpu") -> list[str]:
     """The image part: the paper's Fig. 6 columns from the pretrained MNIST models that ship in the package."""
-    from . import imaging
-    from . import pretrained as shipped
-    from .viz import side_by_side
+    from ..evaluation import tasks
+    from ..evaluation.figures import side_by_side
+    from ..models import pretrained as shipped
 
     if "mnist" not in shipped.names():
         return ["(No pretrained MNIST models in this installation, so the image part was skipped.)"]
     t0 = time.perf_counter()
-    base, _ = imaging.load_model(shipped.checkpoint("mnist", "baseline"), "baseline", device)
-    pair, kernel = imaging.load_pair(shipped.checkpoint("mnist", "stage1"), shipped.checkpoint("mnist", "stage2"), device)
+    base, _ = tasks.load_model(shipped.checkpoint("mnist", "baseline"), "baseline", device)
+    pair, kernel = tasks.load_pair(shipped.checkpoint("mnist", "stage1"), shipped.checkpoint("mnist", "stage2"), device)
     g = torch.Generator().manual_seed(seed)
-    cols = {"baseline": imaging.sample_images("baseline", DIGITS, baseline=base, generator=g, progress=progress)}
-    cols.update(imaging.two_step_columns(pair, kernel, DIGITS, generator=g, progress=progress))
+    cols = {"baseline": tasks.sample_images("baseline", DIGITS, baseline=base, generator=g, progress=progress)}
+    cols.update(tasks.two_step_columns(pair, kernel, DIGITS, generator=g, progress=progress))
     side_by_side({k: v.cpu() for k, v in cols.items()}, out / "digits.png", n=DIGITS)
     imgs = {k: shipped.entry("mnist", k)["images_seen"] for k in shipped.KINDS}
     return [

@@ -17,13 +17,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .. import distributed, imaging
-from ..config import DataSettings, Settings, load_config
-from ..data.images import load_configured, to_uint8
+from ..data.image_sets import load_configured, to_uint8
 from ..errors import ArsmoothError
-from ..fileio import atomic_write
-from ..train import evaluate_bpd, train
-from ..viz import save_grid, side_by_side
+from ..evaluation import tasks
+from ..evaluation.figures import save_grid, side_by_side
+from ..runtime import distributed
+from ..runtime.config import DataSettings, Settings, load_config
+from ..runtime.fileio import atomic_write
+from ..training.trainer import evaluate_bpd, train
 from . import experiment
 from .common import Run, num_or_na
 
@@ -81,10 +82,10 @@ def _load_samples(path: Path, n: int, seed: int) -> dict | None:
         return None
     with np.load(path) as z:
         names = [k[: -len(".uint8")] for k in z.files if k.endswith(".uint8")]
-        if int(z["seed"]) != seed or sorted(names) != sorted(imaging.FIG6_COLUMNS) or \
+        if int(z["seed"]) != seed or sorted(names) != sorted(tasks.FIG6_COLUMNS) or \
                 any(z[f"{k}.uint8"].shape[0] != n for k in names):
             return None
-        return {k: torch.from_numpy(z[f"{k}.uint8"]).float() / 127.5 - 1 for k in imaging.FIG6_COLUMNS}
+        return {k: torch.from_numpy(z[f"{k}.uint8"]).float() / 127.5 - 1 for k in tasks.FIG6_COLUMNS}
 
 
 def train_or_resume(cfg: Settings, run_dir: Path, progress: bool) -> dict:
@@ -108,13 +109,13 @@ def _sample_columns(out: Path, base, pair, kernel, n: int, batch: int, seed: int
     cols = _load_samples(out / "samples.npz", n, seed)
     if cols is not None:
         return cols if ctx.main else None
-    u8 = imaging.fig6_columns(base, pair, kernel, n, seed + 100, batch_size=batch, partial=out / "samples.partial.npz",
+    u8 = tasks.fig6_columns(base, pair, kernel, n, seed + 100, batch_size=batch, partial=out / "samples.partial.npz",
                         progress=progress, ctx=ctx)
     if u8 is not None:
         cols = {k: v.float() / 127.5 - 1 for k, v in u8.items()}
         _save_samples(cols, out / "samples.npz", seed)
     distributed.barrier(ctx)  # samples.npz is written: every rank may drop its partial file
-    imaging.partial_path(out / "samples.partial.npz", ctx).unlink(missing_ok=True)
+    tasks.partial_path(out / "samples.partial.npz", ctx).unlink(missing_ok=True)
     return cols
 
 
@@ -144,7 +145,7 @@ def _run(run: Run, out: Path, sigma: float | None, progress: bool, dataset: str,
                                                   progress, run.classifier)
     inception = None
     if inception_weights is not None:  # the standard Inception FID / KID / IS, beside ours
-        from .. import metrics as sample_quality
+        from ..evaluation import metrics as sample_quality
 
         test_u8 = to_uint8(test[: budget.n_samples])
         inception = {k.replace("-", "_"): sample_quality.inception_metrics(to_uint8(x), test_u8, inception_weights)
@@ -217,7 +218,7 @@ _SHAPES = {"mnist": (1, 28, 28), "fashion": (1, 28, 28), "cifar10": (3, 32, 32),
 
 
 def _estimate(cfgs: dict, shape: tuple, device: str, budget: ImageBudget) -> list[str]:
-    from ..bench import cost_lines, measure_costs
+    from ..evaluation.bench import cost_lines, measure_costs
 
     dev = str(distributed.resolve_device(device))
     return cost_lines(measure_costs(cfgs, shape, dev, n_samples=budget.n_samples, train_batch=8 if dev == "cpu" else None,
@@ -256,8 +257,8 @@ def _train_and_sample(run: Run, out: Path, cfgs: dict, budget: ImageBudget, prog
     try:
         summaries = {kind: train_or_resume(cfg, out / "runs" / kind, progress) for kind, cfg in cfgs.items()}
         dev = distributed.resolve_device(run.device)
-        base, _ = imaging.load_model(out / "runs" / "baseline" / "last.pt", "baseline", dev)
-        pair, kernel = imaging.load_pair(out / "runs" / "stage1" / "last.pt", out / "runs" / "stage2" / "last.pt", dev)
+        base, _ = tasks.load_model(out / "runs" / "baseline" / "last.pt", "baseline", dev)
+        pair, kernel = tasks.load_pair(out / "runs" / "stage1" / "last.pt", out / "runs" / "stage2" / "last.pt", dev)
         cols = _sample_columns(out, base, pair, kernel, budget.n_samples, budget.sample_batch, run.seed,
                                progress, ctx)
     except BaseException:
@@ -270,8 +271,8 @@ def _train_and_sample(run: Run, out: Path, cfgs: dict, budget: ImageBudget, prog
 def _bounds(test, budget: ImageBudget, base, pair, kernel, g: torch.Generator) -> dict:
     """Bits/dim: the baseline's exact value and the two-step -ELBO on ``n_eval`` test images, the IW bound on
     the first ``n_iw`` (with the -ELBO on those, to compare like with like)."""
-    bpd = imaging.likelihood(test[: budget.n_eval], baseline=base, pair=pair, kernel=kernel, n_draws=1, generator=g)
-    iw = imaging.likelihood(test[: budget.n_iw], pair=pair, kernel=kernel, n_draws=1, k_iw=budget.k_iw, generator=g)
+    bpd = tasks.likelihood(test[: budget.n_eval], baseline=base, pair=pair, kernel=kernel, n_draws=1, generator=g)
+    iw = tasks.likelihood(test[: budget.n_iw], pair=pair, kernel=kernel, n_draws=1, k_iw=budget.k_iw, generator=g)
     bpd.update(two_step_iw=iw["two_step_iw"], iw_k=iw["iw_k"], iw_images=iw["n_images"],
                two_step_elbo_on_iw_images=iw["two_step_elbo"])
     return bpd
@@ -279,12 +280,12 @@ def _bounds(test, budget: ImageBudget, base, pair, kernel, g: torch.Generator) -
 
 def _tasks(out: Path, xt, base, pair, kernel, g: torch.Generator, progress: bool) -> tuple[dict, dict]:
     """Inpainting and denoising of the test images ``xt`` (with their figures), and the App. C.6 ablation."""
-    inp = imaging.inpaint(pair, kernel, xt, g, progress)
+    inp = tasks.inpaint(pair, kernel, xt, g, progress)
     show = min(8, len(xt))
     side_by_side({"original": xt, "observed": inp["observed"], "x~": inp["x_tilde"], "completed": inp["completed"]},
                  out / "inpainting.png", n=show)
-    den = imaging.denoise(pair, kernel, xt, g, progress)
-    ablation = imaging.clean_model_single_step(base, xt, generator=g)
+    den = tasks.denoise(pair, kernel, xt, g, progress)
+    ablation = tasks.clean_model_single_step(base, xt, generator=g)
     side_by_side(den["images"], out / "denoising.png", n=show)
     return den, ablation
 
@@ -358,7 +359,7 @@ def _inception_lines(inception: dict | None, dataset: str) -> list[str]:
     if dataset not in RGB_DATASETS:
         return []
     if inception is None:
-        from ..metrics import INCEPTION_FILE
+        from ..evaluation.metrics import INCEPTION_FILE
 
         return [f"No Inception metrics: pass --inception-weights {INCEPTION_FILE} (torch-fidelity's FID Inception "
                 "weights, with pip install 'arsmooth[inception]') to add the standard FID / KID / IS."]
@@ -386,8 +387,8 @@ PROBE_GRIDS = (1, 4)  # probe features: the position average, and the average ov
 def _evaluate_samples(out: Path, cols: dict, test, cfgs: dict, base, pair, kernel, seed: int, quick: bool,
                       progress: bool, classifier: str | None) -> tuple[dict, dict, dict]:
     """FID / KID / IS of every column with our LeNet, the real-vs-real floor, neighbours, probes."""
-    from .. import metrics as sample_quality
-    from ..probes import probe_accuracies
+    from ..evaluation import metrics as sample_quality
+    from ..evaluation.probes import probe_accuracies
 
     data_cfg = cfgs["baseline"].data
     clf, info = metric_classifier(out, data_cfg, progress, classifier)
@@ -427,7 +428,7 @@ def _evaluate_samples(out: Path, cols: dict, test, cfgs: dict, base, pair, kerne
 def metric_classifier(out: Path, data_cfg: DataSettings, progress: bool, given: str | None = None):
     """The LeNet ``given`` (``reproduce --classifier``; it must be the experiment's dataset's), else the one of
     ``OUT/classifier.pt``, fit (and saved there) when missing."""
-    from .. import classifier as lenet
+    from ..evaluation import classifier as lenet
 
     if given is not None:
         clf, info = lenet.load(given)
@@ -443,7 +444,7 @@ def metric_classifier(out: Path, data_cfg: DataSettings, progress: bool, given: 
 
 
 def _plot_probes(probes: dict, path: Path) -> None:
-    from ..viz import pyplot, save_figure
+    from ..evaluation.figures import pyplot, save_figure
 
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(5, 3))
@@ -532,19 +533,19 @@ def _score_design(run: Run, out: Path, d: str, pair, kernel, xt, test, budget: D
     x_eval, x_task, x_sens = test[: budget.n_eval], test[: budget.n_task], test[: budget.n_sensitivity]
     two = torch.cat([pair.reverse.sample(context=xt[i : i + 64], generator=torch.Generator().manual_seed(run.seed + 300 + i),
                                          progress=progress) for i in range(0, n, 64)])
-    two = imaging.check_finite(two, f"two-step sampling ({d})")
+    two = tasks.check_finite(two, f"two-step sampling ({d})")
     save_grid(two[:100], out / f"two_step_{d}.png")
     g = torch.Generator().manual_seed(run.seed + 200)
-    bpd = imaging.likelihood(x_eval, pair=pair, kernel=kernel, n_draws=1, k_iw=budget.k_iw, generator=g)
+    bpd = tasks.likelihood(x_eval, pair=pair, kernel=kernel, n_draws=1, k_iw=budget.k_iw, generator=g)
     term = evaluate_bpd(pair.reverse, kernel, x_eval, seed=run.seed + 201)  # E_q[-log P(x | x~)], bits/dim
-    den = imaging.denoise(pair, kernel, x_task, torch.Generator().manual_seed(run.seed + 202), progress)
+    den = tasks.denoise(pair, kernel, x_task, torch.Generator().manual_seed(run.seed + 202), progress)
     den_images.setdefault("clean", den["images"]["clean"])
     den_images.setdefault("noisy", den["images"]["noisy"])
     den_images.setdefault("single-step", den["images"]["single_step"])
     den_images[f"two-step {d}"] = den["images"]["two_step"]
     g = torch.Generator().manual_seed(run.seed + 203)
-    sens = imaging.stage2_sensitivity(pair.reverse, x_sens, kernel.sample(x_sens, g),
-                                      imaging.sensitivity_positions(*test.shape[-2:]))
+    sens = tasks.stage2_sensitivity(pair.reverse, x_sens, kernel.sample(x_sens, g),
+                                      tasks.sensitivity_positions(*test.shape[-2:]))
     return {
         "params": summ["params"], "steps": summ["steps"], "train_seconds": summ["train_seconds"],
         "train_images_per_s": round(summ["steps"] * bs / summ["train_seconds"], 2),
@@ -559,8 +560,8 @@ def _stage2_designs(run: Run, out: Path, sigma: float | None, progress: bool, da
     Both stage-2 models see the same test images, noise draws and x~ samples (one generator seed
     per measurement, reset for each design), so every difference comes from the stage-2 model.
     """
-    from .. import metrics as sample_quality
-    from .. import smoothing
+    from ..evaluation import metrics as sample_quality
+    from ..maths import smoothing
 
     quick, budget = run.quick, DESIGNS_QUICK if run.quick else DESIGNS_FULL
     prefix = "digits" if quick else f"{dataset}-cpu"
@@ -571,11 +572,11 @@ def _stage2_designs(run: Run, out: Path, sigma: float | None, progress: bool, da
     data_cfg = cfgs["stage1"].data
     test = load_configured(data_cfg, "test")[0]
     clf, info = metric_classifier(out, data_cfg, progress, run.classifier)
-    pairs = {d: imaging.load_pair(out / "runs" / "stage1" / "last.pt", out / "runs" / f"stage2-{d}" / "last.pt") for d in DESIGNS}
+    pairs = {d: tasks.load_pair(out / "runs" / "stage1" / "last.pt", out / "runs" / f"stage2-{d}" / "last.pt") for d in DESIGNS}
     kernel = pairs["stacked"][1]
     prior = pairs["stacked"][0].prior
     n = budget.n_samples
-    xt = imaging.sample_images("smoothed", n, pair=pairs["stacked"][0], kernel=kernel,
+    xt = tasks.sample_images("smoothed", n, pair=pairs["stacked"][0], kernel=kernel,
                          generator=torch.Generator().manual_seed(run.seed + 100), progress=progress)
     single = torch.cat([smoothing.denoise(pairs["stacked"][0], kernel, xt[i : i + 64], "single-step") for i in range(0, n, 64)])
     test_u8 = to_uint8(test[:n])

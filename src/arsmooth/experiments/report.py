@@ -13,10 +13,10 @@ import json
 import os
 from pathlib import Path
 
-from .config import Settings
-from .errors import ArsmoothError
-from .experiments.common import num_or_na
-from .objectives import objective_of
+from ..errors import ArsmoothError
+from ..maths.objectives import objective_of
+from ..runtime.config import Settings
+from .common import num_or_na
 
 ROWS = {"real": "real (test vs training images)", "baseline": "baseline PixelCNN++", "smoothed": "p(x~) samples x~",
         "single_step": "single-step denoised", "two_step": "two-step (ours)"}
@@ -56,7 +56,7 @@ def _train_run(run_dir: Path) -> dict:
 
 def _train_sections(runs: list[dict], out: Path) -> list[str]:
     """A table of training runs and their learning curves (test bits/dim against images seen and time)."""
-    from .viz import pyplot, save_figure
+    from ..evaluation.figures import pyplot, save_figure
 
     lines = ["## Training runs", "",
              "Test bits/dim at each checkpoint (8-bit for baseline and stage 2; stage 1 scores noisy images x~, a "
@@ -94,7 +94,7 @@ def _train_sections(runs: list[dict], out: Path) -> list[str]:
 
 
 def _designs_section(run_dir: Path, out_dir: Path, name: str, res: dict, rec: dict) -> list[str]:
-    from .experiments.images import designs_table
+    from .image_experiments import designs_table
 
     rel = Path(os.path.relpath(run_dir, out_dir))
     st = rec["settings"]
@@ -199,7 +199,7 @@ def folders_only(paths: list[str | Path], out: str | Path) -> tuple[list[Path], 
 
 def write_report(run_dirs: list[str | Path], out: str | Path) -> Path:
     """Write the markdown report for the folders ``run_dirs`` to ``out``; returns its path."""
-    from .fileio import atomic_write_text
+    from ..runtime.fileio import atomic_write_text
 
     out = Path(out)
     dirs = [Path(d) for d in run_dirs]

@@ -26,9 +26,9 @@ import torch.nn.functional as F
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from .errors import ArsmoothError
-from .fileio import atomic_write
-from .fit import Loop
+from ..errors import ArsmoothError
+from ..runtime.fileio import atomic_write
+from ..training.loop import Loop
 
 FORMAT = "arsmooth-classifier"
 
@@ -115,7 +115,7 @@ def all_rotations(x: Tensor) -> tuple[Tensor, Tensor]:
 
 
 class _FitClassifier(Loop):
-    """The shared loop (:class:`arsmooth.fit.Loop`) over shuffled, shifted (and for the rotation task
+    """The shared loop (:class:`arsmooth.training.loop.Loop`) over shuffled, shifted (and for the rotation task
     turned) mini-batches; Adam with a cosine-decayed learning rate."""
 
     def __init__(self, net: LeNet, x: Tensor, y: Tensor | None, epochs: int, batch_size: int, lr: float, seed: int):
@@ -220,9 +220,9 @@ def fit_dataset(dataset: str, data_root=None, epochs: int | None = None, seed: i
     """The feature extractor of ``dataset`` (mnist, fashion, cifar10 (the same LeNet on 3 x 32 x 32: far from
     Inception, and named so), celeba or celeba:<folder> (the rotation task); digits for quick runs), on its
     full training set. ``folder:PATH`` (your own images, no labels) takes its image settings from ``data``
-    (:class:`~arsmooth.config.DataSettings`: size, channels, crop, test share) and learns the rotation task,
+    (:class:`~arsmooth.runtime.config.DataSettings`: size, channels, crop, test share) and learns the rotation task,
     as CelebA does."""
-    from .data.images import load_configured, load_dataset
+    from ..data.image_sets import load_configured, load_dataset
 
     base = dataset.split(":", 1)[0]  # celeba:<folder> takes celeba's epochs
     if base not in DEFAULT_EPOCHS:

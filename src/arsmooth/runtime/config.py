@@ -25,11 +25,11 @@ from typing import Callable
 
 import yaml
 
-from .errors import ArsmoothError
-from .objectives import OBJECTIVES, RUN_KINDS, objective_of
+from ..errors import ArsmoothError
+from ..maths.objectives import OBJECTIVES, RUN_KINDS, objective_of
 
 # The choices of the settings, defined once: models, networks and checkpoints check against these (the
-# kinds of run are the objectives' registry, arsmooth.objectives).
+# kinds of run are the objectives' registry, arsmooth.maths.objectives).
 STAGE2_LIKELIHOODS = ("discretized", "continuous-jitter")
 STAGE2_CONDITIONINGS = ("stacked", "spatial")
 DROPOUT_MODES = ("element", "channel")

@@ -19,7 +19,7 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
-from .errors import ArsmoothError
+from ..errors import ArsmoothError
 from .kernels import Gaussian, Kernel, event_dims
 from .likelihoods import draw
 
@@ -114,7 +114,7 @@ class LearnedSigma(nn.Module):
 
     ``log sigma`` is the parameter; x~ = x + sigma * eps is reparameterised, so the full ELBO, entropy
     term included (:func:`learned_sigma_loss`), gives sigma a gradient through x~ and through H(q).
-    ``kernel()`` is the fixed :class:`~arsmooth.kernels.Gaussian` at the current value, for evaluation
+    ``kernel()`` is the fixed :class:`~arsmooth.maths.kernels.Gaussian` at the current value, for evaluation
     and sampling.
     """
 

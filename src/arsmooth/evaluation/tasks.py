@@ -12,16 +12,16 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from . import checkpoint as ckpt_io
-from . import smoothing
-from .config import DataSettings
-from .distributed import device_of
-from .errors import ArsmoothError
-from .kernels import Gaussian, make_kernel
-from .likelihoods import bits_per_dim, draw
-from .models.build import model_from_checkpoint
-from .models.image import ImageModel
-from .objectives import objective_of
+from ..errors import ArsmoothError
+from ..maths import smoothing
+from ..maths.kernels import Gaussian, make_kernel
+from ..maths.likelihoods import bits_per_dim, draw
+from ..maths.objectives import objective_of
+from ..models.build import model_from_checkpoint
+from ..models.image_model import ImageModel
+from ..runtime import checkpoint as ckpt_io
+from ..runtime.config import DataSettings
+from ..runtime.distributed import device_of
 
 IMAGE_METHODS = ("baseline", "smoothed", "single-step", "single-step-detached", "two-step")
 
@@ -85,7 +85,7 @@ def test_data_of(ckpts: list[tuple[str, dict]], dataset: str | None = None,
         if not key.startswith("data."):
             raise ArsmoothError(f"--set {text}: only data.* settings apply here (the model's come from its checkpoint)")
     if overrides:
-        from .config import Settings
+        from ..runtime.config import Settings
 
         data = Settings(data=data).with_overrides(list(overrides)).data
     return data
@@ -118,13 +118,13 @@ def check_finite(x: Tensor, what: str) -> Tensor:
 def sample_seeded(method: str, n: int, seed: int, *, baseline: ImageModel | None = None, pair=None, kernel=None,
                   batch_size: int = 64, progress: bool = False, fast: bool = True, ctx=None) -> Tensor | None:
     """``n`` images by ``method``, batch ``i`` drawn from :func:`batch_seed` ``(seed, i)``: the images depend
-    on ``seed``, ``n`` and ``batch_size`` only. Under torchrun (``ctx`` from :func:`arsmooth.distributed.setup`)
+    on ``seed``, ``n`` and ``batch_size`` only. Under torchrun (``ctx`` from :func:`arsmooth.runtime.distributed.setup`)
     the batches are dealt across the processes and gathered on rank 0, which returns them (the others
     return None), so N processes give the images of one, about N times faster.
     """
     from tqdm.auto import tqdm
 
-    from . import distributed
+    from ..runtime import distributed
 
     ctx = ctx or distributed.Context()
     n_batches = -(-n // batch_size)
@@ -196,7 +196,7 @@ def fig6_columns(baseline, pair, kernel, n: int, seed: int, batch_size: int = 64
 
     With ``partial`` (a ``.npz`` path), the batches done so far are saved there after each batch, and a
     later call with the same ``seed``, ``batch_size`` and ``n`` continues from them: the result is the
-    same as one uninterrupted call. Under torchrun (``ctx`` from :func:`arsmooth.distributed.setup`) the
+    same as one uninterrupted call. Under torchrun (``ctx`` from :func:`arsmooth.runtime.distributed.setup`) the
     batches are dealt across the processes, each keeping its own partial file (:func:`partial_path`),
     and gathered on rank 0, which returns the columns (the others return None): the images do not
     depend on the number of processes.
@@ -204,9 +204,9 @@ def fig6_columns(baseline, pair, kernel, n: int, seed: int, batch_size: int = 64
     import numpy as np
     from tqdm.auto import tqdm
 
-    from . import distributed
-    from .data.images import to_uint8
-    from .fileio import atomic_write
+    from ..data.image_sets import to_uint8
+    from ..runtime import distributed
+    from ..runtime.fileio import atomic_write
 
     ctx = ctx or distributed.Context()
     mine = list(distributed.my_share(ctx, -(-n // batch_size)))
@@ -296,7 +296,7 @@ def inpaint(pair, kernel, x: Tensor, generator=None, progress: bool = False) -> 
 
 def psnr(a: Tensor, b: Tensor) -> float:
     """Mean PSNR in dB of 8-bit images (both quantised and clamped), peak 255."""
-    from .data.images import to_uint8
+    from ..data.image_sets import to_uint8
 
     mse = ((to_uint8(a).double() - to_uint8(b).double()) ** 2).flatten(1).mean(1).clamp_min(1e-10)
     return float((10 * torch.log10(255.0**2 / mse)).mean())
@@ -308,7 +308,7 @@ def clean_model_single_step(baseline: ImageModel, x: Tensor, sigmas=(0.01, 0.05,
     ``x~ = x + sigma eps`` is denoised by ``x~ + sigma^2 grad log p(x~)`` where ``p`` is the baseline's
     mixture read as a continuous density (full gradient). Returns PSNR of noisy and denoised, per sigma.
     """
-    from . import likelihoods
+    from ..maths import likelihoods
 
     def log_p(t: Tensor) -> Tensor:
         return likelihoods.image_log_prob(t, baseline.net(t), baseline.nr_mix, False).flatten(1).sum(1)

@@ -11,12 +11,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from . import checkpoint as ckpt_io
-from .errors import ArsmoothError
-from .fileio import atomic_write_text, digest
-from .objectives import KINDS  # what ships per dataset: one network each
+from ..errors import ArsmoothError
+from ..maths.objectives import KINDS  # what ships per dataset: one network each
+from ..runtime import checkpoint as ckpt_io
+from ..runtime.fileio import atomic_write_text, digest
 
-WEIGHTS_DIR = Path(__file__).parent / "weights"
+WEIGHTS_DIR = Path(__file__).parents[1] / "weights"  # src/arsmooth/weights, package data
 
 
 def sha256_of(path: Path) -> str:
@@ -98,7 +98,7 @@ def _portable(config: dict) -> dict:
 
 
 def _last_metrics(run: Path) -> dict:
-    from .checkpoint import read_metrics
+    from ..runtime.run_folder import read_metrics
 
     rows = [r for r in read_metrics(run) if "images" in r]
     return rows[-1] if rows else {}

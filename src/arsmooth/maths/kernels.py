@@ -12,7 +12,7 @@ import math
 import torch
 from torch import Tensor
 
-from .errors import ArsmoothError
+from ..errors import ArsmoothError
 from .likelihoods import draw
 
 

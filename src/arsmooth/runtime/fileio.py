@@ -6,7 +6,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from .errors import ArsmoothError, WriteFailed
+from ..errors import ArsmoothError, WriteFailed
 
 _CREATED: list[Path] = []  # folders this process created for its output, newest last (see remove_unused_folders)
 
