@@ -12,6 +12,7 @@ def _bench(*args: str) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=300)
 
 
+@pytest.mark.slow
 def test_bench_sample_reports_both_samplers(tmp_path):
     out = tmp_path / "b.jsonl"
     args = ("sample", "--preset", "digits-stage1", "--batch-size", "2", "--ref-pixels", "0", "--out", str(out))
@@ -24,6 +25,7 @@ def test_bench_sample_reports_both_samplers(tmp_path):
     assert again.returncode != 0 and "already exists" in again.stderr and "Traceback" not in again.stderr
 
 
+@pytest.mark.slow
 def test_bench_train_times_both_networks_on_the_same_step(tmp_path):
     out = tmp_path / "t.jsonl"
     p = _bench("train", "--preset", "digits-stage2", "--batch-size", "4", "--steps", "1", "--out", str(out))
@@ -39,6 +41,7 @@ def test_bench_train_times_both_networks_on_the_same_step(tmp_path):
 
 
 @pytest.mark.parametrize("masks,fast_threads", [("bits", 1), ("bernoulli", 2)])
+@pytest.mark.slow
 def test_bench_train_at_channel_dropout_counts_the_mask_thread(tmp_path, masks, fast_threads):
     out = tmp_path / "c.jsonl"
     p = _bench("train", "--preset", "digits-stage1", "--batch-size", "4", "--steps", "1", "--set", "model.dropout=0.5",
@@ -51,6 +54,7 @@ def test_bench_train_at_channel_dropout_counts_the_mask_thread(tmp_path, masks, 
     assert r["threads_used"] == {"fast": fast_threads, "reference": 1}
 
 
+@pytest.mark.slow
 def test_gpu_check_script_says_no_gpu_in_one_line_and_its_dry_run_measures(tmp_path):
     import json
     import subprocess

@@ -28,6 +28,7 @@ def _save(path, kind="stage1", config=None, **kw):
     return m, opt, sched
 
 
+@pytest.mark.slow
 def test_round_trip(tmp_path):
     m, opt, sched = _save(tmp_path / "c.pt")
     ck = C.load_checkpoint(tmp_path / "c.pt", expect_kind=("stage1", "stage2"))
@@ -166,6 +167,7 @@ def test_check_same_sigma():
         C.check_same_sigma({"sigma": 0.3}, {"sigma": 0.5})
 
 
+@pytest.mark.slow
 def test_export_command_and_model_from_safetensors(tmp_path):
     import subprocess
     import sys

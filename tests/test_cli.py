@@ -32,6 +32,7 @@ def _check_keys(result, spec):
 
 
 @pytest.mark.parametrize("name", list(KEYS))
+@pytest.mark.slow
 def test_quick_reproduce_writes_exact_keys(name, tmp_path, capsys):
     assert main(["reproduce", name, "--out", str(tmp_path), "--quick", "--no-progress", "--threads", "1"]) == 0
     res = json.loads((tmp_path / f"{name}.json").read_text())
@@ -65,6 +66,7 @@ def test_quick_reproduce_writes_exact_keys(name, tmp_path, capsys):
                 assert value == pytest.approx(sum(runs) / len(runs), abs=1e-12)
 
 
+@pytest.mark.slow
 def test_second_run_does_not_overwrite_without_force(tmp_path, capsys):
     args = ["reproduce", "fig3", "--out", str(tmp_path), "--quick", "--no-progress"]
     assert main(args) == 0
@@ -99,6 +101,7 @@ def _cli(*args, tmp_path):
         (["frobnicate"], "invalid choice"),
     ],
 )
+@pytest.mark.slow
 def test_bad_input_is_one_line_and_nonzero(args, message, tmp_path):
     (tmp_path / "afile").write_text("x")
     p = _cli(*args, tmp_path=tmp_path)
@@ -124,6 +127,7 @@ def test_unwritable_folder(tmp_path, monkeypatch):
         prepare_out_dir(ro, ["fig3.json"])
 
 
+@pytest.mark.slow
 def test_demo_runs_and_reports(tmp_path):
     from arsmooth.experiments.demo import run_demo
 

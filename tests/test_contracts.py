@@ -27,6 +27,7 @@ DENSITIES_2D = {
 
 
 @pytest.mark.parametrize("name", sorted(DENSITIES_2D))
+@pytest.mark.slow
 def test_every_2d_density_integrates_to_one(name):
     make, context, half, n, tol = DENSITIES_2D[name]
     model = make()

@@ -53,6 +53,7 @@ def test_the_trick_catches_a_tensor_made_without_a_device():
 
 
 @pytest.mark.parametrize("net", sorted(NETS))
+@pytest.mark.slow
 def test_everything_after_training_makes_its_tensors_where_its_inputs_are(net):
     base, pair, kernel = _models(net)
     x = L.quantize(torch.rand(2, 1, 4, 4, generator=torch.Generator().manual_seed(1)) * 2 - 1)
@@ -72,6 +73,7 @@ def test_everything_after_training_makes_its_tensors_where_its_inputs_are(net):
         block_features(pair.reverse, x, kernel, g)
 
 
+@pytest.mark.slow
 def test_the_lenet_metrics_make_their_tensors_where_the_classifier_is():
     from arsmooth.evaluation.classifier import LeNet
     from arsmooth.evaluation.metrics import nearest, sample_metrics
@@ -102,6 +104,7 @@ def _cli(*args, timeout=600):
     ["demo", "--out", "{d}"],
 ])
 @pytest.mark.parametrize("device", ["cuda", "cuda:1"])
+@pytest.mark.slow
 def test_a_gpu_asked_for_where_none_is_visible_is_refused_before_any_folder(tmp_path, args, device):
     d = tmp_path / "new"
     p = _cli(*[a.format(d=d) for a in args], "--device", device)
@@ -109,6 +112,7 @@ def test_a_gpu_asked_for_where_none_is_visible_is_refused_before_any_folder(tmp_
     assert not d.exists()
 
 
+@pytest.mark.slow
 def test_device_cpu_explicitly_through_every_command(tmp_path):
     cpu = ["--device", "cpu"]
     assert _cli("sample", "--pretrained", "mnist", "--method", "smoothed", "-n", "2", "--out", str(tmp_path / "s"),
@@ -136,6 +140,7 @@ def test_device_cpu_explicitly_through_every_command(tmp_path):
     assert p.returncode == 0, p.stderr
 
 
+@pytest.mark.slow
 def test_reproduce_dry_run_prints_the_plan_and_writes_nothing(tmp_path):
     p = _cli("reproduce", "cifar10", "--quick", "--dry-run", "--out", str(tmp_path / "out"), "--device", "cpu")
     assert p.returncode == 0, p.stderr
@@ -143,6 +148,7 @@ def test_reproduce_dry_run_prints_the_plan_and_writes_nothing(tmp_path):
     assert "Fig. 6 columns" in p.stdout and not (tmp_path / "out").exists()
 
 
+@pytest.mark.slow
 def test_bench_train_prints_an_honest_cost_estimate(tmp_path):
     p = _cli("bench", "train", "--preset", "digits-stage1", "--device", "cpu", "--steps", "1", "--batch-size", "2")
     assert p.returncode == 0, p.stderr

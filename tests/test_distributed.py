@@ -4,6 +4,7 @@ import os
 import subprocess
 import sys
 
+import pytest
 import torch
 
 from arsmooth.runtime.checkpoint import load_checkpoint
@@ -26,6 +27,7 @@ def _same_params(a: dict, b: dict) -> None:
     assert diffs.max() < 1e-4 and diffs.median() < 1e-7 and (diffs > 1e-6).float().mean() < 0.01
 
 
+@pytest.mark.slow
 def test_two_processes_match_one(tmp_path):
     one, two = _run(1, tmp_path / "one"), _run(2, tmp_path / "two")
     assert one.returncode == 0, one.stderr[-2000:]
@@ -41,6 +43,7 @@ def test_two_processes_match_one(tmp_path):
     assert "4 steps on 2 processes" in two.stdout and two.stdout.count("run folder") == 1
 
 
+@pytest.mark.slow
 def test_resume_with_another_number_of_processes(tmp_path):
     whole = _run(1, tmp_path / "whole")
     first = _run(2, tmp_path / "split", ["--set", "train.max_steps=2"])
@@ -53,6 +56,7 @@ def test_resume_with_another_number_of_processes(tmp_path):
     _same_params(a["model"], b["model"])
 
 
+@pytest.mark.slow
 def test_resume_under_torchrun_takes_the_device_of_the_saved_run(tmp_path):
     """A run saved with device: cpu, resumed by torchrun with --resume alone: the group comes up on gloo from
     the saved settings (read before the process group starts) and the run goes on on 2 processes."""
@@ -70,6 +74,7 @@ def test_resume_under_torchrun_takes_the_device_of_the_saved_run(tmp_path):
     assert ck["step"] == 4 and ck["config"]["device"] == "cpu"
 
 
+@pytest.mark.slow
 def test_a_failed_config_check_leaves_nothing_behind(tmp_path):
     """3 processes cannot share a global batch of 8: one line, no config.yaml, and the folder stays usable."""
     p = _run(3, tmp_path / "r")
@@ -81,6 +86,7 @@ def test_a_failed_config_check_leaves_nothing_behind(tmp_path):
     assert "Grad strides do not match" not in ok.stderr
 
 
+@pytest.mark.slow
 def test_spatial_stage2_two_processes_match_one(tmp_path):
     one = _run(1, tmp_path / "one", preset="digits-stage2-spatial")
     two = _run(2, tmp_path / "two", preset="digits-stage2-spatial")
@@ -90,6 +96,7 @@ def test_spatial_stage2_two_processes_match_one(tmp_path):
     _same_params(a["model"], b["model"])
 
 
+@pytest.mark.slow
 def test_smoothed_kind_with_learned_sigma_two_processes_match_one(tmp_path):
     extra = ("--set", "smoothing.learn_sigma=true")
     one = _run(1, tmp_path / "one", extra, preset="digits-smoothed")
@@ -100,6 +107,7 @@ def test_smoothed_kind_with_learned_sigma_two_processes_match_one(tmp_path):
     _same_params(a["model"], b["model"])
 
 
+@pytest.mark.slow
 def test_sampling_is_split_across_processes_and_independent_of_their_number(tmp_path):
     """torchrun -m arsmooth sample: batches dealt across 2 ranks, gathered on rank 0: the 1-process images."""
     import numpy as np
@@ -121,6 +129,7 @@ def test_sampling_is_split_across_processes_and_independent_of_their_number(tmp_
     assert not np.array_equal(outs[1][:2], outs[1][2:4])  # batches differ: each has its own seed
 
 
+@pytest.mark.slow
 def test_a_killed_rank_restarts_the_group_and_training_resumes_by_itself(tmp_path):
     """torchrun --max-restarts=1: rank 1 SIGKILLs itself at step 8 (checkpoint at 5); the restarted group finds
     this run's checkpoint, resumes without --resume and ends with the parameters of an uninterrupted run."""
@@ -141,6 +150,7 @@ def test_a_killed_rank_restarts_the_group_and_training_resumes_by_itself(tmp_pat
     assert steps == sorted(steps)  # the lines the killed attempt logged after its checkpoint were dropped
 
 
+@pytest.mark.slow
 def test_reproduce_under_torchrun_trains_and_samples_as_one_process(tmp_path):
     """torchrun -m arsmooth reproduce mnist --quick on 2 processes: the three models trained with DDP, the
     Fig. 6 batches dealt across the ranks, rank 0 alone scores and writes; the samples are those one process
@@ -170,6 +180,7 @@ def test_reproduce_under_torchrun_trains_and_samples_as_one_process(tmp_path):
         assert not np.array_equal(z["two-step.uint8"][:2], z["two-step.uint8"][2:4])  # 4 batches, 4 seeds
 
 
+@pytest.mark.slow
 def test_transformer_two_processes_match_one(tmp_path):
     """The second network family under DDP: a transformer stage 2 (x~ encoder included) trains to the same
     parameters on 2 processes as on 1."""

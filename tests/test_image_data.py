@@ -56,6 +56,7 @@ def test_resolve_data_root(monkeypatch, tmp_path):
     assert im.resolve_data_root(None) == Path("data")
 
 
+@pytest.mark.slow
 def test_idx_test_split_shapes_and_units(idx_root):
     x, y = im.load_dataset("mnist", "test", idx_root, download=False)
     assert x.shape == (10000, 1, 28, 28) and x.dtype == torch.float32
@@ -79,6 +80,7 @@ def test_fashion_test_split():
     assert y.bincount().tolist() == [1000] * 10
 
 
+@pytest.mark.slow
 def test_md5_is_verified_once_per_file(monkeypatch, tmp_path, idx_root):
     raw = _copy_mnist_test(idx_root, tmp_path)
     calls = []

@@ -53,6 +53,7 @@ def test_inpainting_keeps_the_observed_half():
     assert (out["observed"][..., 4:, :] == 0).all()
 
 
+@pytest.mark.slow
 def test_bounds_order_and_units():
     pair, k = _pair()
     x = _images(4)
@@ -84,6 +85,7 @@ def test_nonfinite_sampler_output_is_refused():
         I.sample_images("smoothed", 2, pair=pair, kernel=k)
 
 
+@pytest.mark.slow
 def test_quick_mnist_path_end_to_end(tmp_path):
     from arsmooth.experiments import reproduce
 
@@ -141,6 +143,7 @@ def test_quick_mnist_path_end_to_end(tmp_path):
     assert rec["wall_time_s"] < 120
 
 
+@pytest.mark.slow
 def test_fig6_columns_resume_exactly_and_depend_on_batch_index_only(tmp_path, monkeypatch):
     pair, k = _pair()
     base = ImageModel("baseline", ModelSettings(nr_resnet=1, nr_filters=8, nr_logistic_mix=2, dropout=0.0),
@@ -171,6 +174,7 @@ def test_fig6_columns_resume_exactly_and_depend_on_batch_index_only(tmp_path, mo
     assert not torch.equal(other["baseline"], whole["baseline"][:2])
 
 
+@pytest.mark.slow
 def test_quick_cifar10_path_end_to_end(tmp_path, monkeypatch):
     """reproduce cifar10 --quick: the full path (three models, the Fig. 6 columns, bounds, tasks, LeNet metrics
     fit on CIFAR-10) on a small fake archive, RGB throughout."""
@@ -197,6 +201,7 @@ def test_quick_cifar10_path_end_to_end(tmp_path, monkeypatch):
     assert f"| two-step (ours) | n/a | n/a | n/a | ≤ {res['bpd']['two_step_elbo']:.2f} |" in text
 
 
+@pytest.mark.slow
 def test_quick_celeba_path_on_a_fake_folder(tmp_path, monkeypatch):
     """reproduce celeba --quick --data-root: CelebA's crop and split from DATA_ROOT/celeba/img_align_celeba,
     FID / KID on a LeNet trained on rotations (no labels: no score, no probes), nothing else read."""

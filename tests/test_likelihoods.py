@@ -50,6 +50,7 @@ def test_discretized_probability_of_a_bin_is_a_cdf_difference():
     assert got.item() == pytest.approx(expected.item(), rel=1e-9)
 
 
+@pytest.mark.slow
 def test_rgb_joint_sums_to_one_over_all_colours():
     nr = 2
     params = torch.randn(1, 10 * nr, 1, 1, dtype=torch.float64)
@@ -62,6 +63,7 @@ def test_rgb_joint_sums_to_one_over_all_colours():
     assert total == pytest.approx(1.0, abs=1e-6)
 
 
+@pytest.mark.slow
 def test_rgb_continuous_joint_integrates_to_one():
     nr = 2
     params = torch.randn(1, 10 * nr, 1, 1, dtype=torch.float64)

@@ -29,11 +29,13 @@ def mnist_small(request):
     return net, info, tr, te[:400] if len(te) >= 400 else te
 
 
+@pytest.mark.slow
 def test_quick_classifier_learns(mnist_small):
     _, info, _, _ = mnist_small
     assert info["test_accuracy"] > 0.8  # 2000 images, three epochs: far above chance (0.1)
 
 
+@pytest.mark.slow
 def test_metric_orderings(mnist_small):
     net, _, train, test = mnist_small
     same = MT.sample_metrics(test, test, net)
@@ -50,6 +52,7 @@ def test_metric_orderings(mnist_small):
     assert other["n_samples"] == n and other["kid_subset_size"] == n // 2
 
 
+@pytest.mark.slow
 def test_real_baseline_is_cached(mnist_small, tmp_path):
     net, _, train, test = mnist_small
     a = MT.real_baseline(test, train, 200, net, "abc", tmp_path)
@@ -116,6 +119,7 @@ def test_inception_metrics_say_what_is_missing():
             MT.inception_metrics(rgb, rgb)
 
 
+@pytest.mark.slow
 def test_metrics_command_scores_sample_files(tmp_path, idx_root, capsys):
     """arsmooth metrics: test images scored against themselves give FID ~ 0; noise scores far worse."""
     import json

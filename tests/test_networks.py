@@ -105,6 +105,7 @@ class TestNetworkContract:
             lp = m.pixel_log_prob(xs, context=ctx)[:, i, j]
         assert torch.logsumexp(lp, 0).item() == pytest.approx(0.0, abs=1e-9)
 
+    @pytest.mark.slow
     def test_rgb_pixel_distribution_sums_to_one_over_all_colours(self, family):
         m = _model(family, "baseline", 3, seed=8)
         x = _images(2, 3, m.image_size, 9)

@@ -49,6 +49,7 @@ def _train(out, folder, *extra, cwd=None, preset="digits-baseline", steps=3):
 
 
 # 1 and 2: a model scored on another folder, from another directory; relative folder paths stored absolute
+@pytest.mark.slow
 def test_relative_folder_is_stored_absolute_and_scored_from_anywhere_and_on_another_folder(tmp_path):
     here, elsewhere = tmp_path / "here", tmp_path / "elsewhere"
     _folder(here / "shapes")
@@ -73,6 +74,7 @@ def test_relative_folder_is_stored_absolute_and_scored_from_anywhere_and_on_anot
     assert len(p.stderr.strip().splitlines()) == 1
 
 
+@pytest.mark.slow
 def test_a_pair_from_two_folders_is_not_scored_silently_on_one(tmp_path):
     _folder(tmp_path / "a")
     _folder(tmp_path / "b", seed=2)
@@ -84,6 +86,7 @@ def test_a_pair_from_two_folders_is_not_scored_silently_on_one(tmp_path):
 
 
 # 3: the progress bar under a time budget
+@pytest.mark.slow
 def test_a_time_budget_shows_minutes_and_steps_not_a_billion_steps(tmp_path):
     _folder(tmp_path / "f")
     p = _run(["train", "digits-baseline", "--out", str(tmp_path / "r"), "--set", f"data.dataset=folder:{tmp_path / 'f'}",
@@ -94,6 +97,7 @@ def test_a_time_budget_shows_minutes_and_steps_not_a_billion_steps(tmp_path):
 
 
 # 4: NaN advice names a checkpoint that exists, or says there is none; --resume --set train.lr is allowed
+@pytest.mark.slow
 def test_nan_advice_is_true_and_resume_with_a_lower_rate_is_recorded(tmp_path):
     _folder(tmp_path / "f")
     p = _train(tmp_path / "r", tmp_path / "f", "--set", "train.lr=1e6", steps=20)
@@ -121,6 +125,7 @@ def test_nan_advice_is_true_and_resume_with_a_lower_rate_is_recorded(tmp_path):
 
 
 # 5: report over a glob that matches the report itself, twice
+@pytest.mark.slow
 def test_report_skips_files_that_a_glob_matched(tmp_path):
     _folder(tmp_path / "f")
     assert _train(tmp_path / "mine" / "a", tmp_path / "f").returncode == 0
@@ -133,6 +138,7 @@ def test_report_skips_files_that_a_glob_matched(tmp_path):
 
 
 # 6: an oversized batch is refused, not shrunk and recorded wrongly
+@pytest.mark.slow
 def test_a_batch_larger_than_the_training_split_is_refused(tmp_path):
     _folder(tmp_path / "f")
     p = _train(tmp_path / "r", tmp_path / "f", "--set", "train.batch_size=100000")
@@ -141,6 +147,7 @@ def test_a_batch_larger_than_the_training_split_is_refused(tmp_path):
 
 
 # 7: metrics on a file that is not an npz
+@pytest.mark.slow
 def test_metrics_on_a_text_file_says_so_without_pickle_advice(tmp_path):
     (tmp_path / "s.npz").write_text("not samples\n")
     p = _run(["metrics", str(tmp_path / "s.npz"), "--dataset", "digits", "--classifier", "x.pt"])
@@ -149,6 +156,7 @@ def test_metrics_on_a_text_file_says_so_without_pickle_advice(tmp_path):
 
 # 8: refused commands leave no folder they created
 @pytest.mark.parametrize("case", ["missing", "truncated", "wrong-kind"])
+@pytest.mark.slow
 def test_a_refused_sample_leaves_no_folder(tmp_path, case):
     _folder(tmp_path / "f")
     assert _train(tmp_path / "b", tmp_path / "f").returncode == 0
@@ -160,6 +168,7 @@ def test_a_refused_sample_leaves_no_folder(tmp_path, case):
 
 
 @pytest.mark.parametrize("case", ["corrupt image", "two images", "not square", "cuda"])
+@pytest.mark.slow
 def test_a_refused_train_leaves_no_folder(tmp_path, case):
     f = _folder(tmp_path / "f", n=2 if case == "two images" else 24)
     if case == "corrupt image":
@@ -190,6 +199,7 @@ def test_ctrl_c_during_sample_leaves_no_folder(tmp_path, monkeypatch):
 
 
 # 9: long evaluations show progress, and --no-progress silences it
+@pytest.mark.slow
 def test_evaluate_shows_progress_unless_told_not_to(tmp_path):
     _folder(tmp_path / "f")
     assert _train(tmp_path / "b", tmp_path / "f").returncode == 0
@@ -200,6 +210,7 @@ def test_evaluate_shows_progress_unless_told_not_to(tmp_path):
 
 
 # 10: FID / KID for own images: the folder's rotation LeNet; sample --help says what raw holds
+@pytest.mark.slow
 def test_own_folder_gets_a_rotation_lenet_and_its_samples_are_scored(tmp_path):
     f = _folder(tmp_path / "f", n=40)
     clf = tmp_path / "clf.pt"
@@ -219,6 +230,7 @@ def test_own_folder_gets_a_rotation_lenet_and_its_samples_are_scored(tmp_path):
 
 
 # 11: a full disk while writing a checkpoint: one line, the previous checkpoint intact, a resume works
+@pytest.mark.slow
 def test_a_full_disk_during_a_checkpoint_is_one_line_and_resumable(tmp_path, monkeypatch, capsys):
     import arsmooth.runtime.checkpoint as CK
 
@@ -261,6 +273,7 @@ def test_a_failed_summary_or_sample_write_is_one_line(tmp_path, monkeypatch, cap
 
 
 # 12: one writer per run; a lock left by a killed process does not block
+@pytest.mark.slow
 def test_a_second_writer_is_refused_and_a_killed_holder_does_not_block(tmp_path):
     _folder(tmp_path / "f")
     run = tmp_path / "r"

@@ -13,6 +13,7 @@ from arsmooth.errors import ArsmoothError
 from conftest import own_network, own_network_blocks
 
 
+@pytest.mark.slow
 def test_the_docs_network_trains_samples_and_scores(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     ns = own_network()
@@ -30,6 +31,7 @@ def test_the_docs_network_trains_samples_and_scores(tmp_path, monkeypatch, capsy
     assert s["two_step_iw"] <= s["two_step_elbo"] + 1e-9  # IW(K=4) is the tighter bound (paper eq. 5)
 
 
+@pytest.mark.slow
 def test_its_checkpoint_is_refused_in_one_line_where_the_network_is_not_registered(tmp_path):
     ns = own_network()
     from arsmooth.runtime.config import load_config

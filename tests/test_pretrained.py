@@ -65,6 +65,7 @@ def test_ship_is_exact_and_a_damaged_file_is_refused(tmp_path):
 
 
 @pytest.mark.parametrize("name", ["mnist", "fashion"])
+@pytest.mark.slow
 def test_sample_pretrained_from_the_cli(tmp_path, monkeypatch, name):
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("ARSMOOTH_DATA", raising=False)

@@ -24,6 +24,7 @@ def test_the_readme_has_python_and_cheap_shell_examples():
 
 
 @pytest.mark.parametrize("k", range(len(_blocks("python"))))
+@pytest.mark.slow
 def test_every_python_block_runs(k, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     exec(compile(_blocks("python")[k], f"README python block {k}", "exec"), {})
@@ -41,6 +42,7 @@ def _cheap_commands() -> list[str]:
 
 
 @pytest.mark.parametrize("cmd", _cheap_commands())
+@pytest.mark.slow
 def test_cheap_shell_commands_run(cmd, tmp_path):
     argv = shlex.split(cmd)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}

@@ -66,6 +66,7 @@ def test_fast_sampler_with_known_rows(kind):
     assert torch.equal(fast[:, :, :5], known[:, :, :5])
 
 
+@pytest.mark.slow
 def test_fast_sampler_float32_matches():
     m = ImageModel("stage1", ModelSettings(nr_resnet=1, nr_filters=8, nr_logistic_mix=3, dropout=0.0), channels=3,
                    image_size=(8, 8))

@@ -32,6 +32,7 @@ def _exact_log_marginal(sm, x):
     return torch.stack(out)
 
 
+@pytest.mark.slow
 def test_joint_integrates_and_bounds_are_below_exact_likelihood():
     sm = _model()
     x = torch.tensor([[-0.5], [0.2], [1.0]], dtype=torch.float64)

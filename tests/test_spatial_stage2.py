@@ -104,6 +104,7 @@ def test_grey_pixel_probabilities_sum_to_one(p):
     assert torch.logsumexp(lp, 0).item() == pytest.approx(0.0, abs=1e-9)
 
 
+@pytest.mark.slow
 def test_rgb_pixel_probabilities_sum_to_one_over_all_colours():
     m = _model(3, seed=8)
     x, xt = _pair(1, 3, seed=9)
@@ -127,6 +128,7 @@ def test_stage2_needs_its_context_and_other_kinds_have_no_encoder():
         ModelSettings(stage2_conditioning="diagonal")
 
 
+@pytest.mark.slow
 def test_checkpoints_record_the_design_and_refuse_the_other(tmp_path):
     from arsmooth.models.build import model_from_checkpoint
     from arsmooth.runtime import checkpoint as C
@@ -146,6 +148,7 @@ def test_checkpoints_record_the_design_and_refuse_the_other(tmp_path):
         train(other, tmp_path / "r", resume=True, progress=False)
 
 
+@pytest.mark.slow
 def test_quick_design_comparison_and_spatial_reproduce(tmp_path):
     import json
 

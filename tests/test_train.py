@@ -54,6 +54,7 @@ def test_cifar10_and_celeba_presets_carry_the_papers_settings():
     assert abs(spatial - stacked) < 0.02 * stacked  # the two designs at about equal parameters
 
 
+@pytest.mark.slow
 def test_training_writes_run_and_refuses_to_clobber(tmp_path):
     s = train(_cfg("stage2"), tmp_path / "r", progress=False)
     assert s["steps"] == 12 and s["stopped"] == "max_steps" and s["test_bpd"] > 0
@@ -74,6 +75,7 @@ def _params(path):
 
 
 @pytest.mark.parametrize("kind,sets", [("stage1", ()), ("smoothed", ("smoothing.learn_sigma=true",))])
+@pytest.mark.slow
 def test_resume_after_sigkill_matches_uninterrupted_run(tmp_path, kind, sets):
     """Kill a run with SIGKILL at step 8 (checkpoint every 5), resume, compare with a clean run."""
     cfg = _cfg(kind, "model.dropout=0.3", "train.ema=0.9", *sets)  # dropout and EMA exercise RNG and extra state
@@ -103,6 +105,7 @@ def test_resume_after_sigkill_matches_uninterrupted_run(tmp_path, kind, sets):
     assert steps == sorted(steps)  # lines logged after the checkpoint were dropped, then logged again
 
 
+@pytest.mark.slow
 def test_resume_refuses_a_different_config(tmp_path):
     train(_cfg("stage1"), tmp_path / "r", progress=False)
     with pytest.raises(ArsmoothError, match="smoothing.sigma"):
@@ -130,6 +133,7 @@ def test_nonfinite_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypat
     assert all(torch.isfinite(v).all() for v in ck["model"].values() if v.dtype.is_floating_point)
 
 
+@pytest.mark.slow
 def test_cli_train_and_errors(tmp_path):
     run = [sys.executable, "-m", "arsmooth.cli", "train"]
     p = subprocess.run(run + ["digits-stage1", "--out", str(tmp_path / "r"), "--max-steps", "3", "--no-progress",
@@ -144,6 +148,7 @@ def test_cli_train_and_errors(tmp_path):
         assert p.returncode != 0 and msg in p.stderr and len(p.stderr.strip().splitlines()) == 1, p.stderr
 
 
+@pytest.mark.slow
 def test_wrong_image_size_is_refused_before_anything_is_written(tmp_path):
     imgs = torch.zeros(40, 1, 10, 10)
     with pytest.raises(ArsmoothError, match="divisible by 4"):
@@ -156,6 +161,7 @@ def test_wrong_image_size_is_refused_before_anything_is_written(tmp_path):
     assert (tmp_path / "r" / "last.pt").read_bytes() == before
 
 
+@pytest.mark.slow
 def test_cli_refuses_mixed_up_checkpoints(tmp_path):
     train(_cfg("stage1"), tmp_path / "s1", progress=False)
     train(_cfg("stage2", "smoothing.sigma=0.3"), tmp_path / "s2", progress=False)
@@ -173,6 +179,7 @@ def test_cli_refuses_mixed_up_checkpoints(tmp_path):
     assert not (tmp_path / "o").exists() or not any((tmp_path / "o").iterdir())
 
 
+@pytest.mark.slow
 def test_gpu_options_do_not_change_cpu_runs(tmp_path):
     a = train(_cfg("stage2", "train.max_steps=3", "device=cpu"), tmp_path / "a", progress=False)
     b = train(_cfg("stage2", "train.max_steps=3", "device=cpu", "gpu.bf16=true", "gpu.channels_last=true"),
@@ -185,6 +192,7 @@ def test_gpu_options_do_not_change_cpu_runs(tmp_path):
 
 
 
+@pytest.mark.slow
 def test_init_from_copies_the_weights_exactly_and_refuses_other_shapes(tmp_path):
     train(_cfg("baseline"), tmp_path / "base", progress=False)
     base = C.load_checkpoint(tmp_path / "base" / "last.pt")
@@ -219,6 +227,7 @@ def test_init_from_copies_the_weights_exactly_and_refuses_other_shapes(tmp_path)
         train(None, tmp_path / "warm", resume=True, progress=False, init_from=tmp_path / "base" / "last.pt")
 
 
+@pytest.mark.slow
 def test_smoothed_kind_trains_both_stages_on_the_elbo_and_learns_sigma(tmp_path):
     """kind smoothed: loss = -ELBO of the pair (the library's S.elbo, entropy included), sigma learned and
     recorded, and the checkpoint serves as stage 1 and stage 2 for every tool."""
@@ -258,6 +267,7 @@ def test_smoothed_kind_trains_both_stages_on_the_elbo_and_learns_sigma(tmp_path)
             load_config("digits-smoothed" if "kernel" in bad[0] else "digits-stage1", bad)
 
 
+@pytest.mark.slow
 def test_resume_takes_the_process_group_backend_from_the_saved_config(tmp_path, monkeypatch):
     """--resume without a preset: the saved run's device picks gloo vs nccl, even where CUDA is visible."""
     from arsmooth.runtime import distributed as D

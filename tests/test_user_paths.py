@@ -35,6 +35,7 @@ def _run(args, **kw):
     return subprocess.run(CLI + args, capture_output=True, text=True, timeout=300, **kw)
 
 
+@pytest.mark.slow
 def test_own_folder_trains_samples_evaluates_and_reports(tmp_path):
     imgs = _folder(tmp_path / "imgs")
     common = ["--set", f"data.dataset=folder:{imgs}", "--set", "data.size=8", "--set", "data.channels=1",
@@ -96,6 +97,7 @@ def test_scientific_notation_is_a_float(tmp_path):
 
 
 @pytest.mark.parametrize("sig,code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+@pytest.mark.slow
 def test_a_signal_stops_with_a_checkpoint_and_the_resume_command(tmp_path, sig, code):
     out = tmp_path / "r"
     p = subprocess.Popen(CLI + ["train", "digits-baseline", "--out", str(out), "--max-steps", "100000", "--no-progress",
@@ -126,6 +128,7 @@ def test_a_signal_stops_with_a_checkpoint_and_the_resume_command(tmp_path, sig, 
     assert abs(first_new["train_bpd"] - last_running) < 0.05 * last_running
 
 
+@pytest.mark.slow
 def test_resuming_a_finished_run_writes_nothing_new(tmp_path):
     cfg = load_config("digits-baseline", ["train.max_steps=3", "train.eval_images=8"])
     train(cfg, tmp_path / "r", progress=False)
@@ -160,6 +163,7 @@ def test_presets_show_merged_settings_and_keys(capsys):
     assert "data.size" in keys and "model.stage2_conditioning" in keys and "train.lr " in keys
 
 
+@pytest.mark.slow
 def test_max_minutes_alone_is_a_time_budget(tmp_path):
     p = _run(["train", "digits-baseline", "--out", str(tmp_path / "r"), "--max-minutes", "0.05", "--no-progress",
               "--threads", "1"])
@@ -171,6 +175,7 @@ def test_max_minutes_alone_is_a_time_budget(tmp_path):
     assert load_config(str(tmp_path / "r" / "config.yaml")).train.max_steps == UNLIMITED_STEPS
 
 
+@pytest.mark.slow
 def test_sample_methods_need_only_what_they_use(tmp_path):
     s1 = tmp_path / "s1"
     train(load_config("digits-stage1", ["train.max_steps=2", "train.eval_images=8"]), s1, progress=False)
@@ -182,6 +187,7 @@ def test_sample_methods_need_only_what_they_use(tmp_path):
     assert p.returncode == 2 and "--stage2" in p.stderr and len(p.stderr.strip().splitlines()) == 1
 
 
+@pytest.mark.slow
 def test_evaluate_refuses_images_of_another_size(tmp_path):
     base = tmp_path / "b"
     train(load_config("digits-baseline", ["train.max_steps=2", "train.eval_images=8"]), base, progress=False)
@@ -197,6 +203,7 @@ def test_reproduce_prints_where_its_summary_is(tmp_path, capsys):
     assert "fig3.md" in out and len(out) < 300
 
 
+@pytest.mark.slow
 def test_sensitivity_command_on_both_designs(tmp_path):
     for preset in ("digits-stage2", "digits-stage2-spatial"):
         train(load_config(preset, ["train.max_steps=1", "train.eval_images=8"]), tmp_path / preset, progress=False)
