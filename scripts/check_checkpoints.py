@@ -52,7 +52,8 @@ def resumed_one_step(run: Path, ckpt: dict) -> int:
         for name in ("config.yaml", "metrics.jsonl", "last.pt"):
             if (run / name).is_file():
                 shutil.copy2(run / name, copy / name)
-        cfg = ckpt_io.settings_of(ckpt).with_overrides([f"train.max_steps={ckpt['step'] + 1}"])
+        # one more step, whatever budget stopped it (the step budget, or the time budget of a timed run)
+        cfg = ckpt_io.settings_of(ckpt).with_overrides([f"train.max_steps={ckpt['step'] + 1}", "train.max_minutes=null"])
         return train(cfg, copy, resume=True, progress=False)["steps"]
 
 
