@@ -12,6 +12,8 @@ from pathlib import Path
 
 import yaml
 
+from arsmooth.runtime.run_folder import read_metrics
+
 HERE = Path(__file__).resolve().parent
 FAMILIES = {"PixelCNN++": HERE.parent / "mnist", "transformer": HERE}
 RESULTS = {"PixelCNN++": HERE.parent / "mnist" / "mnist.json", "transformer": HERE / "transformer-mnist.json"}
@@ -23,8 +25,7 @@ def checkpoint_bpd(run: Path, images: int) -> tuple[int, float] | None:
     """(images, test bits/dim on 200 test images) of the run's last checkpoint at or before ``images``."""
     batch = yaml.safe_load((run / "config.yaml").read_text())["train"]["batch_size"]
     best = None
-    for line in (run / "metrics.jsonl").read_text().splitlines():
-        rec = json.loads(line)
+    for rec in read_metrics(run):
         seen = rec.get("images", rec["step"] * batch)  # lines written before "images" was logged
         if "test_bpd" in rec and seen <= images:
             best = (seen, rec["test_bpd"])

@@ -366,7 +366,7 @@ def measure_costs(cfgs: dict, shape: tuple[int, int, int], device: str, n_sample
         train_ips = batch * train_steps / sum(times[1:])
         row = {"train_batch": batch, "train_images_per_s": train_ips}
         stages = getattr(model, "stages", (model,))
-        for stage in stages if len(model.objective.stages) == 1 else ():  # (the joint model is not sampled here)
+        for stage in stages if not model.objective.joint else ():  # (the joint model is not sampled here)
             stage.eval()
             h, w = stage.image_size
             ctx = torch.zeros(sample_batch, *shape, device=device) if stage.takes_context else None

@@ -34,11 +34,11 @@ def load_model(src, kind: str | tuple[str, ...], device="cpu") -> tuple[ImageMod
         ckpt = src
     else:
         ckpt = ckpt_io.load_checkpoint(src, expect_kind=(*kinds, "smoothed") if stage else kinds, map_location=device)
-    parts = objective_of(ckpt["kind"]).stages
-    if len(parts) > 1 and stage:
+    objective = objective_of(ckpt["kind"])
+    if objective.joint and stage:
         joint = model_from_checkpoint(ckpt, device)
         part = sorted(stage)[0]
-        return dict(zip(parts, joint.stages))[part], {**ckpt, "kind": part}
+        return dict(zip(objective.stages, joint.stages))[part], {**ckpt, "kind": part}
     if ckpt["kind"] not in kinds:
         raise ArsmoothError(f"a {ckpt['kind']} model was given where a {' or '.join(kinds)} model is expected")
     return model_from_checkpoint(ckpt, device), ckpt

@@ -39,6 +39,11 @@ class Objective:
     learns_sigma: ClassVar[bool] = False  # sigma may be a parameter (smoothing.learn_sigma)
     help: ClassVar[str]
 
+    @property
+    def joint(self) -> bool:
+        """It trains more than one network (stages 1 and 2 together)."""
+        return len(self.stages) > 1
+
     def discretized(self, model_settings) -> bool:
         """Whether its network's likelihood is the discretized mixture (an 8-bit likelihood)."""
         return self.eight_bit

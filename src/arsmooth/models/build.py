@@ -16,7 +16,7 @@ from .image_model import ImageModel, SmoothedImageModel
 def build_model(cfg: Settings, image_shape: tuple[int, int, int]) -> ImageModel | SmoothedImageModel:
     """The model of ``cfg.kind`` for images ``(C, H, W)``: one network, or the two of the joint ELBO."""
     size = dict(channels=image_shape[0], image_size=tuple(image_shape[1:]))
-    if len(objective_of(cfg.kind).stages) > 1:
+    if objective_of(cfg.kind).joint:
         return SmoothedImageModel(cfg.model, cfg.smoothing, **size)
     return ImageModel(cfg.kind, cfg.model, **size)
 

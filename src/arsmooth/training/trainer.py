@@ -132,7 +132,7 @@ def train(
     try:
         if init_from is not None and resume:
             raise ArsmoothError("--init-from starts a new run; a resumed run already has its weights")
-        if init_from is not None and cfg is not None and len(objective_of(cfg.kind).stages) > 1:
+        if init_from is not None and cfg is not None and objective_of(cfg.kind).joint:
             raise ArsmoothError("--init-from copies one network; a smoothed run trains two (start it from scratch)")
         hooks = (*hooks, *crash_hooks_from_env(ctx))
         summary = _train(ctx, cfg, Path(run_dir), resume, overwrite, progress, train_images, test_images, init_from,
