@@ -184,3 +184,26 @@ def test_missing_inception_weights_stop_before_any_work(tmp_path, capsys):
     assert not (tmp_path / "out").exists()  # refused before the output folder or any training
     rc = main(["reproduce", "mnist", "--quick", "--out", str(tmp_path / "out"), "--inception-weights", str(missing)])
     assert rc == 2 and "RGB" in capsys.readouterr().err and not (tmp_path / "out").exists()
+
+
+def test_block_features_are_the_blocks_outputs_whatever_the_batch_size():
+    """Features written batch by batch into one tensor per block equal each block's output pooled at once."""
+    from arsmooth.evaluation.probes import block_features
+    from arsmooth.models.image_model import ImageModel
+    from arsmooth.runtime.config import ModelSettings
+
+    m = ImageModel("baseline", ModelSettings(nr_resnet=1, nr_filters=4, nr_logistic_mix=2), channels=1,
+                   image_size=(8, 8)).eval()
+    x = torch.rand(5, 1, 8, 8) * 2 - 1
+    outs = []
+    hooks = [b.register_forward_hook(lambda _m, _i, out: outs.append(out)) for b in m.net.probe_layers()]
+    with torch.no_grad():
+        m.params(x, None)
+    for h in hooks:
+        h.remove()
+    for batch in (2, 5):
+        f = block_features(m, x, batch_size=batch, grids=(1, 2))
+        assert len(f[1]) == len(outs)
+        for want, got1, got2 in zip(outs, f[1], f[2]):
+            torch.testing.assert_close(got1, want.mean((2, 3)), atol=1e-6, rtol=1e-5)
+            torch.testing.assert_close(got2, torch.nn.functional.adaptive_avg_pool2d(want, 2).flatten(1))

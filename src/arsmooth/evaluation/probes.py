@@ -23,15 +23,23 @@ def _as_map(net, out: Tensor) -> Tensor:
 @torch.no_grad()
 def block_features(model, x: Tensor, kernel=None, generator=None, batch_size: int = 100,
                    grids: tuple[int, ...] = (1,)) -> dict[int, list[Tensor]]:
-    """Output of every ``ul`` block averaged over each cell of a ``g x g`` grid, for each ``g`` in ``grids``:
-    ``{g: [(N, F * g * g) per block]}`` (``g = 1``: the position average)."""
+    """Output of every probed block averaged over each cell of a ``g x g`` grid, for each ``g`` in ``grids``:
+    ``{g: [(N, F * g * g) per block]}`` (``g = 1``: the position average).
+
+    Each block's features are written into one ``(N, F * g * g)`` tensor allocated at the first batch: appending
+    a small tensor per batch between the large, freed activations fragments the heap, and resident memory then
+    grows by tens of megabytes a batch (0.6 MB per image for the MNIST transformer, 36 GB over 60,000 images)."""
     blocks = model.net.probe_layers()
-    store: dict[int, list[list[Tensor]]] = {g: [[] for _ in blocks] for g in grids}
+    store: dict[int, list[Tensor | None]] = {g: [None] * len(blocks) for g in grids}
+    rows = [0, 0]  # the batch being written: first and last row
 
     def hook(k, out):
         out = _as_map(model.net, out)
         for g in grids:
-            store[g][k].append(F.adaptive_avg_pool2d(out, g).flatten(1).cpu())
+            pooled = F.adaptive_avg_pool2d(out, g).flatten(1)
+            if store[g][k] is None:
+                store[g][k] = torch.empty(len(x), pooled.shape[1], dtype=pooled.dtype)
+            store[g][k][rows[0] : rows[1]] = pooled
 
     hooks = [b.register_forward_hook(lambda _m, _i, out, k=k: hook(k, out)) for k, b in enumerate(blocks)]
     model.eval()
@@ -39,13 +47,14 @@ def block_features(model, x: Tensor, kernel=None, generator=None, batch_size: in
     try:
         for i in range(0, len(x), batch_size):
             xb = x[i : i + batch_size].to(dev)
+            rows[:] = [i, i + len(xb)]
             xt = kernel.sample(xb, generator) if model.objective.noised else None
             inp, context = model.objective.inputs(xb, xt)
             model.params(inp, context)
     finally:
         for h in hooks:
             h.remove()
-    return {g: [torch.cat(s) for s in per_block] for g, per_block in store.items()}
+    return {g: list(per_block) for g, per_block in store.items()}
 
 
 def linear_probe(f_train: Tensor, y_train: Tensor, f_test: Tensor, y_test: Tensor, l2: float = 1e-3,
