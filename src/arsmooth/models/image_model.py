@@ -45,9 +45,9 @@ class ImageModel(nn.Module):
         if kind not in KINDS:
             raise ArsmoothError(f"unknown model kind {kind!r}; choose one of {', '.join(KINDS)}")
         self.objective = objective_of(kind)
-        self.takes_context = self.objective.takes_context
-        self.spatial = self.takes_context and m.stage2_conditioning == "spatial"
+        self.spatial = self.objective.takes_context and m.stage2_conditioning == "spatial"
         self.kind, self.channels, self.nr_mix = kind, channels, m.nr_logistic_mix
+        # the likelihood the objective chooses for these settings (fixed with the settings, so read once)
         self.discretized, self.jitter = self.objective.discretized(m), self.objective.jitter(m)
         self.image_size = tuple(image_size)
         self.net = build_network(channels, m, image_size=self.image_size, conditioned=self.spatial)
@@ -55,6 +55,11 @@ class ImageModel(nn.Module):
     def _check(self, x: Tensor, name: str = "images") -> None:
         if x.dim() != 4 or x.shape[1] != self.channels:
             raise ArsmoothError(f"{name} must be (B, {self.channels}, H, W), got {tuple(x.shape)}")
+
+    @property
+    def takes_context(self) -> bool:
+        """Whether the network is given x~ (stage 2): the objective's answer."""
+        return self.objective.takes_context
 
     @property
     def conditioning(self) -> str | None:

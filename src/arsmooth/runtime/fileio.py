@@ -36,6 +36,21 @@ def forget_created_folders() -> None:
     _CREATED.clear()
 
 
+def _writable_folder(folder: Path, what: str, hint: str) -> None:
+    """Create ``folder`` if needed (:func:`make_folder`) and check that a file can really be written in it."""
+    try:
+        make_folder(folder)
+    except OSError as e:
+        raise ArsmoothError(f"cannot create {what} {folder}: {e.strerror}; {hint}") from None
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise ArsmoothError(f"{what} {folder} is not writable; {hint}")
+    try:  # os.access can lie (root, read-only mounts): try a real write
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".arsmooth-probe-"):
+            pass
+    except OSError as e:
+        raise ArsmoothError(f"{what} {folder} is not writable ({e.strerror}); {hint}") from None
+
+
 def prepare_out_file(path: str | Path, force: bool = False) -> Path:
     """Check one output file before any work is done: an existing file is refused unless ``force``, and its
     folder is created (taken away again if the command is refused: :func:`make_folder`) and must be writable."""
@@ -44,12 +59,7 @@ def prepare_out_file(path: str | Path, force: bool = False) -> Path:
         raise ArsmoothError(f"{path} is a folder; give the name of the file to write")
     if path.exists() and not force:
         raise ArsmoothError(f"{path} already exists; pass --force to overwrite it")
-    try:
-        make_folder(path.parent)
-    except OSError as e:
-        raise ArsmoothError(f"cannot create {path.parent}: {e.strerror}") from None
-    if not os.access(path.parent, os.W_OK):
-        raise ArsmoothError(f"{path.parent} is not writable")
+    _writable_folder(path.parent, "folder", "write the file somewhere else")
     return path
 
 
@@ -62,17 +72,7 @@ def prepare_out_dir(out: str | Path, names: list[str], force: bool = False) -> P
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise ArsmoothError(f"output path {out} exists and is not a folder; pass a folder to --out")
-    try:
-        make_folder(out)
-    except OSError as e:
-        raise ArsmoothError(f"cannot create output folder {out}: {e.strerror}; pick another --out") from None
-    if not os.access(out, os.W_OK | os.X_OK):
-        raise ArsmoothError(f"output folder {out} is not writable; pick another --out")
-    try:  # os.access can lie (root, read-only mounts): try a real write
-        with tempfile.NamedTemporaryFile(dir=out, prefix=".arsmooth-probe-"):
-            pass
-    except OSError as e:
-        raise ArsmoothError(f"output folder {out} is not writable ({e.strerror}); pick another --out") from None
+    _writable_folder(out, "output folder", "pick another --out")
     clash = [n for n in names if (out / n).exists()]
     if clash and not force:
         raise ArsmoothError(
