@@ -447,12 +447,13 @@ def _plot_probes(probes: dict, path: Path) -> None:
     from ..evaluation.figures import pyplot, save_figure
 
     plt = pyplot()
-    fig, ax = plt.subplots(figsize=(5, 3))
+    fig, ax = plt.subplots(figsize=(7, 3))
     for stage, acc in probes.items():
         ax.plot(range(1, len(acc) + 1), acc, marker="o", label=stage)
+    ax.xaxis.get_major_locator().set_params(integer=True)  # blocks are counted: no tick between two
     ax.set_xlabel(f"block ({_PROBED})")
     ax.set_ylabel("linear-probe test accuracy")
-    ax.legend()
+    ax.legend(loc="center left", bbox_to_anchor=(1.02, 0.5), fontsize="small")  # beside the lines, not on them
     save_figure(fig, path)
 
 
