@@ -420,7 +420,7 @@ def _evaluate_samples(out: Path, cols: dict, test, cfgs: dict, base, pair, kerne
                                (test[: n_probe[1]], test_y[: n_probe[1]]), kernel, seed, grids=PROBE_GRIDS)
         probes.update({stage if g == 1 else f"{stage}, {g}x{g} cells": a for g, a in acc.items()})
     if probes:
-        _plot_probes(probes, out / "probes.png")
+        plot_probes(probes, out / "probes.png")
     keep_info = ("test_accuracy", "weights_sha256", "epochs", "dataset", "task")
     return metrics, probes, {k: info.get(k, "classes" if k == "task" else None) for k in keep_info}
 
@@ -443,7 +443,9 @@ def metric_classifier(out: Path, data_cfg: DataSettings, progress: bool, given: 
     return lenet.load(path)
 
 
-def _plot_probes(probes: dict, path: Path) -> None:
+def plot_probes(probes: dict, path: Path) -> None:
+    """Linear-probe test accuracy against block, one line per model and pooling (the ``probe_accuracy`` of an image
+    experiment's JSON), as a PNG at ``path``."""
     from ..evaluation.figures import pyplot, save_figure
 
     plt = pyplot()
