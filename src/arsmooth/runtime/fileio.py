@@ -36,7 +36,7 @@ def forget_created_folders() -> None:
     _CREATED.clear()
 
 
-def _writable_folder(folder: Path, what: str, hint: str) -> None:
+def writable_folder(folder: Path, what: str, hint: str) -> None:
     """Create ``folder`` if needed (:func:`make_folder`) and check that a file can really be written in it."""
     try:
         make_folder(folder)
@@ -59,7 +59,7 @@ def prepare_out_file(path: str | Path, force: bool = False) -> Path:
         raise ArsmoothError(f"{path} is a folder; give the name of the file to write")
     if path.exists() and not force:
         raise ArsmoothError(f"{path} already exists; pass --force to overwrite it")
-    _writable_folder(path.parent, "folder", "write the file somewhere else")
+    writable_folder(path.parent, "folder", "write the file somewhere else")
     return path
 
 
@@ -72,7 +72,7 @@ def prepare_out_dir(out: str | Path, names: list[str], force: bool = False) -> P
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise ArsmoothError(f"output path {out} exists and is not a folder; pass a folder to --out")
-    _writable_folder(out, "output folder", "pick another --out")
+    writable_folder(out, "output folder", "pick another --out")
     clash = [n for n in names if (out / n).exists()]
     if clash and not force:
         raise ArsmoothError(

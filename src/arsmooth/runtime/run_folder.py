@@ -8,14 +8,13 @@ its budget, ``summary.json``. One process writes it at a time (``.arsmooth.lock`
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import yaml
 
 from ..errors import ArsmoothError
 from .config import Settings
-from .fileio import FolderLock, atomic_write_text, make_folder
+from .fileio import FolderLock, atomic_write_text, writable_folder
 
 RUN_FILES = ("config.yaml", "metrics.jsonl", "last.pt", "summary.json")
 
@@ -34,12 +33,7 @@ def prepare_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> FolderLock:
         return FolderLock(run_dir, "arsmooth train --resume")
     if has_run and not overwrite:
         raise ArsmoothError(f"{run_dir} already holds a run; pass --resume to continue it or --overwrite to replace it")
-    try:
-        make_folder(run_dir)
-    except OSError as e:
-        raise ArsmoothError(f"cannot create run folder {run_dir}: {e.strerror}") from None
-    if not os.access(run_dir, os.W_OK):
-        raise ArsmoothError(f"run folder {run_dir} is not writable")
+    writable_folder(run_dir, "run folder", "pick another --out")
     lock = FolderLock(run_dir, "arsmooth train")
     if overwrite:
         for f in RUN_FILES:
